@@ -1,0 +1,138 @@
+"""Complexity of a built model: MACs and activations by fvcore, parameters, measured latency."""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
+
+COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
+CONVENTION = "MACs: multiply-adds of conv + linear layers counted by fvcore on the eval-mode model (1 MAC = 1 FLOP, BN/pooling/activations not counted)"
+DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """What a model costs: parameters, MACs, activations, and latency in milliseconds."""
+
+    params: int
+    macs: int
+    activations: int
+    latency_ms: float
+    latency_batch_ms: float
+    batch: int
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict for frames and JSON."""
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with `model` in eval mode, restoring its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _example(model: nn.Module, input_shape: tuple[int, int, int], batch: int = 1) -> torch.Tensor:
+    parameter = next(model.parameters())
+    return torch.randn(batch, *input_shape, device=parameter.device)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (learnable tensors only; buffers not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-adds of conv + linear for one image, counted by fvcore on the eval-mode model."""
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model, _example(model, input_shape))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = analysis.by_operator()
+    return int(sum(count for op, count in by_op.items() if op in COUNTED_OPS))
+
+
+@torch.no_grad()
+def count_activations(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Output elements of conv + linear layers for one image (fvcore's activation count)."""
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = ActivationCountAnalysis(model, _example(model, input_shape))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analysis.total())
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Fix torch's intra-op thread count for the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    batch: int = 1,
+    warmup: int = 5,
+    runs: int = 30,
+    threads: int = DEFAULT_THREADS,
+    channels_last: bool = False,
+) -> float:
+    """Median wall time in ms of one forward pass of `batch` images, after warm-up (synchronised on CUDA)."""
+    x = _example(model, input_shape, batch)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    cuda = x.is_cuda
+    times = []
+    with eval_mode(model), torch_threads(threads):
+        for _ in range(warmup):
+            model(x)
+        for _ in range(runs):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def complexity(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    batch: int = 32,
+    runs: int = 30,
+    threads: int = DEFAULT_THREADS,
+) -> Complexity:
+    """Parameters, MACs, activations and latency (batch 1 and `batch`) of a model."""
+    return Complexity(
+        params=count_params(model),
+        macs=count_macs(model, input_shape),
+        activations=count_activations(model, input_shape),
+        latency_ms=measure_latency(model, input_shape, 1, runs=runs, threads=threads),
+        latency_batch_ms=measure_latency(model, input_shape, batch, runs=max(3, runs // 5), threads=threads),
+        batch=batch,
+    )

@@ -1,0 +1,5 @@
+"""Errors a user can cause; the CLI prints them as one line and exits with status 2."""
+
+
+class UserError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2."""

@@ -1,0 +1,120 @@
+"""Turn a NetSpec into an nn.Module, and fold batch norms for deployment."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from scaler.nn.activations import FReLU, act_factory
+from scaler.nn.blocks import (
+    Bottleneck,
+    ConvBN,
+    DepthwiseSeparable,
+    FusedMBConv,
+    MBConv,
+    Pointwise,
+    conv_bn,
+    dense_pointwise,
+)
+from scaler.scaling import round_channels
+from scaler.spec import NetSpec, SpecError, Stage
+
+
+class Network(nn.Module):
+    """stem -> stages -> head conv -> global average pool -> dropout -> linear."""
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        eps = spec.norm_eps
+        stem_act = act_factory(spec.activation, eps)
+        stem: list[nn.Module] = [conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride, stem_act, eps=eps)]
+        if spec.stem.maxpool:
+            stem.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem)
+        channels = spec.stem.out_channels
+        stages = []
+        for stage in spec.stages:
+            blocks = []
+            for index in range(stage.repeats):
+                stride = stage.stride if index == 0 else 1
+                blocks.append(make_block(stage, index, channels, stride, eps))
+                channels = stage.out_channels
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        if spec.head.out_channels:
+            self.head: nn.Module = conv_bn(channels, spec.head.out_channels, 1, 1, stem_act, eps=eps)
+            channels = spec.head.out_channels
+        else:
+            self.head = nn.Identity()
+        self.dropout = nn.Dropout(spec.head.dropout)
+        self.classifier = nn.Linear(channels, spec.num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.stages(self.stem(x)))
+        return self.classifier(self.dropout(torch.flatten(x.mean((2, 3)), 1)))
+
+
+def pointwise_for(stage: Stage) -> Pointwise:
+    """The 1x1 convolution a stage's blocks use: dense, or FLGC with the stage's groups."""
+    if stage.groups == 1:
+        return dense_pointwise
+    from scaler.nn.flgc import flgc_pointwise
+
+    return flgc_pointwise(stage.groups, stage.duplicate)
+
+
+def make_block(stage: Stage, index: int, in_channels: int, stride: int, eps: float) -> nn.Module:
+    """Block `index` of `stage`, reading `in_channels` and producing `stage.out_channels`."""
+    act = act_factory(stage.activation_of(index), eps)
+    out, kernel = stage.out_channels, stage.kernel
+    pointwise = pointwise_for(stage)
+    squeeze = max(1, int(in_channels * stage.se_ratio)) if stage.se_ratio > 0 else 0
+    if stage.block == "dsconv":
+        return DepthwiseSeparable(in_channels, out, kernel, stride, act, pointwise, eps)
+    if stage.block == "mbconv":
+        hidden = round_channels(in_channels * stage.expand)
+        return MBConv(in_channels, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
+    if stage.block == "fused":
+        hidden = round_channels(in_channels * stage.expand)
+        return FusedMBConv(in_channels, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
+    if stage.block == "bottleneck":
+        mid = round_channels(out * stage.expand)
+        return Bottleneck(in_channels, out, mid, kernel, stride, act, pointwise, eps)
+    raise SpecError(f"unknown block type {stage.block!r}")
+
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convolutions, unit BN, small normal linear layers (torchvision's choice)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
+def build(spec: NetSpec) -> Network:
+    """The nn.Module a NetSpec describes."""
+    return Network(spec)
+
+
+def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BN that follows a plain conv (ConvBN and FReLU) into it; eval-mode only."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, (ConvBN, FReLU)) and isinstance(module.bn, nn.BatchNorm2d):
+            if isinstance(module.conv, nn.Conv2d):
+                module.conv = _fuse(module.conv, module.bn)
+                module.bn = nn.Identity()
+    return model

@@ -1,0 +1,79 @@
+"""Compound scaling: the one place that holds EfficientNet's rounding rules."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from scaler.spec import NetSpec, SpecError, Stage
+
+CHANNEL_DIVISOR = 8
+RESOLUTION_MULTIPLE = 2
+
+
+def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float, float, float]:
+    """Depth, width and resolution multipliers d = alpha^phi, w = beta^phi, r = gamma^phi."""
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if not math.isfinite(value) or value < 1.0:
+            raise SpecError(f"{name} must be >= 1 (got {value}): compound scaling only grows a network")
+    if not math.isfinite(phi) or phi < 0:
+        raise SpecError(f"phi must be >= 0 (got {phi})")
+    return alpha**phi, beta**phi, gamma**phi
+
+
+def round_channels(channels: float, divisor: int = CHANNEL_DIVISOR) -> int:
+    """Nearest multiple of `divisor`, never more than 10 % below `channels` (EfficientNet's rule)."""
+    if channels < 1:
+        raise SpecError(f"{channels:.3g} channels rounds to zero: the width multiplier is too small")
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * channels:
+        rounded += divisor
+    return rounded
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """ceil(repeats * depth), immune to float error just above an integer."""
+    return max(1, math.ceil(repeats * depth - 1e-9))
+
+
+def round_resolution(resolution: float, multiple: int = RESOLUTION_MULTIPLE) -> int:
+    """Nearest multiple of `multiple` (at least one multiple)."""
+    return max(multiple, int(round(resolution / multiple)) * multiple)
+
+
+def resample_mask(mask: tuple[str, ...], repeats: int) -> tuple[str, ...]:
+    """Stretch a per-block activation mask to a new block count, keeping relative positions."""
+    return tuple(mask[i * len(mask) // repeats] for i in range(repeats))
+
+
+def _scale_stage(stage: Stage, depth: float, width: float) -> Stage:
+    repeats = round_repeats(stage.repeats, depth)
+    mask = resample_mask(stage.block_activations, repeats) if stage.block_activations else None
+    return replace(
+        stage,
+        out_channels=round_channels(stage.out_channels * width),
+        repeats=repeats,
+        block_activations=mask,
+    )
+
+
+def scale(
+    spec: NetSpec, depth: float, width: float, resolution: float, resolution_multiple: int = RESOLUTION_MULTIPLE
+) -> NetSpec:
+    """Scale a network: repeats by ceil(n*d), channels (stem, stages, head) by w, input size by r."""
+    for name, value in (("depth", depth), ("width", width), ("resolution", resolution)):
+        if not math.isfinite(value) or value <= 0:
+            raise SpecError(f"{name} multiplier must be > 0 (got {value})")
+    stem = replace(spec.stem, out_channels=round_channels(spec.stem.out_channels * width))
+    head = replace(spec.head, out_channels=round_channels(spec.head.out_channels * width) if spec.head.out_channels else 0)
+    return replace(
+        spec,
+        stem=stem,
+        stages=tuple(_scale_stage(stage, depth, width) for stage in spec.stages),
+        head=head,
+        resolution=round_resolution(spec.resolution * resolution, resolution_multiple),
+    )
+
+
+def scale_compound(spec: NetSpec, alpha: float, beta: float, gamma: float, phi: float) -> NetSpec:
+    """`scale` with the multipliers of `compound(alpha, beta, gamma, phi)`."""
+    return scale(spec, *compound(alpha, beta, gamma, phi))

@@ -1,0 +1,85 @@
+"""Variants: functions from NetSpec to NetSpec (FReLU placement, Fused-MBConv early stages)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scaler.spec import NetSpec, SpecError
+
+VARIANT_HELP = (
+    "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "
+    "frelu-late (second half), frelu-all-but-last, frelu:1,2 (stages numbered from 1), "
+    "fused (Fused-MBConv in the first two stages), fused:K; join with '+', e.g. fused+frelu:1,2"
+)
+
+
+def with_frelu(spec: NetSpec, stages: set[int] | None, stem_and_head: bool = False) -> NetSpec:
+    """FReLU on the given 1-based stages (None = all); other stages keep their activation."""
+    count = len(spec.stages)
+    chosen = set(range(1, count + 1)) if stages is None else stages
+    bad = sorted(i for i in chosen if not 1 <= i <= count)
+    if bad:
+        raise SpecError(f"{spec.name} has stages 1..{count}; cannot put FReLU on stage {bad[0]}")
+    new_stages = tuple(
+        replace(stage, activation="frelu", block_activations=None) if i in chosen else stage
+        for i, stage in enumerate(spec.stages, start=1)
+    )
+    return replace(spec, stages=new_stages, activation="frelu" if stem_and_head else spec.activation)
+
+
+def frelu_stages(spec: NetSpec) -> set[int]:
+    """1-based indices of the stages that use FReLU in every block."""
+    return {i for i, stage in enumerate(spec.stages, start=1) if stage.activation == "frelu" and not stage.block_activations}
+
+
+def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
+    """Replace the first `count` stages' blocks by Fused-MBConv (depthwise-separable becomes expand 1)."""
+    if not 0 <= count <= len(spec.stages):
+        raise SpecError(f"{spec.name} has {len(spec.stages)} stages; cannot fuse {count}")
+    new_stages = []
+    for i, stage in enumerate(spec.stages):
+        if i < count and stage.block in ("dsconv", "mbconv"):
+            stage = replace(stage, block="fused", expand=1.0 if stage.block == "dsconv" else stage.expand, se_ratio=0.0)
+        elif i < count:
+            raise SpecError(f"stage {i + 1} of {spec.name} is a {stage.block} block; only dsconv/mbconv fuse")
+        new_stages.append(stage)
+    return spec.with_stages(new_stages)
+
+
+def _parse_stages(text: str) -> set[int]:
+    try:
+        return {int(part) for part in text.split(",") if part}
+    except ValueError:
+        raise SpecError(f"stage list {text!r} must be numbers like 1,2") from None
+
+
+def apply_one(spec: NetSpec, variant: str) -> NetSpec:
+    """Apply one named variant."""
+    count = len(spec.stages)
+    half = count // 2
+    if variant in ("relu", "base", ""):
+        return spec
+    if variant == "frelu":
+        return with_frelu(spec, None, stem_and_head=True)
+    if variant == "frelu-early":
+        return with_frelu(spec, set(range(1, half + 1)))
+    if variant == "frelu-late":
+        return with_frelu(spec, set(range(half + 1, count + 1)))
+    if variant == "frelu-all-but-last":
+        return with_frelu(spec, set(range(1, count)))
+    if variant.startswith("frelu:"):
+        return with_frelu(spec, _parse_stages(variant[len("frelu:"):]))
+    if variant == "fused":
+        return fuse_early(spec, 2)
+    if variant.startswith("fused:"):
+        try:
+            return fuse_early(spec, int(variant[len("fused:"):]))
+        except ValueError:
+            raise SpecError(f"variant {variant!r}: fused:K takes a number of stages") from None
+    raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
+
+
+def apply_variant(spec: NetSpec, variant: str) -> NetSpec:
+    """Apply a '+'-joined list of variants, left to right."""
+    for part in variant.split("+"):
+        spec = apply_one(spec, part.strip())
+    return spec

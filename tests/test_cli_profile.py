@@ -1,0 +1,56 @@
+"""`scaler profile` end to end, through the console entry point."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scaler.cli import main
+
+
+def test_profile_json_rows(capsys) -> None:
+    assert main(["profile", "--base", "mobilenet", "--phi", "0", "1", "--json", "--runs", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["phi"] for r in rows] == [0.0, 1.0]
+    assert set(rows[0]) == {"phi", "depth", "width", "resolution", "params", "macs", "macs_ratio", "activations", "latency_ms"}
+    assert rows[0]["resolution"] == 28 and rows[1]["resolution"] == 32
+    assert rows[0]["macs_ratio"] == 1.0
+    assert 1.5 < rows[1]["macs_ratio"] < 2.6
+    assert rows[1]["latency_ms"] > 0
+
+
+def test_profile_table_states_the_convention(capsys) -> None:
+    assert main(["profile", "--base", "mobilenetv2", "--phi", "0", "--runs", "2", "--activation", "frelu", "--frelu-stages", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "conv + linear" in out and "BN" in out
+    assert "MACs/φ0" in out
+
+
+def test_profile_direct_multipliers(capsys) -> None:
+    args = ["profile", "--base", "resnet50", "--input", "3x224x224", "--classes", "1000", "--width", "1", "--depth", "1", "--resolution", "1", "--json", "--runs", "1"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[1]["phi"] is None and rows[1]["params"] == 25557032 == rows[0]["params"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["profile", "--base", "alexnet"], "unknown base"),
+        (["profile", "--alpha", "0.8"], "alpha must be >= 1"),
+        (["profile", "--phi", "-1"], "phi must be >= 0"),
+        (["profile", "--dataset", "imagenet21k"], "unknown dataset"),
+        (["profile", "--input", "3x224"], "--input"),
+        (["profile", "--variant", "frelu:7"], "stage 7"),
+        (["profile", "--width", "0.0001"], "rounds to zero"),
+        (["profile", "--phi", "x"], "invalid float"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], needle: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

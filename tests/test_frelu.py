@@ -1,0 +1,39 @@
+"""FReLU and its deploy form."""
+from __future__ import annotations
+
+import torch
+
+from scaler.nn.activations import FReLU
+from scaler.nn.build import build, fold_batchnorm
+from scaler.variants import apply_variant
+from scaler.zoo import base
+
+
+def _randomise_bn(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+def test_frelu_is_max_of_x_and_funnel() -> None:
+    torch.manual_seed(0)
+    act = FReLU(4).eval()
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(act(x), torch.maximum(x, act.bn(act.conv(x))))
+    assert (act(x) >= x).all()
+
+
+def test_folding_keeps_outputs() -> None:
+    torch.manual_seed(0)
+    model = build(apply_variant(base("mobilenet", 1, 28, 10), "frelu")).eval()
+    _randomise_bn(model)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        before = model(x)
+        folded = fold_batchnorm(model)
+        after = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
