@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from scaler.nn.activations import FReLU
-from scaler.nn.build import build, fold_batchnorm
+from scaler.nn.build import build
+from scaler.nn.deploy import ShiftDepthwise, deploy, fold_batchnorm
 from scaler.variants import apply_variant
 from scaler.zoo import base
 
@@ -37,3 +38,20 @@ def test_folding_keeps_outputs() -> None:
         after = folded(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_shift_depthwise_matches_conv() -> None:
+    torch.manual_seed(0)
+    for stride, kernel, size in [(1, 3, 7), (2, 3, 7), (2, 5, 8), (1, 5, 4)]:
+        conv = torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=True)
+        x = torch.randn(2, 6, size, size)
+        torch.testing.assert_close(ShiftDepthwise(conv)(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_deploy_form_keeps_outputs() -> None:
+    torch.manual_seed(0)
+    model = build(apply_variant(base("efficientnet-b0", 1, 28, 10), "frelu")).eval()
+    _randomise_bn(model)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(model, compile=False)(x), model(x), atol=1e-5, rtol=1e-4)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaler.nn.activations import FReLU, act_factory
+from scaler.nn.activations import act_factory
 from scaler.nn.blocks import (
     Bottleneck,
-    ConvBN,
     DepthwiseSeparable,
     FusedMBConv,
     MBConv,
@@ -102,19 +101,3 @@ def init_weights(model: nn.Module) -> None:
 def build(spec: NetSpec) -> Network:
     """The nn.Module a NetSpec describes."""
     return Network(spec)
-
-
-def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BN that follows a plain conv (ConvBN and FReLU) into it; eval-mode only."""
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, (ConvBN, FReLU)) and isinstance(module.bn, nn.BatchNorm2d):
-            if isinstance(module.conv, nn.Conv2d):
-                module.conv = _fuse(module.conv, module.bn)
-                module.bn = nn.Identity()
-    return model
