@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
 from scaler.errors import UserError
 from scaler.tasks import Task, dataset_task, parse_input
 from scaler.variants import VARIANT_HELP, apply_variant
 from scaler.zoo import BASES, base
+
+if TYPE_CHECKING:
+    from scaler.train import TrainConfig
 
 EFFICIENTNET_COEFFICIENTS = (1.2, 1.1, 1.15)
 
@@ -116,6 +119,320 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_train_args(parser: argparse.ArgumentParser, epochs: int, subset: int | None = None) -> None:
+    """Options of the one training loop."""
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule, 50 warm-up steps)")
+    parser.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp")
+    parser.add_argument("--progressive", action="store_true", help="EfficientNetV2 progressive learning: size and regularisation ramp up")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (pays on GPU and long runs)")
+    parser.add_argument("--subset", type=int, default=subset, help=f"train on N images of the training split (default {subset}; 0 = all 54000)")
+    parser.add_argument("--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the training options."""
+    from scaler.train import Progressive, TrainConfig
+
+    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0:
+        raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        progressive=Progressive() if args.progressive else None,
+        compile=args.compile,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+    )
+
+
+QUICK = {"subset": 1000, "val_size": 300, "epochs": 1, "n_trials": 4, "confirm": 2}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """scaler search: grid search of alpha, beta, gamma with proxy training."""
+    from scaler.search import SearchConfig, run_search
+
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == SEARCH_DEFAULTS[key]:
+                setattr(args, key, value)
+    config = SearchConfig(
+        base=args.base,
+        dataset=args.dataset,
+        variant=args.variant,
+        phi=args.phi,
+        step=args.step,
+        tolerance=args.tolerance,
+        ratio_range=tuple(args.ratio_range),
+        pruner=args.pruner,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        confirm=args.confirm,
+        confirm_seeds=args.confirm_seeds,
+        subset=args.subset or None,
+        val_size=args.val_size or None,
+        data_dir=args.data_dir,
+        study=args.study,
+        storage=args.storage,
+        seed=args.seed,
+        heartbeat=args.heartbeat or None,
+        workers=args.workers,
+        train=train_config(args),
+        progress=args.progress and args.workers == 1,
+    )
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1 (got {args.workers})")
+    if args.phi <= 0:
+        raise UserError(f"--phi must be > 0 for a search (got {args.phi})")
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    summary = run_search(config, log)
+    if args.json:
+        keys = ("alpha", "beta", "gamma", "val_acc", "macs", "study", "trials")
+        print(json.dumps({k: summary[k] for k in keys}))
+        return 0
+    print_search_summary(summary, config)
+    return 0
+
+
+def print_search_summary(summary: dict[str, Any], config: Any) -> None:
+    """Human summary of a finished search."""
+    ref = summary.get("reference") or {}
+    print(f"\n# {summary['study']}: {summary['trials']} trials, {summary['feasible_trained']} trained, "
+          f"{summary['pruned']} pruned by the {config.pruner} pruner, {summary['infeasible']} infeasible, {summary['failed']} failed")
+    print(f"# {CONVENTION}")
+    if summary["alpha"] is None:
+        print("no feasible candidate has trained yet: rerun the same command to go on")
+    else:
+        print(f"best: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f}  "
+              f"val_acc {summary['val_acc']:.4f}  MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.2f} of φ=0)  "
+              f"params {summary['params'] / 1e6:.2f} M  latency {summary['latency_ms']:.2f} ms")
+    if ref:
+        print(f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms")
+    sig = summary.get("significance") or {}
+    if sig.get("ranking"):
+        for row in sig["ranking"]:
+            print(f"  confirmed {row['candidate']}: mean val_acc {row['mean_val_acc']:.4f} over {row['seeds']} seeds")
+        if sig.get("seed_std") is not None and sig.get("gap") is not None:
+            verdict = "significant" if sig["significant"] else "NOT significant: within seed noise"
+            print(f"winner vs runner-up: gap {sig['gap']:.4f}, seed-to-seed std {sig['seed_std']:.4f} -> {verdict} (gap > 2 std)")
+    print(f"time: {summary['wall_seconds']:.0f} s wall, {summary['seconds_per_trial']} s per trained trial, {summary['trial_epochs']} trial-epochs")
+    print(f"wrote {config.folder}/trials.csv, search.png, summary.json; storage {redact_url(config.storage_url)}")
+
+
+def redact_url(url: str) -> str:
+    """URL without password."""
+    from scaler.storage import redact
+
+    return redact(url)
+
+
+SEARCH_DEFAULTS: dict[str, Any] = {}
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """scaler worker: run queued grid points of an existing study."""
+    from scaler.search import join_study
+
+    ran = join_study(args.study, args.storage, args.data_dir)
+    print(f"worker finished: {ran} trial(s) run; the queue of {args.study} is empty")
+    return 0
+
+
+def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
+    """(study info or None, coefficients, base spec, dataset, train config) for the experiment commands."""
+    from dataclasses import replace as dc_replace
+
+    from scaler.data import load_dataset
+    from scaler.experiments import study_info
+    from scaler.storage import STUDIES_DIR
+
+    info = study_info(args.study) if args.study else None
+    explicit = (args.alpha, args.beta, args.gamma)
+    if all(v is not None for v in explicit):
+        coefficients = tuple(float(v) for v in explicit)
+    elif info:
+        coefficients = (info.alpha, info.beta, info.gamma)
+    else:
+        raise UserError("give --study NAME (a finished scaler search) or all of --alpha --beta --gamma")
+    from scaler.scaling import compound
+
+    compound(*coefficients, 1.0)
+    args.base = args.base or (info.base if info else "mobilenet")
+    args.dataset = args.dataset or (info.dataset if info else "fashion-mnist")
+    args.variant, args.activation, args.frelu_stages = "relu", None, None
+    spec = base_spec(args)
+    dataset = None
+    if need_data:
+        dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
+        if args.val_size:
+            dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
+    folder = info.folder if info else STUDIES_DIR / (args.out or f"{args.base}-{args.dataset}")
+    folder.mkdir(parents=True, exist_ok=True)
+    args.folder = folder
+    return info, coefficients, spec, dataset, train_config(args)
+
+
+def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: int | None) -> None:
+    """--study or explicit coefficients, plus the task and training options."""
+    parser.add_argument("--study", help="a finished scaler search: its base, dataset and best alpha, beta, gamma")
+    parser.add_argument("--alpha", type=float)
+    parser.add_argument("--beta", type=float)
+    parser.add_argument("--gamma", type=float)
+    parser.add_argument("--base", help="base network (default: the study's, else mobilenet)")
+    parser.add_argument("--dataset", help="dataset (default: the study's, else fashion-mnist)")
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="output folder name under studies/ when no --study is given")
+    parser.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
+    add_train_args(parser, epochs=epochs, subset=subset)
+
+
+def save_figures(figures: dict[str, Any], folder: Any, prefix: str = "") -> list[str]:
+    """Save Figures as PNG under folder; the paths written."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, figure in figures.items():
+        path = folder / f"{prefix}{name}.png"
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(str(path))
+    return paths
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """scaler scale: every (variant, phi) profiled, trained up to --train-max-phi, extrapolated beyond."""
+    from scaler.experiments import scale_variants
+    from scaler.extrapolate import extrapolate, held_out_error
+    from scaler.plots import tradeoff_figures
+
+    _, coefficients, spec, dataset, config = experiment_setup(args, need_data=args.train_max_phi >= 0)
+    frame = scale_variants(spec, coefficients, args.phi, args.variant_list, dataset, config, args.train_max_phi, progress=args.progress)
+    if frame["trained"].any():
+        frame = extrapolate(frame)
+        held = held_out_error(frame)
+        held.to_csv(args.folder / "extrapolation.csv", index=False)
+        for _, row in held.iterrows():
+            print(f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, measured {row.measured:.4f}, error {row.error:+.4f}")
+    frame.to_csv(args.folder / "scale.csv", index=False)
+    paths = save_figures(tradeoff_figures(frame), args.folder)
+    print(f"# {CONVENTION}")
+    columns = [c for c in ("variant", "phi", "resolution", "params", "macs", "macs_ratio", "target_ratio", "latency_ms", "test_acc", "predicted_acc") if c in frame]
+    print(frame[columns].to_string(index=False))
+    print(f"wrote {args.folder / 'scale.csv'}, " + ", ".join(paths))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """scaler plot: trade-off figures from a study's scale.csv."""
+    import pandas as pd
+
+    from scaler.plots import tradeoff_figures
+    from scaler.storage import STUDIES_DIR
+
+    path = STUDIES_DIR / args.study / "scale.csv"
+    if not path.is_file():
+        raise UserError(f"no {path}; run scaler scale --study {args.study} first")
+    frame = pd.read_csv(path)
+    paths = save_figures(tradeoff_figures(frame), path.parent)
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+def cmd_frelu(args: argparse.Namespace) -> int:
+    """scaler frelu: Pareto front of per-stage FReLU masks (accuracy vs latency)."""
+    from scaler.plots import frelu_figure
+    from scaler.scaling import compound, scale
+    from scaler.search import frelu_masks
+    from scaler.storage import default_url
+
+    info, coefficients, spec, dataset, config = experiment_setup(args)
+    spec = scale(spec, *compound(*coefficients, args.at_phi))
+    name = f"{args.folder.name}-frelu-phi{args.at_phi:g}"
+    storage = args.storage or default_url(name)
+    frame = frelu_masks(spec, dataset, config, storage, name, args.seed, args.n_trials, args.latency, log=print, progress=args.progress)
+    frame.to_csv(args.folder / "frelu.csv", index=False)
+    save_figures({"frelu_pareto": frelu_figure(frame)}, args.folder)
+    print(f"# Pareto front (accuracy up, {args.latency} latency down) of {len(frame)} masks, φ={args.at_phi:g}:")
+    print(frame[frame.pareto][["mask", "variant", "val_acc", "latency_ms", "macs"]].to_string(index=False))
+    print(f"wrote {args.folder / 'frelu.csv'}, {args.folder / 'frelu_pareto.png'}")
+    return 0
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU."""
+    from scaler.experiments import ladder
+    from scaler.variants import apply_variant
+
+    _, coefficients, spec, dataset, config = experiment_setup(args)
+    apply_variant(spec, args.frelu)
+    frame = ladder(spec, coefficients, args.frelu, dataset, config, progress=args.progress)
+    frame.to_csv(args.folder / "ladder.csv", index=False)
+    print(f"# {CONVENTION}; test accuracy on the held-out test set")
+    print(frame[["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]].to_string(index=False))
+    print(f"wrote {args.folder / 'ladder.csv'}")
+    return 0
+
+
+def cmd_compare_scaling(args: argparse.Namespace) -> int:
+    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs."""
+    from scaler.experiments import compare_scaling
+    from scaler.plots import accuracy_vs_macs
+
+    _, coefficients, spec, dataset, config = experiment_setup(args)
+    frame = compare_scaling(spec, coefficients, args.factors, dataset, config, progress=args.progress)
+    frame.to_csv(args.folder / "compare_scaling.csv", index=False)
+    base_row = frame[frame.rule == "base"]
+    plotted = frame[frame.rule != "base"]
+    import pandas as pd
+
+    plotted = pd.concat([base_row.assign(rule=r) for r in plotted.rule.unique()] + [plotted])
+    save_figures({"compare_scaling": accuracy_vs_macs(plotted, "rule", title="scaling rules at equal FLOPs")}, args.folder)
+    print(f"# {CONVENTION}")
+    print(frame[["rule", "factor", "depth", "width", "res_mult", "resolution", "macs_ratio", "params", "test_acc", "train_seconds"]].to_string(index=False))
+    print(f"wrote {args.folder / 'compare_scaling.csv'}, {args.folder / 'compare_scaling.png'}")
+    return 0
+
+
+def cmd_flgc(args: argparse.Namespace) -> int:
+    """scaler flgc: plain FLGC vs FLGC with duplication as the group count grows."""
+    from dataclasses import replace as dc_replace
+
+    from scaler.data import load_dataset
+    from scaler.experiments import flgc_groups
+    from scaler.plots import flgc_figure
+    from scaler.scaling import scale
+    from scaler.storage import STUDIES_DIR
+
+    if any(g < 1 for g in args.groups):
+        raise UserError(f"--groups must be >= 1 (got {args.groups})")
+    args.variant, args.activation, args.frelu_stages = "relu", None, None
+    spec = scale(base_spec(args), 1.0, args.width, 1.0)
+    dataset = None
+    if not args.profile_only:
+        dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
+        if args.val_size:
+            dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
+    frame = flgc_groups(spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress)
+    folder = STUDIES_DIR / (args.out or f"flgc-{args.base}-{args.dataset}")
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "flgc.csv", index=False)
+    save_figures({"flgc": flgc_figure(frame)}, folder)
+    print(f"# {spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model")
+    print(frame.to_string(index=False))
+    print(f"wrote {folder / 'flgc.csv'}, {folder / 'flgc.png'}")
+    return 0
+
+
 def make_parser() -> Parser:
     """The whole command line."""
     parser = Parser(prog="scaler", description="Compound scaling of CNNs with FReLU and FLGC variants.")
@@ -135,6 +452,82 @@ def make_parser() -> Parser:
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads for latency")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "search",
+        help="Optuna grid search of alpha, beta, gamma at phi with real proxy training",
+        description="Grid-search alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step, keeping "
+        "|alpha*beta^2*gamma^2 - 2| <= --tolerance (step 0.1 leaves 20 candidates, step 0.05 leaves 108; "
+        "the default 0.1 fits the 15-minute budget on 2 CPU cores). Each candidate is built at phi, its "
+        "MACs measured with fvcore; out of --ratio-range it is infeasible and not trained.",
+    )
+    add_architecture_args(p)
+    add_task_args(p)
+    p.add_argument("--phi", type=float, default=1.0)
+    p.add_argument("--step", type=float, default=0.1, help="grid step (0.1: 20 candidates; 0.05: 108)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="keep |alpha*beta^2*gamma^2 - 2| <= this")
+    p.add_argument("--ratio-range", type=float, nargs=2, default=[1.7, 2.3], metavar=("LOW", "HIGH"), help="feasible measured MACs(phi=1)/MACs(phi=0)")
+    p.add_argument("--pruner", default="median", help="median | hyperband | none (on per-epoch validation accuracy)")
+    p.add_argument("--n-trials", type=int, help="run at most N grid points this time (the rest on a rerun)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--confirm", type=int, default=3, help="retrain the top K candidates with more seeds")
+    p.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds per confirmed candidate (default 1: two seeds each)")
+    p.add_argument("--study", help="study name (default <base>-<dataset>)")
+    p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (each grid point runs once)")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent for 3x is failed and re-queued (0 = off)")
+    p.add_argument("--quick", action="store_true", help="smoke preset: 1000 images, 1 epoch, 4 trials (< 2 min)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--val-size", type=int, default=1000, help="validation images per epoch (0 = the whole 10 %% split)")
+    add_train_args(p, epochs=3, subset=3000)
+    p.set_defaults(func=cmd_search)
+    SEARCH_DEFAULTS.update({k: p.get_default(k) for k in QUICK})
+
+    p = sub.add_parser("scale", help="carry alpha, beta, gamma to larger phi for each variant: profile, train, extrapolate")
+    add_experiment_args(p, epochs=3, subset=6000)
+    p.add_argument("--phi", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument("--variant", dest="variant_list", nargs="+", default=["relu", "frelu"], help=f"variants: {VARIANT_HELP}")
+    p.add_argument("--train-max-phi", type=float, default=1.0, help="train the points with phi <= this (-1: profile only)")
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")
+    add_experiment_args(p, epochs=2, subset=3000)
+    p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
+    p.add_argument("--latency", choices=("eager", "deployed"), default="eager", help="latency of the eager model or of the deploy form")
+    p.add_argument("--n-trials", type=int, help="masks to evaluate (default: all when <= 64, else 40 by NSGA-II)")
+    p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<name>-frelu-phiN/study.db)")
+    p.set_defaults(func=cmd_frelu)
+
+    p = sub.add_parser("ladder", help="MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU")
+    add_experiment_args(p, epochs=5, subset=0)
+    p.add_argument("--frelu", default="frelu-early", help="FReLU placement of step 3 (a variant, e.g. frelu:1,2)")
+    p.set_defaults(func=cmd_ladder)
+
+    p = sub.add_parser("compare-scaling", help="depth / width / resolution / compound / dWr scaling at equal FLOPs")
+    add_experiment_args(p, epochs=3, subset=6000)
+    p.add_argument("--factors", type=float, nargs="+", default=[2.0, 4.0], help="FLOPs factors")
+    p.set_defaults(func=cmd_compare_scaling)
+
+    p = sub.add_parser("flgc", help="FLGC with and without duplication as the number of groups grows")
+    p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
+    add_task_args(p)
+    p.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
+    p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
+    p.add_argument("--out", help="output folder under studies/ (default flgc-<base>-<dataset>)")
+    p.add_argument("--profile-only", action="store_true", help="deployed MACs, params and latency only; no training")
+    add_train_args(p, epochs=3, subset=6000)
+    p.set_defaults(func=cmd_flgc)
+
+    p = sub.add_parser("plot", help="accuracy/MACs/latency trade-off plots of a study's scale.csv")
+    p.add_argument("--study", required=True)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("worker", help="join a study started by scaler search (e.g. on PostgreSQL) and run its queued grid points")
+    p.add_argument("--study", required=True)
+    p.add_argument("--storage", required=True, help="the study's Optuna RDB URL, e.g. postgresql://user@host/db")
+    p.add_argument("--data-dir", help="folder with the dataset files on this machine")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

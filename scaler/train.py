@@ -1,0 +1,300 @@
+"""The one training loop every command uses: tensors in memory, channels_last, cosine SGD, progressive learning."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from scaler.data import Dataset, Split
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Progressive:
+    """EfficientNetV2 progressive learning: size and regularisation ramp together over `stages`.
+
+    Regularisation follows EfficientNetV2-S (Tan & Le 2021, Table 6): RandAugment magnitude 5 -> 15,
+    dropout 0.1 -> 0.3, mixup 0 -> 0. The paper starts at 128/300 = 0.43 of the target size; at 28 px
+    that leaves 1x1 feature maps, so the start is 0.6 of the target.
+    """
+
+    stages: int = 3
+    start_fraction: float = 0.6
+    dropout: tuple[float, float] = (0.1, 0.3)
+    randaugment: tuple[float, float] = (5.0, 15.0)
+    mixup: tuple[float, float] = (0.0, 0.0)
+
+    def stage_of(self, epoch: int, epochs: int) -> int:
+        """Stage index of `epoch` when `epochs` are split evenly over the stages."""
+        stages = max(1, min(self.stages, epochs))
+        return min(stages - 1, epoch * stages // epochs)
+
+    def settings(self, stage: int, epochs: int, resolution: int) -> tuple[int, float, float, float]:
+        """(image size, dropout, RandAugment magnitude, mixup alpha) of `stage`."""
+        stages = max(1, min(self.stages, epochs))
+        t = stage / (stages - 1) if stages > 1 else 1.0
+        lerp = lambda pair: pair[0] + t * (pair[1] - pair[0])  # noqa: E731
+        start = max(8, int(round(resolution * self.start_fraction / 2)) * 2)
+        size = int(round((start + t * (resolution - start)) / 2)) * 2
+        return size, lerp(self.dropout), lerp(self.randaugment), lerp(self.mixup)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, schedule, regularisation, speed options."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    warmup_steps: int = 50
+    progressive: Progressive | None = None
+    channels_last: bool = True
+    compile: bool = False
+    amp: bool = True
+    seed: int = 0
+    threads: int | None = None
+    eval_batch_size: int = 512
+    precise_bn: int = 1024
+    device: str = "auto"
+
+
+@dataclass
+class TrainResult:
+    """What one training run measured."""
+
+    val_acc: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    epochs: int = 0
+    resolutions: list[int] = field(default_factory=list)
+
+    @property
+    def final_val_acc(self) -> float:
+        """Validation accuracy after the last epoch trained."""
+        return self.val_acc[-1] if self.val_acc else float("nan")
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput."""
+        return self.images_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Prepared:
+    """A split as normalised float tensors at one resolution, on the device, ready to slice."""
+
+    def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, resolution: int, device: torch.device, channels_last: bool) -> None:
+        self.raw = split.images
+        self.labels = split.labels.to(device)
+        self.mean, self.std, self.device, self.resolution = mean, std, device, resolution
+        self.channels_last = channels_last
+        self.images = self.normalise(self.raw)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> normalised float at this resolution, in the training memory format."""
+        chunks = []
+        for start in range(0, len(raw), 8192):
+            x = raw[start : start + 8192].to(self.device).float().div_(255)
+            if x.shape[-1] != self.resolution:
+                x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+            chunks.append((x - self.mean) / self.std)
+        images = torch.cat(chunks)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (or RMSProp); no weight decay on BN and biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=0.001, momentum=config.momentum)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to zero, as a factor of the base LR."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every Dropout's probability."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+def randaugment(images: torch.Tensor, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandAugment (2 ops) on a uint8 batch; magnitude on its 0..30 scale."""
+    from torchvision.transforms import v2
+
+    if magnitude <= 0:
+        return images
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    return v2.RandAugment(num_ops=2, magnitude=int(round(magnitude)), num_magnitude_bins=31)(images)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: Prepared, images: int = 1024, batch_size: int = 128) -> None:
+    """Precise BN (as in pycls): recompute running statistics as a plain average over training batches.
+
+    Early in a short run the EMA statistics lag far behind the weights: MobileNet after one epoch on
+    3000 images scored 0.08 in eval mode but 0.69 with recalibrated statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    count = min(images, len(data.labels))
+    for start in range(0, count, batch_size):
+        model(data.images[start : min(count, start + batch_size)])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False) -> float:
+    """Top-1 accuracy on a prepared split."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(data.labels), batch_size):
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(data.images[start : start + batch_size])
+        correct += int((logits.argmax(1) == data.labels[start : start + batch_size]).sum())
+    return correct / max(1, len(data.labels))
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    resolution: int,
+    config: TrainConfig = TrainConfig(),
+    report: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` on `dataset.train` at `resolution`, validating on `dataset.val` after every epoch.
+
+    `report(epoch, val_acc)` is called after each epoch and may raise to stop (a pruner does).
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    threads_before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    amp = config.amp and device.type == "cuda"
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    step_model: nn.Module = torch.compile(model) if config.compile else model
+    val = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = min(config.warmup_steps, total_steps // 5)
+    result = TrainResult()
+    prepared: dict[int, Prepared] = {}
+    dropouts = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
+    bar = tqdm(total=total_steps, desc=description, disable=not progress, leave=False, unit="step")
+    step = 0
+    start_time = time.perf_counter()
+    try:
+        for epoch in range(config.epochs):
+            size, dropout, magnitude, mixup = resolution, None, 0.0, 0.0
+            if config.progressive:
+                stage = config.progressive.stage_of(epoch, config.epochs)
+                size, dropout, magnitude, mixup = config.progressive.settings(stage, config.epochs, resolution)
+            if dropout is not None:
+                set_dropout(model, dropout)
+            if size not in prepared:
+                prepared = {size: Prepared(dataset.train, mean, std, size, device, config.channels_last)}
+            data = prepared[size]
+            result.resolutions.append(size)
+            model.train()
+            order = torch.randperm(len(data.labels), generator=generator).to(device)
+            for start in range(0, len(order), config.batch_size):
+                index = order[start : start + config.batch_size]
+                if len(index) < 2:
+                    continue
+                x, y = data.images[index], data.labels[index]
+                if magnitude > 0:
+                    x = data.normalise(randaugment(data.raw[index.cpu()], magnitude, generator))
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * cosine_lr(step, total_steps, warmup)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    if mixup > 0:
+                        lam = float(torch.distributions.Beta(mixup, mixup).sample())
+                        perm = torch.randperm(len(y), generator=generator).to(device)
+                        logits = step_model(lam * x + (1 - lam) * x[perm])
+                        loss = lam * F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) + (
+                            1 - lam
+                        ) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
+                    else:
+                        loss = F.cross_entropy(step_model(x), y, label_smoothing=config.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                result.images_seen += len(y)
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", res=size)
+            if config.precise_bn:
+                recalibrate_batchnorm(step_model, data, config.precise_bn)
+            result.train_seconds = time.perf_counter() - start_time
+            accuracy = evaluate(step_model, val, config.eval_batch_size, amp)
+            result.val_acc.append(accuracy)
+            result.epochs = epoch + 1
+            bar.set_postfix(val_acc=f"{accuracy:.4f}", res=size)
+            if report:
+                report(epoch, accuracy)
+    finally:
+        bar.close()
+        torch.set_num_threads(threads_before)
+        for module, p in dropouts.items():
+            module.p = p
+    return result
+
+
+def test_accuracy(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()) -> float:
+    """Top-1 accuracy on the held-out test split at `resolution`."""
+    device = next(model.parameters()).device
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
+    data = Prepared(dataset.test, mean, std, resolution, device, config.channels_last)
+    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+
+
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """Copy of a config with another epoch count."""
+    return replace(config, epochs=epochs)
