@@ -1,0 +1,192 @@
+"""Accuracy extrapolation across phi: fit acc(F) = a - b*(F/F0)^-c on trained points, predict from MACs."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from scaler.errors import UserError
+
+# Typical power-law exponent of error vs compute; the prior used when 2 points cannot pin down c.
+DEFAULT_EXPONENT = 0.5
+EXPONENT_BOUNDS = (0.01, 3.0)
+_EXPONENT_GRID = np.geomspace(*EXPONENT_BOUNDS, 25)
+
+
+@dataclass(frozen=True)
+class SaturatingFit:
+    """acc(F) = a - b*(F/macs0)^-c, with a <= 1, b >= 0, c > 0."""
+
+    a: float
+    b: float
+    c: float
+    macs0: float
+    method: str
+    residual_rms: float
+
+    def predict(self, macs: float | Sequence[float]) -> np.ndarray | float:
+        """Predicted accuracy at `macs` (a float for a scalar, an array otherwise)."""
+        values = np.asarray(macs, dtype=float)
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise UserError("MACs to predict at must be finite and positive")
+        predicted = self.a - self.b * (values / self.macs0) ** (-self.c)
+        return float(predicted) if values.ndim == 0 else predicted
+
+    def describe(self) -> str:
+        """One-line formula, e.g. 'acc = 0.931 - 0.052·(F/15.7M)^-0.48'."""
+        if self.method == "flat":
+            return f"acc = {self.a:.3f} (flat)"
+        return f"acc = {self.a:.3f} - {self.b:.3f}·(F/{_si(self.macs0)})^-{self.c:.2f}"
+
+
+def _si(value: float) -> str:
+    """Compact count with K/M/G/T suffix."""
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _validated(macs: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Unique MACs (ascending) and the mean accuracy at each; UserError on bad input."""
+    try:
+        flops = np.asarray(macs, dtype=float).ravel()
+        acc = np.asarray(accuracy, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"MACs and accuracy must be numbers ({exc})".replace("\n", " ")) from None
+    if flops.size != acc.size:
+        raise UserError(f"got {flops.size} MACs values but {acc.size} accuracies")
+    if flops.size == 0:
+        raise UserError("no trained points to fit")
+    if not (np.all(np.isfinite(flops)) and np.all(np.isfinite(acc))):
+        raise UserError("MACs and accuracy must be finite (no NaN or inf)")
+    if np.any(flops <= 0):
+        raise UserError("MACs must be positive")
+    if np.any(acc < 0) or np.any(acc > 1):
+        raise UserError("accuracy must be a fraction in [0, 1]")
+    unique, inverse = np.unique(flops, return_inverse=True)
+    mean_acc = np.bincount(inverse, weights=acc) / np.bincount(inverse)
+    return unique, mean_acc
+
+
+def _linear_fit(x: np.ndarray, acc: np.ndarray, c: float) -> tuple[float, float]:
+    """Least-squares (a, b) for fixed c subject to a <= 1, b >= 0."""
+    basis = x ** (-c)
+
+    def sse(a: float, b: float) -> float:
+        return float(np.sum((a - b * basis - acc) ** 2))
+
+    if np.ptp(basis) > 0:
+        design = np.column_stack([np.ones_like(basis), -basis])
+        (a, b), *_ = np.linalg.lstsq(design, acc, rcond=None)
+        if a <= 1 and b >= 0:
+            return float(a), float(b)
+    candidates = [(min(float(acc.mean()), 1.0), 0.0), (1.0, 0.0)]
+    b_at_one = float(np.dot(basis, 1 - acc) / np.dot(basis, basis))
+    candidates.append((1.0, max(b_at_one, 0.0)))
+    return min(candidates, key=lambda ab: sse(*ab))
+
+
+def _rms(x: np.ndarray, acc: np.ndarray, a: float, b: float, c: float) -> float:
+    """Root-mean-square residual of the fit on the (deduplicated) points."""
+    return float(np.sqrt(np.mean((a - b * x ** (-c) - acc) ** 2)))
+
+
+def fit_saturating(macs: Sequence[float], accuracy: Sequence[float]) -> SaturatingFit:
+    """Fit acc = a - b*(F/F0)^-c (F0 = smallest MACs): 3 params, fixed c for 2 points, flat for 1."""
+    flops, acc = _validated(macs, accuracy)
+    macs0 = float(flops[0])
+    x = flops / macs0
+    if x.size == 1:
+        return SaturatingFit(float(acc[0]), 0.0, DEFAULT_EXPONENT, macs0, "flat", 0.0)
+    if x.size == 2:
+        a, b = _linear_fit(x, acc, DEFAULT_EXPONENT)
+        return SaturatingFit(a, b, DEFAULT_EXPONENT, macs0, "fixed-exponent", _rms(x, acc, a, b, DEFAULT_EXPONENT))
+
+    a_low = min(float(acc.max()), 1.0 - 1e-9)
+    lower, upper = [a_low, 0.0, EXPONENT_BOUNDS[0]], [1.0, np.inf, EXPONENT_BOUNDS[1]]
+    starts = [(*_linear_fit(x, acc, c), c) for c in _EXPONENT_GRID]
+    a0, b0, c0 = min(starts, key=lambda p: _rms(x, acc, *p))
+    start = np.clip([a0, b0, c0], lower, [1.0, np.finfo(float).max, EXPONENT_BOUNDS[1]])
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        return p[0] - p[1] * x ** (-p[2]) - acc
+
+    result = least_squares(residuals, start, bounds=(lower, upper), xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=5000)
+    a, b, c = (float(v) for v in result.x)
+    return SaturatingFit(a, b, c, macs0, "3-param", _rms(x, acc, a, b, c))
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """UserError naming any column the frame lacks."""
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise UserError(f"frame lacks column(s) {', '.join(missing)}; has {', '.join(map(str, frame.columns))}")
+
+
+HELD_OUT_COLUMNS = ["variant", "held_out_phi", "predicted", "measured", "error", "abs_error", "fit_points", "method"]
+
+
+def held_out_error(
+    frame: pd.DataFrame,
+    variant_col: str = "variant",
+    phi_col: str = "phi",
+    macs_col: str = "macs",
+    acc_col: str = "test_acc",
+) -> pd.DataFrame:
+    """Per variant, fit on trained phi < k and compare the prediction at the largest trained phi k."""
+    _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
+    rows = []
+    trained = frame[frame[acc_col].notna()]
+    for variant, group in trained.groupby(variant_col, sort=False, dropna=False):
+        k = group[phi_col].max()
+        fit_rows, held = group[group[phi_col] < k], group[group[phi_col] == k]
+        if fit_rows.empty:
+            continue
+        fit = fit_saturating(fit_rows[macs_col].to_numpy(), fit_rows[acc_col].to_numpy())
+        predicted = float(np.mean(fit.predict(held[macs_col].to_numpy())))
+        measured = float(held[acc_col].mean())
+        rows.append(
+            {
+                "variant": variant,
+                "held_out_phi": k,
+                "predicted": predicted,
+                "measured": measured,
+                "error": predicted - measured,
+                "abs_error": abs(predicted - measured),
+                "fit_points": len(fit_rows),
+                "method": fit.method,
+            }
+        )
+    return pd.DataFrame(rows, columns=HELD_OUT_COLUMNS)
+
+
+def extrapolate(
+    frame: pd.DataFrame,
+    variant_col: str = "variant",
+    phi_col: str = "phi",
+    macs_col: str = "macs",
+    acc_col: str = "test_acc",
+) -> pd.DataFrame:
+    """Copy of `frame` with predicted_acc (fit on all trained points per variant), extrapolated and fit."""
+    _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
+    out = frame.copy()
+    predicted = np.full(len(out), np.nan)
+    described = np.full(len(out), None, dtype=object)
+    trained_mask = out[acc_col].notna().to_numpy()
+    macs = out[macs_col].to_numpy(dtype=float)
+    accuracy = out[acc_col].to_numpy(dtype=float)
+    for positions in out.groupby(variant_col, sort=False, dropna=False).indices.values():
+        fit_at = positions[trained_mask[positions]]
+        if fit_at.size == 0:
+            continue
+        fit = fit_saturating(macs[fit_at], accuracy[fit_at])
+        predicted[positions] = fit.predict(macs[positions])
+        described[positions] = fit.describe()
+    out["predicted_acc"] = predicted
+    out["extrapolated"] = ~trained_mask
+    out["fit"] = described
+    return out
