@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import optuna
 import pandas as pd
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from scaler.complexity import count_macs, measure_latency
@@ -29,6 +30,7 @@ from scaler.train import Progressive, TrainConfig, TrainingDiverged, train
 from scaler.variants import apply_variant
 from scaler.zoo import base as base_spec
 
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 TRIAL_COLUMNS = [
     "number", "state", "alpha", "beta", "gamma", "constraint", "macs", "macs_ratio", "params",
     "latency_ms", "val_acc", "epochs", "train_seconds",
@@ -241,8 +243,11 @@ class GridSearch:
         """The base network (phi = 0), trained once per study."""
         if "reference" not in self.study.user_attrs:
             self.log(f"training the base {self.base.name} (phi=0) as the reference")
-            row = measure(self.base) | train_spec(self.base, self.dataset, self.config.train, progress=self.config.progress, description="base φ=0")
-            self.study.set_user_attr("reference", row)
+            try:
+                trained = train_spec(self.base, self.dataset, self.config.train, progress=self.config.progress, description="base φ=0")
+            except TrainingDiverged as error:
+                raise UserError(f"the base network diverged ({error}); lower --lr or check the data") from None
+            self.study.set_user_attr("reference", measure(self.base) | trained)
         return self.study.user_attrs["reference"]
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -275,7 +280,12 @@ class GridSearch:
                 self.log(f"trial {trial.number}: {candidate.label} pruned after epoch {epoch + 1} at val_acc {accuracy:.4f}")
                 raise optuna.TrialPruned()
 
-        result = train_spec(spec, self.dataset, self.config.train, report, self.config.progress, f"trial {trial.number} {candidate.label}")
+        try:
+            result = train_spec(spec, self.dataset, self.config.train, report, self.config.progress, f"trial {trial.number} {candidate.label}")
+        except TrainingDiverged as error:
+            self.log(f"trial {trial.number}: {candidate.label} failed: {error}")
+            trial.set_user_attr("failure", str(error))
+            raise
         for key, value in result.items():
             trial.set_user_attr(key, value)
         self.log(f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {result['val_acc']:.4f} ({result['epochs']} epochs, {result['train_seconds']:.0f} s)")
@@ -435,7 +445,7 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
     from scaler.plots import search_figure
 
     started = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     search = GridSearch(config, log)
     search.reference()
     if config.workers > 1:
@@ -460,7 +470,7 @@ def worker_main(config_json: dict[str, Any], threads: int) -> None:
 
     torch.set_num_threads(threads)
     config = SearchConfig.from_json(config_json, progress=False)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     GridSearch(config, log=lambda line: print(line, flush=True), enqueue=False).run_queue()
 
 
@@ -469,6 +479,7 @@ def run_workers(config: SearchConfig, workers: int, log: Callable[[str], None] =
     import multiprocessing
     import os
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads of several workers starve each other
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     data = config.to_json()
@@ -486,7 +497,7 @@ def run_workers(config: SearchConfig, workers: int, log: Callable[[str], None] =
 def join_study(study: str, storage: str, data_dir: str | None = None, log: Callable[[str], None] = print) -> int:
     """`scaler worker`: join an existing study from any machine and run its queue; trials run."""
     probe = SearchConfig(study=study, storage=storage)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     opened = open_storage(storage)
     try:
         names = optuna.get_all_study_names(opened)
@@ -542,7 +553,7 @@ def frelu_masks(
 
     Every mask is queued when there are at most `exhaustive_limit`; otherwise NSGA-II proposes them.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     stages = len(spec.stages)
     exhaustive = 2**stages <= exhaustive_limit
     storage = open_storage(storage_url)

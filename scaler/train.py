@@ -261,7 +261,7 @@ def train(
                     else:
                         loss = F.cross_entropy(step_model(x), y, label_smoothing=config.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}")
+                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -1,0 +1,123 @@
+"""Bad input through the real CLI: exit status 2, one line on stderr, no traceback, no password; diverging trials fail alone."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from scaler.grid import feasible_grid
+from scaler.search import GridSearch, SearchConfig
+from scaler.train import TrainConfig
+
+FAST = ["--subset", "300", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--confirm", "0", "--no-progress"]
+SECRET = "s3cret-pw"
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def corrupt_study(cwd: Path) -> None:
+    """studies/broken/study.db full of garbage."""
+    folder = cwd / "studies" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "study.db").write_bytes(b"this is not an SQLite database\x00\xff" * 64)
+
+
+def no_setup(cwd: Path) -> None:
+    """Nothing to prepare."""
+
+
+PORT = closed_port()
+CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
+    ("alpha below 1", ["profile", "--alpha", "0.5"], "alpha must be >= 1", no_setup),
+    ("phi below 0", ["profile", "--phi", "-1"], "phi must be >= 0", no_setup),
+    ("unknown base (profile)", ["profile", "--base", "vgg"], "unknown base", no_setup),
+    ("unknown dataset", ["profile", "--dataset", "imagenet21k"], "unknown dataset", no_setup),
+    ("unknown variant", ["profile", "--variant", "sparkly"], "unknown variant", no_setup),
+    ("no feasible candidate", ["search", "--step", "0.3", "--tolerance", "0.001", *FAST], "no grid point", no_setup),
+    ("missing data directory", ["search", "--data-dir", "/nonexistent", *FAST], "/nonexistent", no_setup),
+    ("corrupt study.db", ["search", "--study", "broken", *FAST], "studies/broken/study.db", corrupt_study),
+    ("unreachable storage", ["search", "--storage", f"postgresql://postgres@127.0.0.1:{PORT}/db", *FAST], "cannot open storage", no_setup),
+    ("storage with password", ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db", *FAST], "cannot open storage", no_setup),
+    ("worker, storage with password", ["worker", "--study", "s", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db"], "cannot open storage", no_setup),
+    ("malformed URL", ["search", "--storage", "not a url", *FAST], "not a database URL", no_setup),
+    ("malformed port", ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:notaport/db", *FAST], "not a database URL", no_setup),
+]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m scaler.cli ARGS` in cwd."""
+    return subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+
+
+@pytest.mark.parametrize("name,args,phrase,setup", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_exit_2(name: str, args: list[str], phrase: str, setup: Callable[[Path], None], tmp_path: Path) -> None:
+    """Exit status 2, exactly one stderr line holding the phrase, no traceback, the password nowhere."""
+    setup(tmp_path)
+    result = run_cli(args, tmp_path)
+    output = result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert phrase in lines[0] and lines[0].startswith("scaler: error: "), lines[0]
+    assert SECRET not in output
+
+
+def diverging_config(url: str) -> SearchConfig:
+    """A small study whose learning rate makes every trained trial's loss NaN."""
+    return SearchConfig(
+        step=0.25,
+        tolerance=0.2,
+        study="nan",
+        storage=url,
+        pruner="none",
+        confirm=0,
+        subset=300,
+        val_size=100,
+        train=TrainConfig(epochs=1, batch_size=64, lr=1e30),
+        progress=False,
+    )
+
+
+def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> None:
+    """Every trained trial diverges and ends FAIL on its own; the worker still runs every grid point and exits 0."""
+    url = f"sqlite:///{tmp_path / 'nan.db'}"
+    labels = [c.label for c in feasible_grid(0.25, 0.2)]
+    assert GridSearch(diverging_config(url), log=lambda line: None).enqueue_missing() == len(labels)
+    result = run_cli(["worker", "--study", "nan", "--storage", url], tmp_path, timeout=240)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert f"worker finished: {len(labels)} trial(s) run" in result.stdout
+    trials = optuna.load_study(study_name="nan", storage=url).get_trials()
+    assert sorted(t.params["candidate"] for t in trials) == sorted(labels)
+    trained = [t for t in trials if t.constraints.get("macs_ratio", 1.0) <= 0]
+    infeasible = [t for t in trials if t.constraints.get("macs_ratio", 1.0) > 0]
+    print(f"\n[NaN loss] grid={len(labels)} trained={len(trained)} failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}")
+    assert trained and infeasible
+    assert all(t.state == TrialState.FAIL for t in trained)
+    assert all(t.state == TrialState.COMPLETE for t in infeasible)
+    for trial in trained:
+        assert "loss became" in trial.user_attrs["failure"]
+    assert "Traceback" not in result.stderr
+
+
+def test_search_whose_every_training_diverges_is_one_line_error(tmp_path: Path) -> None:
+    """`scaler search --lr 1e30`: no trial can be trained, which must be one line with exit status 2."""
+    result = run_cli(["search", "--study", "nan", "--step", "0.25", "--tolerance", "0.2", "--lr", "1e30", "--pruner", "none", *FAST], tmp_path, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scaler: error: "), result.stderr[-4000:]

@@ -1,0 +1,179 @@
+"""Several workers on one study, on embedded SQLite and on a real PostgreSQL: each grid point runs once, a killed worker's trial is retried."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from scaler.grid import feasible_grid
+from scaler.search import GridSearch, SearchConfig
+from scaler.train import TrainConfig
+
+BACKENDS = ["sqlite", "postgresql"]
+STEP, TOLERANCE = 0.25, 0.3
+FAST = ["--subset", "300", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--confirm", "0", "--no-progress"]
+KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.25, 0.2, 2
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# measure_latency uses 2 threads in every worker: with OpenMP's default spin-waiting, oversubscribed cores make it ~70x slower.
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def run_scaler(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m scaler.cli ARGS` in cwd."""
+    return subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+
+
+def storage_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    """A fresh PostgreSQL database, or an SQLite file under tmp_path."""
+    if backend == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / f'{name}.db'}"
+
+
+def load_trials(url: str, study: str) -> list[FrozenTrial]:
+    """Every trial of a stored study, read afresh."""
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=True)
+    finally:
+        storage.engine.dispose()
+
+
+def figures(trials: list[FrozenTrial], labels: list[str]) -> dict[str, int]:
+    """trials (started), duplicates (a candidate finished non-failed more than once), lost (grid points with no finished non-failed trial)."""
+    started = [t for t in trials if t.state != TrialState.WAITING]
+    done = Counter(t.params.get("candidate") for t in started if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    return {
+        "trials": len(started),
+        "duplicates": sum(n - 1 for n in done.values() if n > 1),
+        "lost": sum(1 for label in labels if not done.get(label)),
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_four_workers_run_every_grid_point_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """`scaler search --workers 4`: each candidate once, none lost, no 'database is locked'."""
+    labels = [c.label for c in feasible_grid(STEP, TOLERANCE)]
+    args = ["search", "--study", "w4", "--workers", "4", "--step", str(STEP), "--tolerance", str(TOLERANCE), *FAST]
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        args += ["--storage", url]
+    else:
+        url = f"sqlite:///{tmp_path / 'studies' / 'w4' / 'study.db'}"
+    started = time.perf_counter()
+    result = run_scaler(args, tmp_path, timeout=300)
+    wall = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "database is locked" not in output
+    assert "worker(s) exited" not in output, output[-4000:]
+    if backend == "sqlite":
+        assert (tmp_path / "studies" / "w4" / "study.db").stat().st_size > 0
+    trials = load_trials(url, "w4")
+    started_trials = [t for t in trials if t.state != TrialState.WAITING]
+    counts = Counter(t.params.get("candidate") for t in started_trials)
+    numbers = figures(trials, labels)
+    print(f"\n[4 workers, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s")
+    assert all(t.state in FINISHED for t in trials), [t.state for t in trials]
+    assert sum(n - 1 for n in counts.values()) == 0, counts
+    assert set(counts) == set(labels) and len(counts) == len(labels)
+    assert numbers["duplicates"] == 0 and numbers["lost"] == 0, numbers
+    assert not any(t.state == TrialState.FAIL for t in trials)
+
+
+def kill_config(url: str, study: str) -> SearchConfig:
+    """A 3-point study (one feasible point, about 4 s per epoch on 2 cores) with 2 s heartbeats."""
+    return SearchConfig(
+        step=KILL_STEP,
+        tolerance=KILL_TOLERANCE,
+        study=study,
+        storage=url,
+        heartbeat=2,
+        pruner="none",
+        confirm=0,
+        subset=400,
+        val_size=100,
+        train=TrainConfig(epochs=KILL_EPOCHS, batch_size=64),
+        progress=False,
+    )
+
+
+def wait_for_training(url: str, study: str, process: subprocess.Popen[bytes], timeout: float) -> FrozenTrial:
+    """Poll the storage until the worker has a RUNNING feasible trial between two epochs; that trial."""
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        polled = optuna.load_study(study_name=study, storage=storage)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            for trial in polled.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                feasible = trial.constraints.get("macs_ratio", 1.0) <= 0
+                if feasible and 1 <= trial.user_attrs.get("epochs", 0) < KILL_EPOCHS:
+                    return trial
+            time.sleep(0.1)
+    finally:
+        storage.engine.dispose()
+    raise AssertionError(f"no trial was training within {timeout} s (worker exit status {process.poll()})")
+
+
+def snapshot(trials: list[FrozenTrial]) -> dict[int, tuple[Any, ...]]:
+    """What must not change in finished trials."""
+    return {t.number: (t.state, t.values, t.params, t.user_attrs) for t in trials if t.state in FINISHED}
+
+
+@pytest.mark.parametrize("backend", ["postgresql", pytest.param("sqlite", marks=pytest.mark.slow)])
+def test_sigkilled_worker_trial_is_failed_and_retried_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """SIGKILL a `scaler worker` mid-training: its trial ends FAIL, a retry completes, nothing lost or duplicated."""
+    url = storage_for(backend, tmp_path, request, "kill")
+    study = "kill"
+    labels = [c.label for c in feasible_grid(KILL_STEP, KILL_TOLERANCE)]
+    started = time.perf_counter()
+    queued = GridSearch(kill_config(url, study), log=lambda line: None).enqueue_missing()
+    assert queued == len(labels)
+    command = [sys.executable, "-m", "scaler.cli", "worker", "--study", study, "--storage", url]
+    with open(tmp_path / "killed.log", "wb") as log:
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=ENV, start_new_session=True)
+        try:
+            victim = wait_for_training(url, study, worker, timeout=180)
+            os.killpg(worker.pid, signal.SIGKILL)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+    assert worker.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
+    before = load_trials(url, study)
+    assert next(t for t in before if t.number == victim.number).state == TrialState.RUNNING
+    finished_before = snapshot(before)
+
+    result = run_scaler(["worker", "--study", study, "--storage", url], tmp_path, timeout=300)
+    wall = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "database is locked" not in output
+    trials = load_trials(url, study)
+    killed = next(t for t in trials if t.number == victim.number)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    numbers = figures(trials, labels)
+    complete = Counter(t.params.get("candidate") for t in trials if t.state == TrialState.COMPLETE)
+    print(
+        f"\n[SIGKILL, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} "
+        f"lost={numbers['lost']} killed=#{victim.number} {victim.params['candidate']} at epoch {victim.user_attrs.get('epochs')} "
+        f"-> {killed.state.name}, retries={[(t.number, t.state.name) for t in retries]} wall={wall:.1f}s"
+    )
+    assert killed.state == TrialState.FAIL
+    assert len(retries) == 1 and retries[0].params["candidate"] == victim.params["candidate"]
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert all(t.state in FINISHED for t in trials), [(t.number, t.state.name) for t in trials]
+    assert numbers["lost"] == 0 and numbers["duplicates"] == 0, numbers
+    assert all(n == 1 for n in complete.values()), complete
+    assert snapshot([t for t in trials if t.number in finished_before]) == finished_before
