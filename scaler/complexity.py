@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import statistics
 import time
@@ -60,7 +61,15 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-adds of conv + linear for one image, counted by fvcore on the eval-mode model."""
+    """Multiply-adds of conv + linear for one image, counted by fvcore on the eval-mode model.
+
+    FLGC layers in training form (a mask on a dense weight) are counted as deployed: one real conv per
+    group, sum_g |in_g| |out_g| k^2 H W, since that is what they cost once deployed.
+    """
+    from scaler.nn.flgc import FLGCConv2d, deploy_flgc
+
+    if any(isinstance(m, FLGCConv2d) for m in model.modules()):
+        model = deploy_flgc(copy.deepcopy(model), "per_group")
     with eval_mode(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, _example(model, input_shape))

@@ -8,7 +8,8 @@ from scaler.spec import NetSpec, SpecError
 VARIANT_HELP = (
     "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "
     "frelu-late (second half), frelu-all-but-last, frelu:1,2 (stages numbered from 1), "
-    "fused (Fused-MBConv in the first two stages), fused:K; join with '+', e.g. fused+frelu:1,2"
+    "fused (Fused-MBConv in the first two stages), fused:K, flgc:G (learnable groups in every 1x1 conv), "
+    "flgc-dup:G (with duplication of important channels); join with '+', e.g. fused+frelu:1,2"
 )
 
 
@@ -45,6 +46,13 @@ def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
     return spec.with_stages(new_stages)
 
 
+def with_flgc(spec: NetSpec, groups: int, duplicate: bool) -> NetSpec:
+    """FLGC with `groups` learnable groups in every stage's 1x1 convolutions."""
+    if groups < 1:
+        raise SpecError(f"FLGC needs at least 1 group (got {groups})")
+    return spec.with_stages([replace(stage, groups=groups, duplicate=duplicate) for stage in spec.stages])
+
+
 def _parse_stages(text: str) -> set[int]:
     try:
         return {int(part) for part in text.split(",") if part}
@@ -75,6 +83,13 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
             return fuse_early(spec, int(variant[len("fused:"):]))
         except ValueError:
             raise SpecError(f"variant {variant!r}: fused:K takes a number of stages") from None
+    for prefix, duplicate in (("flgc:", False), ("flgc-dup:", True)):
+        if variant.startswith(prefix):
+            try:
+                groups = int(variant[len(prefix):])
+            except ValueError:
+                raise SpecError(f"variant {variant!r}: {prefix}G takes a group count") from None
+            return with_flgc(spec, groups, duplicate)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
 
 

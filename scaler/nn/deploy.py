@@ -13,12 +13,17 @@ from scaler.nn.blocks import ConvBN
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BN that follows a plain conv (ConvBN and FReLU's funnel) into it, in place; eval only."""
+    """Fold every BN that follows a conv (ConvBN, FReLU's funnel, deployed FLGC) into it, in place; eval only."""
+    from scaler.nn.flgc import DeployedFLGC
+
     model.eval()
     for module in model.modules():
         if isinstance(module, (ConvBN, FReLU)) and isinstance(module.bn, nn.BatchNorm2d):
             if isinstance(module.conv, nn.Conv2d):
                 module.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(module.conv, module.bn)
+                module.bn = nn.Identity()
+            elif isinstance(module.conv, DeployedFLGC):
+                module.conv.fuse_bn(module.bn)
                 module.bn = nn.Identity()
     return model
 
@@ -72,8 +77,10 @@ def depthwise_as_shifts(model: nn.Module) -> nn.Module:
 
 
 def deploy(model: nn.Module, shifts: bool = True, compile: bool = True) -> nn.Module:
-    """A copy in its fastest inference form: BN folded, optionally shift-depthwise and torch.compile'd."""
-    deployed = fold_batchnorm(copy.deepcopy(model).eval())
+    """A copy in its fastest inference form: FLGC as real grouped convs, BN folded, shift-depthwise, compiled."""
+    from scaler.nn.flgc import deploy_flgc
+
+    deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval()))
     if shifts:
         deployed = depthwise_as_shifts(deployed)
     return torch.compile(deployed, dynamic=False) if compile else deployed

@@ -1,0 +1,278 @@
+"""Fully Learnable Group Convolution (Wang et al., CVPR 2019) with channel duplication, and its deployment.
+
+Training form: a dense weight masked by learned channel-to-group and filter-to-group assignments.
+Deployed form: the same function as real grouped convolutions, so MACs and latency actually drop.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaler.complexity import count_macs
+
+STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
+BUCKET_CALL_COST = 0.05
+DEFAULT_STRATEGY = "padded_matmul"
+INIT_OFFSET = 1.0
+INIT_NOISE = 0.01
+
+
+def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax one-hot of `soft` whose gradient is that of `soft` (value exactly 0/1)."""
+    hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).to(soft.dtype)
+    return hard + (soft - soft.detach())
+
+
+def duplication_extra(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Non-members whose score for a group beats the mean score of its top_k members (no members: none)."""
+    member = hard.bool()
+    member_scores = soft.detach().masked_fill(~member, -math.inf)
+    top = member_scores.topk(min(top_k, soft.shape[0]), dim=0).values
+    valid = torch.isfinite(top)
+    count = valid.sum(0)
+    threshold = torch.where(valid, top, torch.zeros_like(top)).sum(0) / count.clamp(min=1)
+    threshold = torch.where(count > 0, threshold, torch.full_like(threshold, math.inf))
+    return (soft.detach() > threshold) & ~member
+
+
+def balanced_logits(channels: int, groups: int) -> torch.Tensor:
+    """Logits whose argmax puts channel i in group i % groups: INIT_OFFSET there plus N(0, INIT_NOISE) noise."""
+    logits = INIT_NOISE * torch.randn(channels, groups)
+    logits[torch.arange(channels), torch.arange(channels) % groups] += INIT_OFFSET
+    return logits
+
+
+class FLGCConv2d(nn.Module):
+    """Conv whose input channels and filters are learned into `groups` groups (masked dense weight, no bias).
+
+    Assignments are softmax-over-groups of `in_logits` (in x G) and `out_logits` (out x G), made hard by argmax
+    with a straight-through gradient. Filter o sees channel i iff they share a group. Logits start balanced
+    (channel/filter i in group i % G: +INIT_OFFSET on that logit, small noise elsewhere) so the initial layer is
+    an ordinary interleaved group conv. With `duplicate`, a channel outside group g also feeds g when its score
+    for g exceeds the mean score of g's top_k members (impossible for G <= 2: a non-member scores < 1/2 <= a
+    member). The weight is Kaiming-normal (fan_out), as torchvision initialises grouped convs.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, groups: int, kernel_size: int = 1, stride: int = 1,
+        duplicate: bool = False, top_k: int = 3,
+    ) -> None:
+        super().__init__()
+        if groups < 1 or top_k < 1:
+            raise ValueError(f"groups and top_k must be >= 1, got {groups}, {top_k}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.duplicate, self.top_k = kernel_size, stride, duplicate, top_k
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.in_logits = nn.Parameter(balanced_logits(in_channels, groups))
+        self.out_logits = nn.Parameter(balanced_logits(out_channels, groups))
+
+    def memberships(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable 0/1 membership matrices: inputs (in x G, duplicates included) and filters (out x G)."""
+        soft_in = self.in_logits.softmax(dim=1)
+        member_in = straight_through_one_hot(soft_in)
+        if self.duplicate:
+            member_in = member_in + duplication_extra(soft_in, member_in.detach(), self.top_k).to(soft_in.dtype)
+        return member_in, straight_through_one_hot(self.out_logits.softmax(dim=1))
+
+    def mask(self) -> torch.Tensor:
+        """Connection mask (out x in): 1 where filter o and channel i share a group."""
+        member_in, member_out = self.memberships()
+        return member_out @ member_in.t()
+
+    @torch.no_grad()
+    def assignment(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean memberships at the current logits: inputs (in x G) and filters (out x G)."""
+        member_in, member_out = self.memberships()
+        return member_in > 0.5, member_out > 0.5
+
+    def duplicated_channels(self) -> int:
+        """Extra (channel, group) memberships that duplication adds at the current logits."""
+        member_in, _ = self.assignment()
+        return int(member_in.sum()) - self.in_channels
+
+    def group_sizes(self) -> list[tuple[int, int]]:
+        """(|in_g|, |out_g|) of every group, duplicates counted."""
+        member_in, member_out = self.assignment()
+        return list(zip(member_in.sum(0).tolist(), member_out.sum(0).tolist()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight * self.mask()[:, :, None, None]
+        return F.conv2d(x, weight, stride=self.stride, padding=self.kernel_size // 2)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}")
+
+
+def flgc_pointwise(groups: int, duplicate: bool) -> Callable[[int, int], nn.Module]:
+    """Factory of 1x1 FLGC layers with `groups` groups, for the blocks' `pointwise` argument."""
+
+    def make(in_channels: int, out_channels: int) -> nn.Module:
+        return FLGCConv2d(in_channels, out_channels, groups, 1, duplicate=duplicate)
+
+    return make
+
+
+def plan_buckets(sizes: Sequence[tuple[int, int]], strategy: str) -> list[list[int]]:
+    """Which groups share one padded grouped kernel: each alone, all together, or size-sorted buckets."""
+    live = [g for g, (n_in, n_out) in enumerate(sizes) if n_in and n_out]
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}, expected one of {STRATEGIES}")
+    if not live or strategy.startswith("per_group"):
+        return [[g] for g in live]
+    if not strategy.startswith("bucketed"):
+        return [live]
+    order = sorted(live, key=lambda g: sizes[g])
+    call_cost = BUCKET_CALL_COST * sum(sizes[g][0] * sizes[g][1] for g in live)
+
+    def cost(bucket: list[int]) -> float:
+        return len(bucket) * max(sizes[g][0] for g in bucket) * max(sizes[g][1] for g in bucket) + call_cost
+
+    best: list[tuple[float, list[list[int]]]] = [(0.0, [])]
+    for end in range(1, len(order) + 1):
+        best.append(min((best[start][0] + cost(order[start:end]), best[start][1] + [order[start:end]])
+                        for start in range(end)))
+    return best[-1][1]
+
+
+class DeployedFLGC(nn.Module):
+    """An FLGCConv2d as real grouped kernels: gather each group's input channels, run, scatter filters back.
+
+    Groups are split into buckets (`plan_buckets`); a bucket is one Conv2d with groups=len(bucket), its groups
+    zero-padded to the bucket's largest |in_g| and |out_g|. Strategies ending in "_matmul" (1x1 only) run each
+    bucket's weight as a batched matmul on the NCHW input instead of a conv. Filters of groups without inputs
+    output their bias (0 until a BN is fused). `sizes` keeps (|in_g|, |out_g|) per group.
+    """
+
+    def __init__(self, layer: FLGCConv2d, strategy: str = DEFAULT_STRATEGY) -> None:
+        super().__init__()
+        member_in, member_out = layer.assignment()
+        weight = layer.weight.detach()
+        device = weight.device
+        k, self.kernel_size, self.stride = layer.kernel_size, layer.kernel_size, layer.stride
+        self.in_channels, self.out_channels, self.strategy = layer.in_channels, layer.out_channels, strategy
+        self.matmul = strategy.endswith("_matmul") and k == 1
+        in_groups = [member_in[:, g].nonzero().flatten() for g in range(layer.groups)]
+        out_groups = [member_out[:, g].nonzero().flatten() for g in range(layer.groups)]
+        self.sizes = [(len(i), len(o)) for i, o in zip(in_groups, out_groups)]
+        self.convs = nn.ModuleList()
+        self.gather_inputs: list[bool] = []
+        self.scatter_rows: list[bool] = []
+        position = torch.empty(layer.out_channels, dtype=torch.long, device=device)
+        rows = 0
+        for index, bucket in enumerate(plan_buckets(self.sizes, strategy)):
+            max_in = max(self.sizes[g][0] for g in bucket)
+            max_out = max(self.sizes[g][1] for g in bucket)
+            conv = nn.Conv2d(len(bucket) * max_in, len(bucket) * max_out, k, layer.stride, k // 2,
+                             groups=len(bucket), bias=False).to(device, weight.dtype)
+            conv.weight.data.zero_()
+            gather = torch.zeros(len(bucket) * max_in, dtype=torch.long, device=device)
+            filters = torch.full((len(bucket) * max_out,), -1, dtype=torch.long, device=device)
+            for slot, g in enumerate(bucket):
+                ins, outs = in_groups[g], out_groups[g]
+                gather[slot * max_in : slot * max_in + len(ins)] = ins
+                filters[slot * max_out : slot * max_out + len(outs)] = outs
+                conv.weight.data[slot * max_out : slot * max_out + len(outs), : len(ins)] = weight[outs][:, ins]
+            real_rows = (filters >= 0).nonzero().flatten()
+            position[filters[real_rows]] = rows + real_rows
+            rows += len(filters)
+            self.register_buffer(f"input_index_{index}", gather)
+            self.register_buffer(f"row_filters_{index}", filters)
+            self.register_buffer(f"real_rows_{index}", real_rows)
+            self.gather_inputs.append(not torch.equal(gather, torch.arange(self.in_channels, device=device)))
+            self.scatter_rows.append(len(real_rows) < len(filters))
+            self.convs.append(conv)
+        starved = torch.cat([o for i, o in zip(in_groups, out_groups) if not len(i)] + [out_groups[0][:0]])
+        position[starved] = rows + torch.arange(len(starved), device=device)
+        self.register_buffer("starved_filters", starved)
+        self.register_buffer("starved_bias", torch.zeros(len(starved), device=device, dtype=weight.dtype))
+        self.register_buffer("output_index", position)
+        self.permute_outputs = not torch.equal(position, torch.arange(self.out_channels, device=device))
+
+    def run_bucket(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Bucket `index`'s padded output rows (its groups' filters, in slot order)."""
+        conv = self.convs[index]
+        if self.gather_inputs[index]:
+            x = x.index_select(1, getattr(self, f"input_index_{index}"))
+        if not self.matmul or not isinstance(conv, nn.Conv2d):
+            return conv(x)
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        batch, _, height, width = x.shape
+        groups = conv.groups
+        weight = conv.weight.view(groups, -1, conv.in_channels // groups)
+        out = torch.matmul(weight, x.reshape(batch, groups, -1, height * width)).view(batch, -1, height, width)
+        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pieces = [self.run_bucket(index, x) for index in range(len(self.convs))]
+        starved = len(self.starved_filters) > 0
+        if len(pieces) == 1 and not starved:
+            return pieces[0].index_select(1, self.output_index) if self.permute_outputs else pieces[0]
+        k, pad = self.kernel_size, self.kernel_size // 2
+        height = (x.shape[-2] + 2 * pad - k) // self.stride + 1
+        width = (x.shape[-1] + 2 * pad - k) // self.stride + 1
+        out = x.new_empty(x.shape[0], self.out_channels, height, width)
+        for index, piece in enumerate(pieces):
+            if self.scatter_rows[index]:
+                piece = piece.index_select(1, getattr(self, f"real_rows_{index}"))
+                filters = getattr(self, f"row_filters_{index}")[getattr(self, f"real_rows_{index}")]
+            else:
+                filters = getattr(self, f"row_filters_{index}")
+            out.index_copy_(1, filters, piece)
+        if starved:
+            constant = self.starved_bias.view(1, -1, 1, 1).expand(x.shape[0], -1, height, width)
+            out.index_copy_(1, self.starved_filters, constant)
+        return out
+
+    @torch.no_grad()
+    def fuse_bn(self, bn: nn.BatchNorm2d) -> None:
+        """Fold a following eval-mode BatchNorm into the kernels' weights and biases (original filter order)."""
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("can only fold a BatchNorm with running statistics")
+        scale = (bn.weight if bn.weight is not None else 1) / torch.sqrt(bn.running_var + bn.eps)
+        scale = torch.broadcast_to(scale, bn.running_mean.shape)
+        shift = (bn.bias if bn.bias is not None else 0) - bn.running_mean * scale
+        for index, conv in enumerate(self.convs):
+            filters = getattr(self, f"row_filters_{index}")
+            real = filters >= 0
+            zero = torch.zeros(len(filters), dtype=scale.dtype, device=scale.device)
+            row_scale = torch.where(real, scale[filters.clamp(min=0)], zero)
+            row_shift = torch.where(real, shift[filters.clamp(min=0)], zero)
+            bias = conv.bias if conv.bias is not None else zero
+            conv.weight.mul_(row_scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
+            conv.bias = nn.Parameter((bias * row_scale + row_shift).to(conv.weight.dtype))
+        self.starved_bias.copy_(self.starved_bias * scale[self.starved_filters] + shift[self.starved_filters])
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, sizes={self.sizes}, strategy={self.strategy!r}"
+
+
+@torch.no_grad()
+def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY) -> nn.Module:
+    """Replace every FLGCConv2d by a DeployedFLGC, in place (eval only); returns the model."""
+    model.eval()
+    if isinstance(model, FLGCConv2d):
+        return DeployedFLGC(model, strategy).eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FLGCConv2d):
+                setattr(parent, name, DeployedFLGC(child, strategy).eval())
+    return model
+
+
+def flgc_macs(module: FLGCConv2d | DeployedFLGC, height_out: int, width_out: int) -> int:
+    """Multiply-adds per image of the layer's real groups: sum_g |in_g| |out_g| k^2 H_out W_out."""
+    sizes = module.group_sizes() if isinstance(module, FLGCConv2d) else module.sizes
+    return sum(n_in * n_out for n_in, n_out in sizes) * module.kernel_size**2 * height_out * width_out
+
+
+def effective_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """count_macs of the model with every FLGC layer deployed per group (what it will cost once deployed)."""
+    return count_macs(deploy_flgc(copy.deepcopy(model), "per_group"), input_shape)

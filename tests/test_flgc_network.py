@@ -1,0 +1,55 @@
+"""FLGC as a variant of whole networks: trains, deploys to the same outputs, costs fewer MACs; `scaler flgc` runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from scaler.cli import main
+from scaler.complexity import count_macs
+from scaler.nn.build import build
+from scaler.nn.deploy import deploy
+from scaler.nn.flgc import FLGCConv2d
+from scaler.scaling import scale
+from scaler.variants import apply_variant
+from scaler.zoo import base
+
+
+def small_resnet(variant: str):
+    return apply_variant(scale(base("resnet50", 3, 32, 10), 1.0, 0.25, 1.0), variant)
+
+
+@pytest.mark.parametrize("variant", ["flgc:4", "flgc-dup:3"])
+def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
+    torch.manual_seed(0)
+    spec = small_resnet(variant)
+    assert all(stage.groups > 1 for stage in spec.stages)
+    model = build(spec)
+    layers = [m for m in model.modules() if isinstance(m, FLGCConv2d)]
+    assert len(layers) == 2 * sum(stage.repeats for stage in spec.stages)
+    for layer in layers:
+        layer.in_logits.data.normal_(0, 1.5)
+        layer.out_logits.data.normal_(0, 1.5)
+    x = torch.randn(4, 3, 32, 32)
+    model(x).logsumexp(1).sum().backward()
+    assert all(layer.in_logits.grad is not None and layer.in_logits.grad.abs().sum() > 0 for layer in layers)
+    model.eval()
+    with torch.no_grad():
+        deployed = deploy(model, shifts=False, compile=False)
+        torch.testing.assert_close(deployed(x), model(x), atol=1e-4, rtol=1e-4)
+    dense = count_macs(build(small_resnet("relu")), spec.input_shape)
+    per_group = count_macs(model, spec.input_shape)  # FLGC layers counted as sum_g |in_g| |out_g| k^2 H W
+    assert per_group <= count_macs(deployed, spec.input_shape) < dense  # the fastest strategy may pad groups
+
+
+def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["flgc", "--groups", "1", "2", "--width", "0.25", "--subset", "128", "--val-size", "64", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", "f"]
+    assert main(args) == 0
+    frame = pd.read_csv(tmp_path / "studies" / "f" / "flgc.csv")
+    assert frame.variant.tolist() == ["dense", "flgc:2", "flgc-dup:2"]
+    assert frame.test_acc.between(0, 1).all()
+    assert (frame.macs[1:] < frame.macs[0]).all()
+    assert (tmp_path / "studies" / "f" / "flgc.png").exists()
