@@ -1,0 +1,83 @@
+"""scale, frelu, ladder, compare-scaling and plot on a Fashion-MNIST subset; the notebooks execute."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from scaler.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--subset", "200", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+COEFFS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small study made for the purpose: scale.csv and frelu.csv under studies/tiny."""
+    cwd = tmp_path_factory.mktemp("experiments")
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert main(["scale", *COEFFS, "--out", "tiny", "--phi", "0", "0.5", "1", "2", "--variant", "relu", "frelu:1", "--train-max-phi", "1", *TINY]) == 0
+        assert main(["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", *TINY]) == 0
+    finally:
+        os.chdir(before)
+    return cwd / "studies" / "tiny"
+
+
+def test_scale_writes_frame_and_plots(study: Path) -> None:
+    frame = pd.read_csv(study / "scale.csv")
+    assert len(frame) == 8
+    assert set(frame.variant) == {"relu", "frelu:1"}
+    assert frame[frame.phi == 0].macs_ratio.tolist() == [1.0, 1.0]
+    trained = frame[frame.trained]
+    assert sorted(trained.phi.unique()) == [0.0, 0.5, 1.0]
+    assert trained.test_acc.between(0, 1).all()
+    untrained = frame[~frame.trained]
+    assert untrained.test_acc.isna().all() and untrained.predicted_acc.notna().all()
+    assert (frame[frame.variant == "frelu:1"].macs.values > frame[frame.variant == "relu"].macs.values).all()
+    held = pd.read_csv(study / "extrapolation.csv")
+    assert set(held.variant) == {"relu", "frelu:1"} and (held.held_out_phi == 1.0).all()
+    for name in ("acc_vs_macs", "acc_vs_latency", "macs_vs_latency"):
+        assert (study / f"{name}.png").stat().st_size > 0
+
+
+def test_frelu_writes_pareto_front(study: Path) -> None:
+    masks = pd.read_csv(study / "frelu.csv", dtype={"mask": str})
+    assert len(masks) == 4
+    assert masks["mask"].str.fullmatch("[01]{5}").all()
+    assert masks.pareto.any()
+    assert (study / "frelu_pareto.png").stat().st_size > 0
+
+
+def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(study.parent.parent)
+    (study / "acc_vs_macs.png").unlink()
+    assert main(["plot", "--study", "tiny"]) == 0
+    assert (study / "acc_vs_macs.png").exists()
+
+
+@pytest.mark.parametrize("notebook", ["tradeoff.ipynb", "frelu_placement.ipynb"])
+def test_notebooks_execute(study: Path, notebook: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALER_STUDY_DIR", str(study))
+    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    assert not any(output.get("output_type") == "error" for cell in nb.cells for output in cell.get("outputs", []))
+
+
+def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["ladder", *COEFFS, "--out", "lad", "--frelu", "frelu:1,2", *TINY]) == 0
+    ladder = pd.read_csv(tmp_path / "studies" / "lad" / "ladder.csv")
+    assert ladder.step.tolist() == [0, 1, 2, 3]
+    assert ladder.macs[1] > ladder.macs[0] and ladder.macs[3] > ladder.macs[2]
+    assert main(["compare-scaling", *COEFFS, "--out", "cmp", "--factors", "2", *TINY]) == 0
+    compare = pd.read_csv(tmp_path / "studies" / "cmp" / "compare_scaling.csv")
+    assert set(compare.rule) == {"base", "depth", "width", "resolution", "compound", "dWr"}
+    assert compare[compare.rule != "base"].macs_ratio.between(1.3, 3.5).all()
+    assert (tmp_path / "studies" / "cmp" / "compare_scaling.png").exists()
