@@ -1,8 +1,9 @@
 """Latency of a 1x1 FLGC layer: masked dense training form vs each deployed grouped-conv strategy.
 
 Columns: masked = FLGCConv2d in eval under no_grad (mask built each call, as trained); dense = one plain
-Conv2d holding the masked weight (what folding the mask alone would give); then every DeployedFLGC strategy.
-Ratios are deployed / masked. Assignments are random (logits ~ N(0, 1)), so groups are unequal as after
+Conv2d holding the masked weight (what folding the mask alone would give); dmm = that weight as one matmul
+(the dense baseline in the kernel the *_matmul strategies use); then every DeployedFLGC strategy.
+Ratios are deployed / masked, and the default strategy / dmm (the gain of grouping alone). Assignments are random (logits ~ N(0, 1)), so groups are unequal as after
 training. Every round times each form once, in turn; the median over rounds is reported (--stat min on a
 shared, busy machine). "others" is the CPU share other processes used while a row was timed; with
 --max-foreign a row is re-timed (up to --tries) until that share is small.
@@ -29,6 +30,18 @@ def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:
                      layer.kernel_size // 2, bias=False)
     conv.weight.data.copy_(layer.weight.detach() * layer.mask().detach()[:, :, None, None])
     return conv.eval()
+
+
+class DenseMatmul(nn.Module):
+    """A 1x1 conv's (masked) weight as one matmul over the NCHW input: the dense baseline in matmul form."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach()[:, :, 0, 0].clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        return torch.matmul(self.weight, x.view(batch, channels, height * width)).view(batch, -1, height, width)
 
 
 @torch.no_grad()
@@ -101,9 +114,10 @@ def main() -> None:
           f"{args.stat} of {args.rounds} interleaved rounds, ms")
     labels = {name: "".join(word[0] for word in name.split("_")) for name in STRATEGIES}
     print("# " + ", ".join(f"{label} = {name}" for name, label in labels.items()) + f"; default {DEFAULT_STRATEGY}")
-    header = f"{'G':>2} {'HxW':>5} {'batch':>5} {'|in_g|':>7} {'masked':>7} {'dense':>7}"
+    header = f"{'G':>2} {'HxW':>5} {'batch':>5} {'|in_g|':>7} {'masked':>7} {'dense':>7} {'dmm':>6}"
     header += "".join(f"{label:>7}" for label in labels.values())
-    header += "".join(f"{label + '/m':>7}" for label in labels.values()) + f"{'others':>7}"
+    header += "".join(f"{label + '/m':>7}" for label in labels.values())
+    header += f"{labels[DEFAULT_STRATEGY] + '/dmm':>8}{'others':>7}"
     print(header)
     for groups in args.groups:
         layer = FLGCConv2d(c, c, groups, duplicate=args.duplicate)
@@ -112,17 +126,18 @@ def main() -> None:
             layer.out_logits.normal_()
         layer.eval()
         sizes = [n_in for n_in, _ in layer.group_sizes()]
-        forms: dict[str, nn.Module] = {"masked": layer, "dense": masked_dense(layer)}
+        dense = masked_dense(layer)
+        forms: dict[str, nn.Module] = {"masked": layer, "dense": dense, "dense_mm": DenseMatmul(dense)}
         forms.update({name: DeployedFLGC(copy.deepcopy(layer), name).eval() for name in STRATEGIES})
         for batch in args.batches:
             for size in args.sizes:
                 x = torch.randn(batch, c, size, size)
                 ms, foreign = time_quietly(forms, x, args)
                 line = f"{groups:>2} {f'{size}x{size}':>5} {batch:>5} {f'{min(sizes)}-{max(sizes)}':>7}"
-                line += f" {ms['masked']:>7.3f} {ms['dense']:>7.3f}"
+                line += f" {ms['masked']:>7.3f} {ms['dense']:>7.3f} {ms['dense_mm']:>6.3f}"
                 line += "".join(f"{ms[name]:>7.3f}" for name in STRATEGIES)
                 line += "".join(f"{ms[name] / ms['masked']:>6.2f}x" for name in STRATEGIES)
-                line += f"{foreign:>7.0%}"
+                line += f"{ms[DEFAULT_STRATEGY] / ms['dense_mm']:>7.2f}x{foreign:>7.0%}"
                 print(line, flush=True)
 
 
