@@ -13,6 +13,7 @@ from scaler.variants import VARIANT_HELP, apply_variant
 from scaler.zoo import BASES, base
 
 if TYPE_CHECKING:
+    from scaler.data import Dataset
     from scaler.train import TrainConfig
 
 EFFICIENTNET_COEFFICIENTS = (1.2, 1.1, 1.15)
@@ -249,9 +250,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
     """(study info or None, coefficients, base spec, dataset, train config) for the experiment commands."""
-    from dataclasses import replace as dc_replace
-
-    from scaler.data import load_dataset
     from scaler.experiments import study_info
     from scaler.storage import STUDIES_DIR
 
@@ -272,13 +270,25 @@ def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[
     spec = base_spec(args)
     dataset = None
     if need_data:
-        dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
-        if args.val_size:
-            dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
+        dataset = load_evaluated_dataset(args)
     folder = info.folder if info else STUDIES_DIR / (args.out or f"{args.base}-{args.dataset}")
     folder.mkdir(parents=True, exist_ok=True)
     args.folder = folder
     return info, coefficients, spec, dataset, train_config(args)
+
+
+def load_evaluated_dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset with the training subset, and validation and test splits cut to --val-size and --test-size."""
+    from dataclasses import replace as dc_replace
+
+    from scaler.data import load_dataset
+
+    dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
+    if args.val_size:
+        dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
+    if args.test_size:
+        dataset = dc_replace(dataset, test=dataset.test.subset(args.test_size, args.seed))
+    return dataset
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: int | None) -> None:
@@ -293,6 +303,7 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--out", help="output folder name under studies/ when no --study is given")
     parser.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
+    parser.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
     add_train_args(parser, epochs=epochs, subset=subset)
 
 
@@ -405,27 +416,23 @@ def cmd_compare_scaling(args: argparse.Namespace) -> int:
 
 def cmd_flgc(args: argparse.Namespace) -> int:
     """scaler flgc: plain FLGC vs FLGC with duplication as the group count grows."""
-    from dataclasses import replace as dc_replace
-
-    from scaler.data import load_dataset
     from scaler.experiments import flgc_groups
     from scaler.plots import flgc_figure
     from scaler.scaling import scale
     from scaler.storage import STUDIES_DIR
 
-    if any(g < 1 for g in args.groups):
-        raise UserError(f"--groups must be >= 1 (got {args.groups})")
+    if any(g < 1 for g in args.groups) or args.top_k < 1:
+        raise UserError(f"--groups and --top-k must be >= 1 (got {args.groups}, {args.top_k})")
     args.variant, args.activation, args.frelu_stages = "relu", None, None
     spec = scale(base_spec(args), 1.0, args.width, 1.0)
     dataset = None
     if not args.profile_only:
-        dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
-        if args.val_size:
-            dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
-    frame = flgc_groups(spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress)
+        dataset = load_evaluated_dataset(args)
+    frame, layers = flgc_groups(spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress, top_k=args.top_k)
     folder = STUDIES_DIR / (args.out or f"flgc-{args.base}-{args.dataset}")
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "flgc.csv", index=False)
+    layers.to_csv(folder / "flgc_layers.csv", index=False)
     save_figures({"flgc": flgc_figure(frame)}, folder)
     print(f"# {spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model")
     print(frame.to_string(index=False))
@@ -512,8 +519,10 @@ def make_parser() -> Parser:
     p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
     add_task_args(p)
     p.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--top-k", type=int, default=3, help="duplication threshold: mean score of a group's top K members")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
     p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
+    p.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
     p.add_argument("--out", help="output folder under studies/ (default flgc-<base>-<dataset>)")
     p.add_argument("--profile-only", action="store_true", help="deployed MACs, params and latency only; no training")
     add_train_args(p, epochs=3, subset=6000)

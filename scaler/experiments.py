@@ -58,7 +58,7 @@ def measure_and_train(
     row: dict[str, Any] = profile_spec(spec, runs=latency_runs)
     if dataset is None:
         return row | {"val_acc": math.nan, "test_acc": math.nan, "train_seconds": math.nan, "trained": False}
-    model = build(spec)
+    model = build(spec, seed=config.seed)
     result = train(model, dataset, spec.resolution, config, progress=progress, description=description)
     row.update(
         val_acc=round(result.final_val_acc, 4),
@@ -177,23 +177,32 @@ def flgc_groups(
     log: Log = print,
     progress: bool = True,
     latency_runs: int = 20,
-) -> pd.DataFrame:
-    """Plain FLGC against FLGC with duplication for each group count: accuracy, deployed MACs, params, latency."""
+    top_k: int = 3,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plain FLGC against FLGC with duplication per group count (accuracy, deployed MACs, params, latency); per-layer rows."""
     from scaler.complexity import count_macs, count_params, measure_latency
     from scaler.nn.deploy import deploy
     from scaler.nn.flgc import FLGCConv2d
 
-    rows = []
+    rows, layer_rows = [], []
     for g in groups:
-        for variant in (["dense"] if g == 1 else [f"flgc:{g}", f"flgc-dup:{g}"]):
+        duplicated = f"flgc-dup:{g}" if top_k == 3 else f"flgc-dup:{g}:{top_k}"
+        for variant in (["dense"] if g == 1 else [f"flgc:{g}", duplicated]):
             spec = base if variant == "dense" else apply_variant(base, variant)
-            model = build(spec)
+            model = build(spec, seed=config.seed)
             row: dict[str, Any] = {"groups": g, "variant": variant, "duplicate": variant.startswith("flgc-dup")}
             if dataset is not None:
                 result = train(model, dataset, spec.resolution, config, progress=progress, description=variant)
                 row.update(val_acc=round(result.final_val_acc, 4), test_acc=round(test_accuracy(model, dataset, spec.resolution, config), 4), train_seconds=round(result.train_seconds, 1))
             layers = [m for m in model.modules() if isinstance(m, FLGCConv2d)]
+            layer_rows += [
+                {"groups": g, "variant": variant, "layer": name, "in_channels": m.in_channels, "out_channels": m.out_channels,
+                 "duplicated_channels": m.duplicated_channels(), "reassigned": m.reassigned(),
+                 "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes())}
+                for name, m in model.named_modules() if isinstance(m, FLGCConv2d)
+            ]
             row["duplicated_channels"] = sum(layer.duplicated_channels() for layer in layers)
+            row["reassigned"] = round(sum(layer.reassigned() for layer in layers) / max(1, sum(layer.in_channels + layer.out_channels for layer in layers)), 4)
             deployed = deploy(model, shifts=False, compile=False)
             row.update(
                 macs=count_macs(deployed, spec.input_shape),
@@ -203,5 +212,5 @@ def flgc_groups(
             )
             rows.append(row)
             acc = f"test_acc {row['test_acc']:.4f}" if "test_acc" in row else "untrained"
-            log(f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels")
-    return pd.DataFrame(rows)
+            log(f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels, {row['reassigned']:.1%} of channels and filters reassigned")
+    return pd.DataFrame(rows), pd.DataFrame(layer_rows)

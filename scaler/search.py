@@ -215,7 +215,7 @@ def measure(spec: NetSpec) -> dict[str, Any]:
 
 def train_spec(spec: NetSpec, dataset: Dataset, config: TrainConfig, report: Callable[[int, float], None] | None = None, progress: bool = True, description: str = "train") -> dict[str, Any]:
     """Build and train a spec; the measured accuracy curve and time."""
-    result = train(build(spec), dataset, spec.resolution, config, report=report, progress=progress, description=description)
+    result = train(build(spec, seed=config.seed), dataset, spec.resolution, config, report=report, progress=progress, description=description)
     return {"val_acc": result.final_val_acc, "val_curve": result.val_acc, "epochs": result.epochs, "train_seconds": round(result.train_seconds, 2), "images_per_second": round(result.images_per_second, 1)}
 
 

@@ -37,6 +37,7 @@ class Stage:
         block_activations: per-block override of `activation` (a mask over repeats), or None.
         groups: FLGC groups of the 1x1 convolutions (1 = dense).
         duplicate: FLGC duplicates important input channels into several groups.
+        duplicate_top_k: members whose mean score is the duplication threshold.
     """
 
     block: BlockType
@@ -50,6 +51,7 @@ class Stage:
     block_activations: tuple[str, ...] | None = None
     groups: int = 1
     duplicate: bool = False
+    duplicate_top_k: int = 3
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_TYPES:
@@ -59,7 +61,7 @@ class Stage:
                 raise SpecError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.block_activations is not None and len(self.block_activations) != self.repeats:
             raise SpecError(f"block_activations has {len(self.block_activations)} entries for {self.repeats} blocks")
-        if self.repeats < 1 or self.out_channels < 1 or self.groups < 1:
+        if self.repeats < 1 or self.out_channels < 1 or self.groups < 1 or self.duplicate_top_k < 1:
             raise SpecError(f"stage needs repeats, channels and groups >= 1, got {self}")
 
     def activation_of(self, index: int) -> str:

@@ -9,7 +9,8 @@ VARIANT_HELP = (
     "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "
     "frelu-late (second half), frelu-all-but-last, frelu:1,2 (stages numbered from 1), "
     "fused (Fused-MBConv in the first two stages), fused:K, flgc:G (learnable groups in every 1x1 conv), "
-    "flgc-dup:G (with duplication of important channels); join with '+', e.g. fused+frelu:1,2"
+    "flgc-dup:G or flgc-dup:G:K (duplication of important channels, threshold = mean score of a group's top K "
+    "members, default 3); join with '+', e.g. fused+frelu:1,2"
 )
 
 
@@ -46,11 +47,13 @@ def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
     return spec.with_stages(new_stages)
 
 
-def with_flgc(spec: NetSpec, groups: int, duplicate: bool) -> NetSpec:
+def with_flgc(spec: NetSpec, groups: int, duplicate: bool, top_k: int = 3) -> NetSpec:
     """FLGC with `groups` learnable groups in every stage's 1x1 convolutions."""
-    if groups < 1:
-        raise SpecError(f"FLGC needs at least 1 group (got {groups})")
-    return spec.with_stages([replace(stage, groups=groups, duplicate=duplicate) for stage in spec.stages])
+    if groups < 1 or top_k < 1:
+        raise SpecError(f"FLGC needs at least 1 group and top-k >= 1 (got {groups}, {top_k})")
+    return spec.with_stages(
+        [replace(stage, groups=groups, duplicate=duplicate, duplicate_top_k=top_k) for stage in spec.stages]
+    )
 
 
 def _parse_stages(text: str) -> set[int]:
@@ -85,11 +88,14 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
             raise SpecError(f"variant {variant!r}: fused:K takes a number of stages") from None
     for prefix, duplicate in (("flgc:", False), ("flgc-dup:", True)):
         if variant.startswith(prefix):
+            numbers = variant[len(prefix):].split(":")
             try:
-                groups = int(variant[len(prefix):])
+                groups, top_k = int(numbers[0]), int(numbers[1]) if duplicate and len(numbers) == 2 else 3
             except ValueError:
                 raise SpecError(f"variant {variant!r}: {prefix}G takes a group count") from None
-            return with_flgc(spec, groups, duplicate)
+            if len(numbers) > (2 if duplicate else 1):
+                raise SpecError(f"variant {variant!r}: write {prefix}G{':K' if duplicate else ''}")
+            return with_flgc(spec, groups, duplicate, top_k)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
 
 

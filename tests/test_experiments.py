@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 from scaler.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--subset", "200", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+TINY = ["--subset", "200", "--val-size", "100", "--test-size", "500", "--epochs", "1", "--batch-size", "64", "--no-progress"]
 COEFFS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]
 
 

@@ -46,10 +46,34 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
 
 def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["flgc", "--groups", "1", "2", "--width", "0.25", "--subset", "128", "--val-size", "64", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", "f"]
+    args = ["flgc", "--groups", "1", "3", "--top-k", "2", "--width", "0.25", "--subset", "128", "--val-size", "64",
+            "--test-size", "200", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", "f"]
     assert main(args) == 0
     frame = pd.read_csv(tmp_path / "studies" / "f" / "flgc.csv")
-    assert frame.variant.tolist() == ["dense", "flgc:2", "flgc-dup:2"]
+    assert frame.variant.tolist() == ["dense", "flgc:3", "flgc-dup:3:2"]
     assert frame.test_acc.between(0, 1).all()
     assert (frame.macs[1:] < frame.macs[0]).all()
+    assert frame.reassigned.between(0, 1).all()
+    layers = pd.read_csv(tmp_path / "studies" / "f" / "flgc_layers.csv")
+    assert set(layers.variant) == {"flgc:3", "flgc-dup:3:2"}
+    per_variant = layers.groupby("variant").duplicated_channels.sum()
+    assert per_variant["flgc:3"] == 0 and per_variant.to_dict() == frame.set_index("variant").duplicated_channels[1:].to_dict()
     assert (tmp_path / "studies" / "f" / "flgc.png").exists()
+
+
+def test_seeded_build_pairs_variants() -> None:
+    """Plain and duplicating FLGC start from the same weights and logits, so their difference is duplication's."""
+    plain, dup = (build(small_resnet(v), seed=3) for v in ("flgc:4", "flgc-dup:4"))
+    for (name, a), (_, b) in zip(plain.state_dict().items(), dup.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    other = build(small_resnet("flgc:4"), seed=4)
+    assert not torch.equal(next(iter(other.parameters())), next(iter(plain.parameters())))
+
+
+def test_duplication_top_k_variant() -> None:
+    spec = small_resnet("flgc-dup:4:1")
+    assert {(s.groups, s.duplicate, s.duplicate_top_k) for s in spec.stages} == {(4, True, 1)}
+    layer = next(m for m in build(spec).modules() if isinstance(m, FLGCConv2d))
+    assert layer.top_k == 1 and layer.reassigned() == 0
+    layer.in_logits.data[0] = torch.tensor([0.0, 5.0, 0.0, 0.0])
+    assert layer.reassigned() == 1

@@ -60,7 +60,7 @@ def pointwise_for(stage: Stage) -> Pointwise:
         return dense_pointwise
     from scaler.nn.flgc import flgc_pointwise
 
-    return flgc_pointwise(stage.groups, stage.duplicate)
+    return flgc_pointwise(stage.groups, stage.duplicate, stage.duplicate_top_k)
 
 
 def make_block(stage: Stage, index: int, in_channels: int, stride: int, eps: float) -> nn.Module:
@@ -98,6 +98,10 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build(spec: NetSpec) -> Network:
-    """The nn.Module a NetSpec describes."""
-    return Network(spec)
+def build(spec: NetSpec, seed: int | None = None) -> Network:
+    """The nn.Module a NetSpec describes; with `seed`, its initial weights depend on nothing else."""
+    if seed is None:
+        return Network(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Network(spec)

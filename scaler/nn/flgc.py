@@ -96,6 +96,13 @@ class FLGCConv2d(nn.Module):
         member_in, _ = self.assignment()
         return int(member_in.sum()) - self.in_channels
 
+    @torch.no_grad()
+    def reassigned(self) -> int:
+        """Input channels and filters whose group is no longer the one they started in (i % groups)."""
+        start_in = torch.arange(self.in_channels, device=self.in_logits.device) % self.groups
+        start_out = torch.arange(self.out_channels, device=self.out_logits.device) % self.groups
+        return int((self.in_logits.argmax(1) != start_in).sum() + (self.out_logits.argmax(1) != start_out).sum())
+
     def group_sizes(self) -> list[tuple[int, int]]:
         """(|in_g|, |out_g|) of every group, duplicates counted."""
         member_in, member_out = self.assignment()
@@ -110,11 +117,11 @@ class FLGCConv2d(nn.Module):
                 f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}")
 
 
-def flgc_pointwise(groups: int, duplicate: bool) -> Callable[[int, int], nn.Module]:
+def flgc_pointwise(groups: int, duplicate: bool, top_k: int = 3) -> Callable[[int, int], nn.Module]:
     """Factory of 1x1 FLGC layers with `groups` groups, for the blocks' `pointwise` argument."""
 
     def make(in_channels: int, out_channels: int) -> nn.Module:
-        return FLGCConv2d(in_channels, out_channels, groups, 1, duplicate=duplicate)
+        return FLGCConv2d(in_channels, out_channels, groups, 1, duplicate=duplicate, top_k=top_k)
 
     return make
 
