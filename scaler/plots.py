@@ -9,6 +9,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+
+def plain_log_axis(axis: Any) -> None:
+    """Log-scale tick labels as plain numbers (10, 20, 50, 100, ...) rather than overlapping 2x10^1 forms."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
 
 
 def search_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> Figure:
@@ -86,8 +93,9 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
         ax.set_ylabel({"macs_m": "MACs (M)", accuracy_col: accuracy_col.replace("_", " ")}[y])
         if x == "macs_m":
             ax.set_xscale("log")
+            plain_log_axis(ax.xaxis)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         ax.set_title(name.replace("_", " "))
         fig.tight_layout()
         figures[name] = fig
