@@ -227,7 +227,7 @@ def load_dataset(
     seed: int = 0,
     download: bool = True,
 ) -> Dataset:
-    """Load a dataset from data_dir, Debian's package (Fashion-MNIST) or a torchvision download."""
+    """Load a dataset from data_dir, Debian's package (Fashion-MNIST) or a torchvision download; `subset` cuts training only."""
     if name not in DATASET_TASKS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_TASKS)}")
     if not 0.0 < val_fraction < 1.0:
@@ -281,5 +281,4 @@ def load_dataset(
     train, val = _train_val(train_full, val_fraction, seed)
     if subset is not None:
         train = train.subset(subset, seed)
-        val = val.subset(max(1, round(subset * val_fraction / (1.0 - val_fraction))), seed + 1)
     return Dataset(name, train, val, test, dataset_task(name).num_classes, source)

@@ -87,11 +87,11 @@ def test_split_seed_reproducible(tmp_path: Path) -> None:
 def test_subset_sizes(tmp_path: Path) -> None:
     write_idx(tmp_path, n_train=100, n_test=30)
     ds = load_dataset("fashion-mnist", data_dir=tmp_path, download=False, subset=20, val_fraction=0.2)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 5, 30)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 20, 30)  # --subset cuts training only; --val-size cuts val
     again = load_dataset("fashion-mnist", data_dir=tmp_path, download=False, subset=20, val_fraction=0.2)
     assert torch.equal(ds.train.images, again.train.images)
     tiny = load_dataset("mnist", data_dir=tmp_path, download=False, subset=1)
-    assert (len(tiny.train), len(tiny.val)) == (1, 1)
+    assert (len(tiny.train), len(tiny.val)) == (1, 10)
     big = load_dataset("mnist", data_dir=tmp_path, download=False, subset=1000)
     assert (len(big.train), len(big.val)) == (90, 10)
 
