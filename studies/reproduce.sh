@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The runs whose CSV/PNG results are committed under studies/ (2 CPU cores; ~1 h after the search).
+# The runs whose CSV/PNG results are committed under studies/ (2 CPU cores; ~2 h after the search).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=mobilenet-fashion-mnist
 python benchmarks/pruning.py                       # = scaler search --base mobilenet --phi 1, plus --pruner none
-scaler scale --study $S --phi 0 1 2 3 --variant relu frelu frelu-early fused --train-max-phi 1 --no-progress
+scaler scale --study $S --phi 0 0.5 1 1.5 2 3 --variant relu frelu frelu-early fused --train-max-phi 1.5 --subset 3000 --no-progress
+scaler ladder --study $S --subset 6000 --epochs 3 --frelu frelu-early --no-progress
+scaler scale --alpha 1.0 --beta 1.3 --gamma 1.1 --base mobilenet --dataset fashion-mnist --out mobilenet-ladder-ablation \
+    --phi 1 --variant fused fused+frelu-early --train-max-phi 1 --subset 6000 --epochs 3 --no-progress   # ladder steps 2-3 without progressive learning
+scaler compare-scaling --study $S --subset 3000 --no-progress
 scaler frelu --study $S --no-progress
-scaler ladder --study $S --subset 10000 --epochs 3 --frelu frelu-early --no-progress
-scaler compare-scaling --study $S --no-progress
-scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --no-progress
+scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --no-progress
+python benchmarks/flgc_deploy.py
