@@ -194,15 +194,16 @@ def flgc_groups(
             if dataset is not None:
                 result = train(model, dataset, spec.resolution, config, progress=progress, description=variant)
                 row.update(val_acc=round(result.final_val_acc, 4), test_acc=round(test_accuracy(model, dataset, spec.resolution, config), 4), train_seconds=round(result.train_seconds, 1))
-            layers = [m for m in model.modules() if isinstance(m, FLGCConv2d)]
-            layer_rows += [
+            layers = [
                 {"groups": g, "variant": variant, "layer": name, "in_channels": m.in_channels, "out_channels": m.out_channels,
                  "duplicated_channels": m.duplicated_channels(), "reassigned": m.reassigned(),
                  "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes())}
                 for name, m in model.named_modules() if isinstance(m, FLGCConv2d)
             ]
-            row["duplicated_channels"] = sum(layer.duplicated_channels() for layer in layers)
-            row["reassigned"] = round(sum(layer.reassigned() for layer in layers) / max(1, sum(layer.in_channels + layer.out_channels for layer in layers)), 4)
+            layer_rows += layers
+            row["duplicated_channels"] = sum(layer["duplicated_channels"] for layer in layers)
+            channels = sum(layer["in_channels"] + layer["out_channels"] for layer in layers)
+            row["reassigned"] = round(sum(layer["reassigned"] for layer in layers) / max(1, channels), 4)
             deployed = deploy(model, shifts=False, compile=False)
             row.update(
                 macs=count_macs(deployed, spec.input_shape),

@@ -5,7 +5,6 @@ Deployed form: the same function as real grouped convolutions, so MACs and laten
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable, Sequence
 
@@ -13,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaler.complexity import count_macs
 
 STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
 BUCKET_CALL_COST = 0.05
@@ -327,8 +325,3 @@ def flgc_macs(module: FLGCConv2d | DeployedFLGC, height_out: int, width_out: int
     """Multiply-adds per image of the layer's real groups: sum_g |in_g| |out_g| k^2 H_out W_out."""
     sizes = module.group_sizes() if isinstance(module, FLGCConv2d) else module.sizes
     return sum(n_in * n_out for n_in, n_out in sizes) * module.kernel_size**2 * height_out * width_out
-
-
-def effective_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """count_macs of the model with every FLGC layer deployed per group (what it will cost once deployed)."""
-    return count_macs(deploy_flgc(copy.deepcopy(model), "per_group"), input_shape)
