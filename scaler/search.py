@@ -148,6 +148,34 @@ class QueueStudy(optuna.Study):
             raise GridExhausted()
         return optuna.Trial(self, trial_id)
 
+    def _pop_waiting_trial_id(self) -> int | None:
+        """Claim one WAITING trial with a conditional UPDATE, atomic on every backend.
+
+        Optuna's claim reads the state and then writes it; SQLite ignores the read's FOR UPDATE,
+        so two workers could both see WAITING and both run the trial.
+        """
+        engine = self._storage._backend.engine  # type: ignore[attr-defined]
+        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if claim_waiting_trial(engine, trial._trial_id):
+                return trial._trial_id
+        return None
+
+
+def claim_waiting_trial(engine: Any, trial_id: int) -> bool:
+    """Set a trial RUNNING only if it is still WAITING; whether this caller got it."""
+    from datetime import datetime
+
+    from optuna.storages._rdb.models import TrialModel
+    from sqlalchemy import update
+
+    claim = (
+        update(TrialModel)
+        .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+        .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+    )
+    with engine.begin() as connection:
+        return connection.execute(claim).rowcount == 1
+
 
 def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna RDB storage for `url` (heartbeats re-queue dead workers' trials); errors in one line."""

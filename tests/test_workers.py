@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from scaler.grid import feasible_grid
-from scaler.search import GridSearch, SearchConfig
+from scaler.search import GridSearch, QueueStudy, SearchConfig
 from scaler.train import TrainConfig
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -58,6 +58,40 @@ def figures(trials: list[FrozenTrial], labels: list[str]) -> dict[str, int]:
         "duplicates": sum(n - 1 for n in done.values() if n > 1),
         "lost": sum(1 for label in labels if not done.get(label)),
     }
+
+
+def claim_all(url: str, study: str, claimed: Any) -> None:
+    """Body of one racing process: pop queued trials until none is left; put the ids it got."""
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    queue = QueueStudy(study, storage)
+    got = []
+    while (trial_id := queue._pop_waiting_trial_id()) is not None:
+        got.append(trial_id)
+    claimed.put(got)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_racing_processes_claim_each_queued_trial_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Four processes popping one queue of 200 trials: every trial claimed by exactly one (Optuna's own pop double-claims on SQLite)."""
+    import multiprocessing
+
+    url = storage_for(backend, tmp_path, request, "race")
+    study = optuna.create_study(study_name="race", storage=url)
+    for x in range(200):
+        study.enqueue_trial({"x": x}, skip_if_exists=False)
+    context = multiprocessing.get_context("spawn")
+    claimed = context.Queue()
+    processes = [context.Process(target=claim_all, args=(url, "race", claimed)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    per_process = [claimed.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    ids = [trial_id for got in per_process for trial_id in got]
+    print(f"\n[claim race, {backend}] claims per process {[len(got) for got in per_process]}, total {len(ids)}, unique {len(set(ids))}")
+    assert len(ids) == len(set(ids)) == 200
+    assert all(t.state == TrialState.RUNNING for t in load_trials(url, "race"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
