@@ -126,6 +126,7 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, subset: int | N
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule, 50 warm-up steps)")
     parser.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp")
+    parser.add_argument("--assignment-lr-scale", type=float, help="FLGC group-assignment logits learn at this multiple of --lr (default: TrainConfig's)")
     parser.add_argument("--progressive", action="store_true", help="EfficientNetV2 progressive learning: size and regularisation ramp up")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (pays on GPU and long runs)")
     parser.add_argument("--subset", type=int, default=subset, help=f"train on N images of the training split (default {subset}; 0 = all 54000)")
@@ -140,9 +141,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from the training options."""
     from scaler.train import Progressive, TrainConfig
 
-    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0:
-        raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0 or (args.assignment_lr_scale or 0) < 0:
+        raise UserError("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --assignment-lr-scale >= 0")
+    scale = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
     return TrainConfig(
+        **scale,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -196,12 +196,13 @@ def flgc_groups(
                 row.update(val_acc=round(result.final_val_acc, 4), test_acc=round(test_accuracy(model, dataset, spec.resolution, config), 4), train_seconds=round(result.train_seconds, 1))
             layers = [
                 {"groups": g, "variant": variant, "layer": name, "in_channels": m.in_channels, "out_channels": m.out_channels,
-                 "duplicated_channels": m.duplicated_channels(), "reassigned": m.reassigned(),
+                 "duplicated_channels": m.duplicated_channels(), "duplication_margin": round(m.duplication_margin(), 4), "reassigned": m.reassigned(),
                  "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes())}
                 for name, m in model.named_modules() if isinstance(m, FLGCConv2d)
             ]
             layer_rows += layers
             row["duplicated_channels"] = sum(layer["duplicated_channels"] for layer in layers)
+            row["duplication_margin"] = max((layer["duplication_margin"] for layer in layers), default=float("nan"))
             channels = sum(layer["in_channels"] + layer["out_channels"] for layer in layers)
             row["reassigned"] = round(sum(layer["reassigned"] for layer in layers) / max(1, channels), 4)
             deployed = deploy(model, shifts=False, compile=False)
@@ -213,5 +214,5 @@ def flgc_groups(
             )
             rows.append(row)
             acc = f"test_acc {row['test_acc']:.4f}" if "test_acc" in row else "untrained"
-            log(f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels, {row['reassigned']:.1%} of channels and filters reassigned")
+            log(f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels (closest margin {row['duplication_margin']:+.3f}), {row['reassigned']:.1%} of channels and filters reassigned")
     return pd.DataFrame(rows), pd.DataFrame(layer_rows)

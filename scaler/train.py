@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from scaler.data import Dataset, Split
+from scaler.nn.flgc import assignment_parameters
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,6 +59,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-5
+    assignment_lr_scale: float = 1.0
     label_smoothing: float = 0.1
     warmup_steps: int = 50
     progressive: Progressive | None = None
@@ -122,10 +124,20 @@ class Prepared:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (or RMSProp); no weight decay on BN and biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """SGD with Nesterov momentum (or RMSProp); no weight decay on BN, biases and FLGC assignment logits.
+
+    Each parameter group carries `lr_scale`, its multiple of the scheduled LR: assignment logits learn
+    at `config.assignment_lr_scale` times the rate of the weights.
+    """
+    assignment = assignment_parameters(model)
+    chosen = {id(p) for p in assignment}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    groups = [
+        {"params": [p for p in rest if p.ndim > 1], "weight_decay": config.weight_decay, "lr_scale": 1.0},
+        {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    if assignment:
+        groups.append({"params": assignment, "weight_decay": 0.0, "lr_scale": config.assignment_lr_scale})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     if config.optimizer == "rmsprop":
@@ -249,7 +261,7 @@ def train(
                 if magnitude > 0:
                     x = data.normalise(randaugment(data.raw[index.cpu()], magnitude, generator))
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr * cosine_lr(step, total_steps, warmup)
+                    group["lr"] = config.lr * group["lr_scale"] * cosine_lr(step, total_steps, warmup)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     if mixup > 0:
                         lam = float(torch.distributions.Beta(mixup, mixup).sample())

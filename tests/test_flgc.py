@@ -215,3 +215,18 @@ def test_deploy_pipeline_keeps_outputs() -> None:
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(deploy(model, compile=False)(x), model.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_duplication_margin_says_whether_duplication_fires(groups: int) -> None:
+    """margin > 0 exactly when some channel is duplicated; at the balanced start it is negative."""
+    torch.manual_seed(0)
+    layer = FLGCConv2d(24, 16, groups, duplicate=True)
+    assert layer.duplication_margin() < 0 and layer.duplicated_channels() == 0
+    fired = []
+    for seed in range(12):
+        perturb(layer, seed)
+        margin = layer.duplication_margin()
+        assert (margin > 0) == (layer.duplicated_channels() > 0), (seed, margin)
+        fired.append(margin > 0)
+    assert any(fired) == (groups >= 3)

@@ -1,6 +1,7 @@
 """FLGC as a variant of whole networks: trains, deploys to the same outputs, costs fewer MACs; `scaler flgc` runs."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,10 @@ from scaler.cli import main
 from scaler.complexity import count_macs
 from scaler.nn.build import build
 from scaler.nn.deploy import deploy
-from scaler.nn.flgc import FLGCConv2d
+from scaler.data import Dataset, Split
+from scaler.nn.flgc import FLGCConv2d, assignment_parameters
 from scaler.scaling import scale
+from scaler.train import TrainConfig, make_optimizer, train
 from scaler.variants import apply_variant
 from scaler.zoo import base
 
@@ -77,3 +80,33 @@ def test_duplication_top_k_variant() -> None:
     assert layer.top_k == 1 and layer.reassigned() == 0
     layer.in_logits.data[0] = torch.tensor([0.0, 5.0, 0.0, 0.0])
     assert layer.reassigned() == 1
+
+
+def random_dataset(n: int = 128, size: int = 16) -> Dataset:
+    """Random 3-channel images with random labels (enough to take optimiser steps)."""
+    generator = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+    return Dataset("random", split, split, split, 10, "generated")
+
+
+def test_assignment_logits_learn_at_their_own_rate() -> None:
+    """FLGC logits get their own optimiser group (no weight decay, lr_scale); scale 0 freezes them while weights learn, scale 100 moves them over 20x as far as scale 1."""
+    spec = replace(small_resnet("flgc:4"), resolution=16)
+    model = build(spec, seed=0)
+    groups = make_optimizer(model, TrainConfig()).param_groups
+    logits = {id(p) for p in assignment_parameters(model)}
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, TrainConfig().assignment_lr_scale]
+    assert {id(p) for p in groups[2]["params"]} == logits and groups[2]["weight_decay"] == 0.0
+    assert not any(id(p) in logits for g in groups[:2] for p in g["params"])
+
+    config = TrainConfig(epochs=1, batch_size=32, warmup_steps=0, precise_bn=0, weight_decay=0.0, seed=0)
+    moved = {}
+    for scale_factor in (0.0, 1.0, 100.0):
+        model = build(spec, seed=0)
+        before = [p.detach().clone() for p in model.parameters()]
+        start = torch.cat([p.detach().flatten() for p in assignment_parameters(model)])
+        train(model, random_dataset(), 16, replace(config, assignment_lr_scale=scale_factor), progress=False)
+        moved[scale_factor] = (torch.cat([p.detach().flatten() for p in assignment_parameters(model)]) - start).abs().max().item()
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert moved[0.0] == 0.0 and moved[1.0] > 0
+    assert moved[100.0] > 20 * moved[1.0]

@@ -26,16 +26,20 @@ def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())
 
 
-def duplication_extra(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Non-members whose score for a group beats the mean score of its top_k members (no members: none)."""
+def duplication_threshold(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Per group, the mean score of its top_k members (inf for a group without members)."""
     member = hard.bool()
     member_scores = soft.detach().masked_fill(~member, -math.inf)
     top = member_scores.topk(min(top_k, soft.shape[0]), dim=0).values
     valid = torch.isfinite(top)
     count = valid.sum(0)
     threshold = torch.where(valid, top, torch.zeros_like(top)).sum(0) / count.clamp(min=1)
-    threshold = torch.where(count > 0, threshold, torch.full_like(threshold, math.inf))
-    return (soft.detach() > threshold) & ~member
+    return torch.where(count > 0, threshold, torch.full_like(threshold, math.inf))
+
+
+def duplication_extra(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Non-members whose score for a group beats the mean score of its top_k members (no members: none)."""
+    return (soft.detach() > duplication_threshold(soft, hard, top_k)) & ~hard.bool()
 
 
 def balanced_logits(channels: int, groups: int) -> torch.Tensor:
@@ -95,6 +99,14 @@ class FLGCConv2d(nn.Module):
         return int(member_in.sum()) - self.in_channels
 
     @torch.no_grad()
+    def duplication_margin(self) -> float:
+        """Best non-member score for a group minus that group's duplication threshold (> 0: duplication fires)."""
+        soft = self.in_logits.softmax(dim=1)
+        hard = F.one_hot(soft.argmax(dim=1), self.groups).bool()
+        gap = (soft - duplication_threshold(soft, hard, self.top_k)).masked_fill(hard, -math.inf)
+        return float(gap.max())
+
+    @torch.no_grad()
     def reassigned(self) -> int:
         """Input channels and filters whose group is no longer the one they started in (i % groups)."""
         start_in = torch.arange(self.in_channels, device=self.in_logits.device) % self.groups
@@ -113,6 +125,11 @@ class FLGCConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}")
+
+
+def assignment_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The group-assignment logits of every FLGC layer in `model` (trained at their own learning rate)."""
+    return [p for m in model.modules() if isinstance(m, FLGCConv2d) for p in (m.in_logits, m.out_logits)]
 
 
 def flgc_pointwise(groups: int, duplicate: bool, top_k: int = 3) -> Callable[[int, int], nn.Module]:
