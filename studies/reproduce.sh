@@ -11,4 +11,14 @@ scaler scale --alpha 1.0 --beta 1.3 --gamma 1.1 --base mobilenet --dataset fashi
 scaler compare-scaling --study $S --subset 3000 --no-progress
 scaler frelu --study $S --no-progress
 scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --no-progress
+scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 \
+    --out flgc-resnet50-fashion-mnist-assign-lr30 --no-progress
+for seed in 1 2; do
+    scaler flgc --groups 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 --seed $seed \
+        --out flgc-resnet50-fashion-mnist-assign-lr30/g8-seed-$seed --no-progress
+done
+for scale in 30 100 300; do   # G=4 rows of flgc-assignment-lr-sweep/sweep.csv (scale 1: flgc-resnet50-fashion-mnist)
+    scaler flgc --groups 4 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale $scale \
+        --out flgc-assignment-lr-sweep/scale-$scale --no-progress
+done
 python benchmarks/flgc_deploy.py
