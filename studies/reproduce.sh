@@ -13,7 +13,7 @@ scaler frelu --study $S --no-progress
 scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --no-progress
 scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 \
     --out flgc-resnet50-fashion-mnist-assign-lr30 --no-progress
-for seed in 1 2; do
+for seed in 1 2 3 4 5 6 7; do   # with seed 0 above: g8_seeds.csv
     scaler flgc --groups 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 --seed $seed \
         --out flgc-resnet50-fashion-mnist-assign-lr30/g8-seed-$seed --no-progress
 done
