@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
 from scaler.errors import UserError
+from scaler.spec import DUPLICATE_TOP_K
 from scaler.tasks import Task, dataset_task, parse_input
 from scaler.variants import VARIANT_HELP, apply_variant
 from scaler.zoo import BASES, base
@@ -522,7 +523,7 @@ def make_parser() -> Parser:
     p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
     add_task_args(p)
     p.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--top-k", type=int, default=3, help="duplication threshold: mean score of a group's top K members")
+    p.add_argument("--top-k", type=int, default=DUPLICATE_TOP_K, help="duplication threshold: mean score of a group's top K members")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
     p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
     p.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")

@@ -14,7 +14,7 @@ from scaler.errors import UserError
 from scaler.nn.build import build
 from scaler.profile import profile_spec
 from scaler.scaling import compound, scale
-from scaler.spec import NetSpec
+from scaler.spec import DUPLICATE_TOP_K, NetSpec
 from scaler.storage import STUDIES_DIR
 from scaler.train import Progressive, TrainConfig, test_accuracy, train
 from scaler.variants import apply_variant
@@ -177,7 +177,7 @@ def flgc_groups(
     log: Log = print,
     progress: bool = True,
     latency_runs: int = 20,
-    top_k: int = 3,
+    top_k: int = DUPLICATE_TOP_K,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plain FLGC against FLGC with duplication per group count (accuracy, deployed MACs, params, latency); per-layer rows."""
     from scaler.complexity import count_macs, count_params, measure_latency
@@ -186,7 +186,7 @@ def flgc_groups(
 
     rows, layer_rows = [], []
     for g in groups:
-        duplicated = f"flgc-dup:{g}" if top_k == 3 else f"flgc-dup:{g}:{top_k}"
+        duplicated = f"flgc-dup:{g}" if top_k == DUPLICATE_TOP_K else f"flgc-dup:{g}:{top_k}"
         for variant in (["dense"] if g == 1 else [f"flgc:{g}", duplicated]):
             spec = base if variant == "dense" else apply_variant(base, variant)
             model = build(spec, seed=config.seed)

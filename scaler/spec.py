@@ -6,6 +6,8 @@ from typing import Literal
 
 from scaler.errors import UserError
 
+DUPLICATE_TOP_K = 3  # FLGC duplication threshold: mean score of a group's top K members
+
 BlockType = Literal["dsconv", "mbconv", "fused", "bottleneck"]
 BLOCK_TYPES: tuple[str, ...] = ("dsconv", "mbconv", "fused", "bottleneck")
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "silu", "frelu")
@@ -51,7 +53,7 @@ class Stage:
     block_activations: tuple[str, ...] | None = None
     groups: int = 1
     duplicate: bool = False
-    duplicate_top_k: int = 3
+    duplicate_top_k: int = DUPLICATE_TOP_K
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_TYPES:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scaler.spec import NetSpec, SpecError
+from scaler.spec import DUPLICATE_TOP_K, NetSpec, SpecError
 
 VARIANT_HELP = (
     "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "
@@ -47,7 +47,7 @@ def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
     return spec.with_stages(new_stages)
 
 
-def with_flgc(spec: NetSpec, groups: int, duplicate: bool, top_k: int = 3) -> NetSpec:
+def with_flgc(spec: NetSpec, groups: int, duplicate: bool, top_k: int = DUPLICATE_TOP_K) -> NetSpec:
     """FLGC with `groups` learnable groups in every stage's 1x1 convolutions."""
     if groups < 1 or top_k < 1:
         raise SpecError(f"FLGC needs at least 1 group and top-k >= 1 (got {groups}, {top_k})")
@@ -90,7 +90,7 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
         if variant.startswith(prefix):
             numbers = variant[len(prefix):].split(":")
             try:
-                groups, top_k = int(numbers[0]), int(numbers[1]) if duplicate and len(numbers) == 2 else 3
+                groups, top_k = int(numbers[0]), int(numbers[1]) if duplicate and len(numbers) == 2 else DUPLICATE_TOP_K
             except ValueError:
                 raise SpecError(f"variant {variant!r}: {prefix}G takes a group count") from None
             if len(numbers) > (2 if duplicate else 1):

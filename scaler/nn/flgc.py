@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaler.spec import DUPLICATE_TOP_K
 
 STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
 BUCKET_CALL_COST = 0.05
@@ -42,10 +43,15 @@ def duplication_extra(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> tor
     return (soft.detach() > duplication_threshold(soft, hard, top_k)) & ~hard.bool()
 
 
+def initial_groups(channels: int, groups: int, device: torch.device | None = None) -> torch.Tensor:
+    """The group each channel starts in: i % groups (interleaved, balanced)."""
+    return torch.arange(channels, device=device) % groups
+
+
 def balanced_logits(channels: int, groups: int) -> torch.Tensor:
-    """Logits whose argmax puts channel i in group i % groups: INIT_OFFSET there plus N(0, INIT_NOISE) noise."""
+    """Logits whose argmax puts channel i in its initial group: INIT_OFFSET there plus N(0, INIT_NOISE) noise."""
     logits = INIT_NOISE * torch.randn(channels, groups)
-    logits[torch.arange(channels), torch.arange(channels) % groups] += INIT_OFFSET
+    logits[torch.arange(channels), initial_groups(channels, groups)] += INIT_OFFSET
     return logits
 
 
@@ -62,7 +68,7 @@ class FLGCConv2d(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, groups: int, kernel_size: int = 1, stride: int = 1,
-        duplicate: bool = False, top_k: int = 3,
+        duplicate: bool = False, top_k: int = DUPLICATE_TOP_K,
     ) -> None:
         super().__init__()
         if groups < 1 or top_k < 1:
@@ -109,8 +115,8 @@ class FLGCConv2d(nn.Module):
     @torch.no_grad()
     def reassigned(self) -> int:
         """Input channels and filters whose group is no longer the one they started in (i % groups)."""
-        start_in = torch.arange(self.in_channels, device=self.in_logits.device) % self.groups
-        start_out = torch.arange(self.out_channels, device=self.out_logits.device) % self.groups
+        start_in = initial_groups(self.in_channels, self.groups, self.in_logits.device)
+        start_out = initial_groups(self.out_channels, self.groups, self.out_logits.device)
         return int((self.in_logits.argmax(1) != start_in).sum() + (self.out_logits.argmax(1) != start_out).sum())
 
     def group_sizes(self) -> list[tuple[int, int]]:
@@ -132,7 +138,7 @@ def assignment_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, FLGCConv2d) for p in (m.in_logits, m.out_logits)]
 
 
-def flgc_pointwise(groups: int, duplicate: bool, top_k: int = 3) -> Callable[[int, int], nn.Module]:
+def flgc_pointwise(groups: int, duplicate: bool, top_k: int = DUPLICATE_TOP_K) -> Callable[[int, int], nn.Module]:
     """Factory of 1x1 FLGC layers with `groups` groups, for the blocks' `pointwise` argument."""
 
     def make(in_channels: int, out_channels: int) -> nn.Module:
