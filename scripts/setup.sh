@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages (Fashion-MNIST, PostgreSQL for the storage tests) and the Python package.
-# Usage: bash scripts/setup.sh [--dev]
+# Debian packages (Fashion-MNIST; PostgreSQL for the storage tests with --dev) and scaler in ./.venv,
+# a virtual environment without system site-packages. Usage: bash scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -17,4 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
-python3 -m pip install -q -e ".${extra}"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q -e ".${extra}"
+echo "scaler is installed in $(pwd)/.venv: run .venv/bin/scaler, or 'source .venv/bin/activate' first"
