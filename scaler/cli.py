@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
-from scaler.errors import UserError
+from scaler.errors import RunFailed, UserError
 from scaler.spec import DUPLICATE_TOP_K
+from scaler.storage import check_study_name, study_folder
 from scaler.tasks import Task, dataset_task, parse_input
 from scaler.variants import VARIANT_HELP, apply_variant
 from scaler.zoo import BASES, base
 
 if TYPE_CHECKING:
     from scaler.data import Dataset
+    from scaler.spec import NetSpec
     from scaler.train import TrainConfig
 
 EFFICIENTNET_COEFFICIENTS = (1.2, 1.1, 1.15)
@@ -48,14 +51,17 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frelu-stages", help="1-based stages that get FReLU, e.g. 1,2")
 
 
-def base_spec(args: argparse.Namespace):
+def variant_of(args: argparse.Namespace) -> str:
+    """--variant with the --activation/--frelu-stages shorthand folded in."""
+    if args.activation == "frelu" or args.frelu_stages:
+        return args.variant + "+" + (f"frelu:{args.frelu_stages}" if args.frelu_stages else "frelu")
+    return args.variant
+
+
+def base_spec(args: argparse.Namespace) -> NetSpec:
     """The base NetSpec the arguments describe (task, base network, variant)."""
     task = task_of(args)
-    spec = base(args.base, task.in_channels, task.resolution, task.num_classes)
-    variant = args.variant
-    if args.activation == "frelu" or args.frelu_stages:
-        variant += "+" + (f"frelu:{args.frelu_stages}" if args.frelu_stages else "frelu")
-    return apply_variant(spec, variant)
+    return apply_variant(base(args.base, task.in_channels, task.resolution, task.num_classes), variant_of(args))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -84,6 +90,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     """scaler profile: one row per phi."""
     from scaler.profile import profile_multipliers, profile_phis
 
+    if args.runs < 1 or args.threads < 1:
+        raise UserError(f"--runs and --threads must be >= 1 (got {args.runs}, {args.threads})")
     spec = base_spec(args)
     direct = (args.width, args.depth, args.resolution)
     if any(v is not None for v in direct):
@@ -121,16 +129,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_args(parser: argparse.ArgumentParser, epochs: int, subset: int | None = None) -> None:
-    """Options of the one training loop."""
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs})")
+def add_train_args(parser: argparse.ArgumentParser, epochs: int | None, subset: int | None = None) -> None:
+    """Options of the one training loop (a default of None is resolved by the command, e.g. by --quick)."""
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs or 3})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule, 50 warm-up steps)")
     parser.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp")
     parser.add_argument("--assignment-lr-scale", type=float, help="FLGC group-assignment logits learn at this multiple of --lr (default: TrainConfig's)")
     parser.add_argument("--progressive", action="store_true", help="EfficientNetV2 progressive learning: size and regularisation ramp up")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (pays on GPU and long runs)")
-    parser.add_argument("--subset", type=int, default=subset, help=f"train on N images of the training split (default {subset}; 0 = all 54000)")
+    parser.add_argument("--subset", type=int, default=subset, help=f"train on N images of the training split (default {subset or 3000}; 0 = all 54000)")
     parser.add_argument("--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
@@ -138,16 +146,25 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, subset: int | N
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the training options."""
+def train_config(args: argparse.Namespace, epochs: int | None = None) -> TrainConfig:
+    """TrainConfig from the training options (checked); `epochs` overrides --epochs."""
     from scaler.train import Progressive, TrainConfig
 
-    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0 or (args.assignment_lr_scale or 0) < 0:
+    from scaler.train import check_device
+
+    epochs = args.epochs if epochs is None else epochs
+    if epochs < 1 or args.batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --assignment-lr-scale >= 0")
+    if args.seed < 0 or (args.threads is not None and args.threads < 1):
+        raise UserError(f"--seed must be >= 0 and --threads >= 1 (got {args.seed}, {args.threads})")
+    for option in ("subset", "val_size", "test_size"):
+        if (getattr(args, option, 0) or 0) < 0:
+            raise UserError(f"--{option.replace('_', '-')} must be >= 0 (0 = the whole split)")
+    check_device(args.device)
     scale = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
     return TrainConfig(
         **scale,
-        epochs=args.epochs,
+        epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
@@ -159,45 +176,66 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-QUICK = {"subset": 1000, "val_size": 300, "epochs": 1, "n_trials": 4, "confirm": 2}
+SEARCH_DEFAULTS: dict[str, Any] = {"subset": 3000, "val_size": 1000, "epochs": 3, "n_trials": None, "confirm": 3}
+QUICK: dict[str, Any] = {"subset": 1000, "val_size": 300, "epochs": 1, "n_trials": 4, "confirm": 2}
+
+
+def search_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options --quick presets: what was given explicitly, else --quick's value, else the default."""
+    presets = QUICK if args.quick else SEARCH_DEFAULTS
+    return {key: presets[key] if getattr(args, key) is None else getattr(args, key) for key in SEARCH_DEFAULTS}
+
+
+def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """Every search option that can be wrong without touching data or storage: one line, exit 2."""
+    from scaler.search import max_workers
+
+    if not math.isfinite(args.phi) or args.phi <= 0:
+        raise UserError(f"--phi must be a finite number > 0 for a search (got {args.phi})")
+    if settings["n_trials"] is not None and settings["n_trials"] < 1:
+        raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every grid point")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds (got {args.timeout}); leave it out for no limit")
+    if settings["confirm"] < 0 or args.confirm_seeds < 0 or args.heartbeat < 0:
+        raise UserError("--confirm, --confirm-seeds and --heartbeat must be >= 0")
+    limit = max_workers()
+    if not 1 <= args.workers <= limit:
+        raise UserError(f"--workers must be between 1 and {limit} on this machine (one per core, about 1.5 GB each; got {args.workers})")
+    if args.study is not None:
+        check_study_name(args.study)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """scaler search: grid search of alpha, beta, gamma with proxy training."""
     from scaler.search import SearchConfig, run_search
 
-    if args.quick:
-        for key, value in QUICK.items():
-            if getattr(args, key) == SEARCH_DEFAULTS[key]:
-                setattr(args, key, value)
+    settings = search_settings(args)
+    check_search_args(args, settings)
     config = SearchConfig(
         base=args.base,
         dataset=args.dataset,
-        variant=args.variant,
+        variant=variant_of(args),
         phi=args.phi,
         step=args.step,
         tolerance=args.tolerance,
         ratio_range=tuple(args.ratio_range),
         pruner=args.pruner,
-        n_trials=args.n_trials,
+        n_trials=settings["n_trials"],
         timeout=args.timeout,
-        confirm=args.confirm,
+        confirm=settings["confirm"],
         confirm_seeds=args.confirm_seeds,
-        subset=args.subset or None,
-        val_size=args.val_size or None,
+        subset=settings["subset"] or None,
+        val_size=settings["val_size"] or None,
         data_dir=args.data_dir,
         study=args.study,
         storage=args.storage,
         seed=args.seed,
         heartbeat=args.heartbeat or None,
         workers=args.workers,
-        train=train_config(args),
+        train=train_config(args, epochs=settings["epochs"]),
         progress=args.progress and args.workers == 1,
     )
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1 (got {args.workers})")
-    if args.phi <= 0:
-        raise UserError(f"--phi must be > 0 for a search (got {args.phi})")
+    config.folder  # noqa: B018 - checks the derived study name before any work
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
     if args.json:
@@ -240,22 +278,20 @@ def redact_url(url: str) -> str:
     return redact(url)
 
 
-SEARCH_DEFAULTS: dict[str, Any] = {}
-
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """scaler worker: run queued grid points of an existing study."""
     from scaler.search import join_study
 
+    check_study_name(args.study)
     ran = join_study(args.study, args.storage, args.data_dir)
-    print(f"worker finished: {ran} trial(s) run; the queue of {args.study} is empty")
+    print(f"worker finished: {ran} trial(s) run by this worker; the queue of {args.study} is empty")
     return 0
 
 
 def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
     """(study info or None, coefficients, base spec, dataset, train config) for the experiment commands."""
     from scaler.experiments import study_info
-    from scaler.storage import STUDIES_DIR
 
     info = study_info(args.study) if args.study else None
     explicit = (args.alpha, args.beta, args.gamma)
@@ -275,7 +311,7 @@ def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[
     dataset = None
     if need_data:
         dataset = load_evaluated_dataset(args)
-    folder = info.folder if info else STUDIES_DIR / (args.out or f"{args.base}-{args.dataset}")
+    folder = info.folder if info else study_folder(args.out or f"{args.base}-{args.dataset}")
     folder.mkdir(parents=True, exist_ok=True)
     args.folder = folder
     return info, coefficients, spec, dataset, train_config(args)
@@ -352,9 +388,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scaler.plots import tradeoff_figures
-    from scaler.storage import STUDIES_DIR
 
-    path = STUDIES_DIR / args.study / "scale.csv"
+    path = study_folder(args.study) / "scale.csv"
     if not path.is_file():
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
     frame = pd.read_csv(path)
@@ -423,17 +458,16 @@ def cmd_flgc(args: argparse.Namespace) -> int:
     from scaler.experiments import flgc_groups
     from scaler.plots import flgc_figure
     from scaler.scaling import scale
-    from scaler.storage import STUDIES_DIR
 
     if any(g < 1 for g in args.groups) or args.top_k < 1:
         raise UserError(f"--groups and --top-k must be >= 1 (got {args.groups}, {args.top_k})")
+    folder = study_folder(args.out or f"flgc-{args.base}-{args.dataset}")
     args.variant, args.activation, args.frelu_stages = "relu", None, None
     spec = scale(base_spec(args), 1.0, args.width, 1.0)
     dataset = None
     if not args.profile_only:
         dataset = load_evaluated_dataset(args)
     frame, layers = flgc_groups(spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress, top_k=args.top_k)
-    folder = STUDIES_DIR / (args.out or f"flgc-{args.base}-{args.dataset}")
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "flgc.csv", index=False)
     layers.to_csv(folder / "flgc_layers.csv", index=False)
@@ -473,7 +507,7 @@ def make_parser() -> Parser:
         "MACs measured with fvcore; out of --ratio-range it is infeasible and not trained.",
     )
     add_architecture_args(p)
-    add_task_args(p)
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (1x28x28), mnist, cifar10 (3x32x32)")
     p.add_argument("--phi", type=float, default=1.0)
     p.add_argument("--step", type=float, default=0.1, help="grid step (0.1: 20 candidates; 0.05: 108)")
     p.add_argument("--tolerance", type=float, default=0.1, help="keep |alpha*beta^2*gamma^2 - 2| <= this")
@@ -481,18 +515,17 @@ def make_parser() -> Parser:
     p.add_argument("--pruner", default="median", help="median | hyperband | none (on per-epoch validation accuracy)")
     p.add_argument("--n-trials", type=int, help="run at most N grid points this time (the rest on a rerun)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--confirm", type=int, default=3, help="retrain the top K candidates with more seeds")
+    p.add_argument("--confirm", type=int, help="retrain the top K candidates with more seeds (default 3)")
     p.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds per confirmed candidate (default 1: two seeds each)")
     p.add_argument("--study", help="study name (default <base>-<dataset>)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (each grid point runs once)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent for 3x is failed and re-queued (0 = off)")
-    p.add_argument("--quick", action="store_true", help="smoke preset: 1000 images, 1 epoch, 4 trials (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="smoke preset where not given explicitly: 1000 images, 1 epoch, 4 trials (< 2 min)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--val-size", type=int, default=1000, help="validation images per epoch (0 = the whole 10 %% split)")
-    add_train_args(p, epochs=3, subset=3000)
+    p.add_argument("--val-size", type=int, help="validation images per epoch (default 1000; 0 = the whole 10 %% split)")
+    add_train_args(p, epochs=None, subset=None)
     p.set_defaults(func=cmd_search)
-    SEARCH_DEFAULTS.update({k: p.get_default(k) for k in QUICK})
 
     p = sub.add_parser("scale", help="carry alpha, beta, gamma to larger phi for each variant: profile, train, extrapolate")
     add_experiment_args(p, epochs=3, subset=6000)
@@ -545,16 +578,33 @@ def make_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `scaler` console script."""
+    """Entry point of the `scaler` console script: user errors exit 2, failed runs 1, interruptions 130 (143 on SIGTERM)."""
+    import signal
+
+    from scaler.search import raise_keyboard_interrupt
+
     args = make_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     try:
         return args.func(args)
     except UserError as error:
-        print(f"scaler: error: {error}", file=sys.stderr)
+        print(f"scaler: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("scaler: interrupted", file=sys.stderr)
-        return 130
+    except RunFailed as error:
+        print(f"scaler: failed: {one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interrupt:
+        print("scaler: interrupted; finished trials are kept and unfinished ones stay queued: rerun the same command to go on", file=sys.stderr)
+        return 143 if str(interrupt) == "SIGTERM" else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line."""
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -114,6 +114,9 @@ def _find_idx(directory: Path, name: str) -> dict[str, Path] | None:
                     break
         if len(files) == len(_IDX_FILES):
             return files
+        if files:
+            missing = ", ".join(stem for key, stem in _IDX_FILES.items() if key not in files)
+            raise UserError(f"{folder} holds {len(files)} of the 4 {name} IDX files; missing {missing} (or its .gz)")
     return None
 
 

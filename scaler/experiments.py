@@ -11,11 +11,12 @@ import pandas as pd
 
 from scaler.data import Dataset
 from scaler.errors import UserError
+from scaler.guard import check_fits
 from scaler.nn.build import build
 from scaler.profile import profile_spec
 from scaler.scaling import compound, scale
 from scaler.spec import DUPLICATE_TOP_K, NetSpec
-from scaler.storage import STUDIES_DIR
+from scaler.storage import STUDIES_DIR, study_folder
 from scaler.train import Progressive, TrainConfig, test_accuracy, train
 from scaler.variants import apply_variant
 
@@ -37,7 +38,7 @@ class StudyInfo:
 
 def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
     """Read studies/<name>/summary.json (written by scaler search)."""
-    folder = studies_dir / name
+    folder = study_folder(name, studies_dir)
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
         raise UserError(f"no finished search at {summary_path}; run scaler search --study {name} first, or pass --alpha/--beta/--gamma with --base")
@@ -55,6 +56,8 @@ def measure_and_train(
     latency_runs: int = 20,
 ) -> dict[str, Any]:
     """Profile a spec and, when a dataset is given, train it: one row of every experiment's frame."""
+    if dataset is not None:
+        check_fits(spec, config.batch_size, training=True)
     row: dict[str, Any] = profile_spec(spec, runs=latency_runs)
     if dataset is None:
         return row | {"val_acc": math.nan, "test_acc": math.nan, "train_seconds": math.nan, "trained": False}

@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from scaler.complexity import DEFAULT_THREADS, count_activations, count_macs, count_params, measure_latency
+from scaler.guard import check_fits
 from scaler.nn.build import build
 from scaler.scaling import compound, scale
 from scaler.spec import NetSpec
 
 
 def profile_spec(spec: NetSpec, runs: int = 30, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
-    """Params, MACs, activations and batch-1 latency of the model a spec builds."""
+    """Params, MACs, activations and batch-1 latency of the model a spec builds (refused first if it cannot fit)."""
+    check_fits(spec)
     model = build(spec).eval()
     shape = spec.input_shape
     return {

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import random
+import signal
 import statistics
 import time
 import warnings
@@ -18,13 +21,26 @@ from optuna.trial import TrialState
 
 from scaler.complexity import count_macs, measure_latency
 from scaler.data import Dataset, load_dataset
-from scaler.errors import UserError
+from scaler.errors import RunFailed, UserError
 from scaler.grid import Candidate, feasible_grid
+from scaler.guard import check_fits
 from scaler.nn.build import build
 from scaler.profile import profile_spec
 from scaler.scaling import scale_compound
 from scaler.spec import NetSpec
-from scaler.storage import STUDIES_DIR, check_url, default_url, describe_error, redact
+from scaler.storage import (
+    INTERRUPTED,
+    STUDIES_DIR,
+    GridExhausted,
+    QueueStudy,
+    default_url,
+    describe_error,
+    enqueue_missing,
+    open_study,
+    redact,
+    storage_errors,
+    study_folder,
+)
 from scaler.tasks import dataset_task
 from scaler.train import Progressive, TrainConfig, TrainingDiverged, train
 from scaler.variants import apply_variant
@@ -33,7 +49,7 @@ from scaler.zoo import base as base_spec
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 TRIAL_COLUMNS = [
     "number", "state", "alpha", "beta", "gamma", "constraint", "macs", "macs_ratio", "params",
-    "latency_ms", "val_acc", "epochs", "train_seconds",
+    "latency_ms", "val_acc", "epochs", "train_seconds", "failure",
 ]
 PRUNERS = ("median", "hyperband", "none")
 
@@ -99,10 +115,14 @@ class SearchConfig:
 
     @property
     def folder(self) -> Path:
-        """studies/<study>: where CSV, PNG and JSON go."""
-        folder = self.studies_dir / self.study_name
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        """studies/<study>: where CSV, PNG and JSON go (checked to stay under studies/, not created)."""
+        return study_folder(self.study_name, self.studies_dir)
+
+    def stored(self) -> dict[str, Any]:
+        """`to_json` as kept in the study: the storage URL without its password."""
+        data = self.to_json()
+        data["storage"] = redact(self.storage) if self.storage else None
+        return data
 
 
 class AfterTrained(optuna.pruners.BasePruner):
@@ -131,109 +151,34 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise UserError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
 
 
-class GridExhausted(Exception):
-    """No grid point is waiting in the study's queue."""
+class TrialBudget:
+    """How many more trials may start, and until when: one count shared by every local worker of a command."""
 
+    def __init__(self, n_trials: int | None, timeout: float | None) -> None:
+        self.remaining = multiprocessing.get_context("spawn").Value("i", -1 if n_trials is None else n_trials)
+        self.deadline = None if timeout is None else time.time() + timeout
 
-class QueueStudy(optuna.Study):
-    """A study whose trials come only from its queue: each enqueued grid point is claimed atomically once.
+    def take(self) -> bool:
+        """Reserve one trial; False once the count or the time is spent."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        with self.remaining.get_lock():
+            if self.remaining.value == 0:
+                return False
+            if self.remaining.value > 0:
+                self.remaining.value -= 1
+        return True
 
-    Optuna's GridSampler hands a point out again when every point has started, so several workers
-    repeat work; here `ask` pops a WAITING trial (a compare-and-set in the storage) or stops.
-    """
-
-    def ask(self, fixed_distributions: dict[str, Any] | None = None) -> optuna.Trial:
-        trial_id = self._pop_waiting_trial_id()
-        if trial_id is None:
-            raise GridExhausted()
-        return optuna.Trial(self, trial_id)
-
-    def _pop_waiting_trial_id(self) -> int | None:
-        """Claim one WAITING trial with a conditional UPDATE, atomic on every backend.
-
-        Optuna's claim reads the state and then writes it; SQLite ignores the read's FOR UPDATE,
-        so two workers could both see WAITING and both run the trial.
-        """
-        engine = getattr(self._storage, "_backend", self._storage).engine  # RDBStorage, inside Optuna's cache
-        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if claim_waiting_trial(engine, trial._trial_id):
-                return trial._trial_id
-        return None
-
-
-def claim_waiting_trial(engine: Any, trial_id: int) -> bool:
-    """Set a trial RUNNING only if it is still WAITING; whether this caller got it."""
-    from datetime import datetime
-
-    from optuna.storages._rdb.models import TrialModel
-    from sqlalchemy import update
-
-    claim = (
-        update(TrialModel)
-        .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
-        .values(state=TrialState.RUNNING, datetime_start=datetime.now())
-    )
-    with engine.begin() as connection:
-        return connection.execute(claim).rowcount == 1
-
-
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage for `url` (heartbeats re-queue dead workers' trials); errors in one line."""
-    check_url(url)
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs(url),
-                heartbeat_interval=heartbeat,
-                grace_period=3 * heartbeat if heartbeat else None,
-                failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat else None,
-            )
-    except ImportError:
-        raise UserError(f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')") from None
-    except (SQLAlchemyError, OSError, RuntimeError, ValueError) as error:
-        raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
-
-
-def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLite waits for locks instead of failing; servers get a short connect timeout."""
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    if url.startswith("postgresql"):
-        return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    return {}
+    def give_back(self) -> None:
+        """Return a reservation that found no trial to run."""
+        with self.remaining.get_lock():
+            if self.remaining.value >= 0:
+                self.remaining.value += 1
 
 
 def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
     """What makes two searches the same study."""
     return {"base": config.base, "dataset": config.dataset, "variant": config.variant, "phi": config.phi, "step": config.step, "tolerance": config.tolerance}
-
-
-def load_or_create(config: SearchConfig, create: bool = True) -> QueueStudy:
-    """The study as a QueueStudy, created (or resumed) with this grid; a mismatched grid is an error."""
-    storage = open_storage(config.storage_url, config.heartbeat)
-    from sqlalchemy.exc import SQLAlchemyError
-
-    pruner = make_pruner(config.pruner, config.train.epochs)
-    fingerprint = grid_fingerprint(config)
-    try:
-        if create:
-            optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize", load_if_exists=True)
-        elif config.study_name not in optuna.get_all_study_names(storage):
-            raise UserError(f"no study {config.study_name!r} in {redact(config.storage_url)}; start it with scaler search")
-        study = QueueStudy(config.study_name, storage, sampler=optuna.samplers.RandomSampler(seed=config.seed), pruner=pruner)
-        existing = study.user_attrs.get("grid")
-        if existing and existing != fingerprint and create:
-            raise UserError(f"study {config.study_name!r} was made for {existing}; choose another --study for {fingerprint}")
-        if not existing:
-            study.set_user_attr("grid", fingerprint)
-            study.set_user_attr("config", config.to_json())
-    except SQLAlchemyError as error:
-        raise UserError(f"storage {redact(config.storage_url)} failed: {describe_error(error, config.storage_url)}") from None
-    return study
 
 
 def measure(spec: NetSpec) -> dict[str, Any]:
@@ -245,6 +190,26 @@ def train_spec(spec: NetSpec, dataset: Dataset, config: TrainConfig, report: Cal
     """Build and train a spec; the measured accuracy curve and time."""
     result = train(build(spec, seed=config.seed), dataset, spec.resolution, config, report=report, progress=progress, description=description)
     return {"val_acc": result.final_val_acc, "val_curve": result.val_acc, "epochs": result.epochs, "train_seconds": round(result.train_seconds, 2), "images_per_second": round(result.images_per_second, 1)}
+
+
+def interruption(error: BaseException) -> str:
+    """How a trial stopped from outside is recorded: it is not final, its grid point is queued again."""
+    return f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ") + " (queued again)"
+
+
+def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+    """The objective, marking a trial stopped from outside (signal, crash) so that its point is queued again."""
+
+    def recorded(trial: optuna.Trial) -> Any:
+        try:
+            return objective(trial)
+        except (optuna.TrialPruned, TrainingDiverged):
+            raise
+        except BaseException as error:
+            trial.set_user_attr(INTERRUPTED, interruption(error))
+            raise
+
+    return recorded
 
 
 class GridSearch:
@@ -261,11 +226,40 @@ class GridSearch:
             raise UserError(f"--ratio-range must be two numbers 0 < low < high (got {lo} {hi})")
         task = dataset_task(config.dataset)
         self.base = apply_variant(base_spec(config.base, task.in_channels, task.resolution, task.num_classes), config.variant)
+        for candidate in self.grid:
+            check_fits(scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, config.phi), config.train.batch_size, training=True)
         self.base_macs = count_macs(build(self.base), self.base.input_shape)
-        self.study = load_or_create(config, create=enqueue)
         self.dataset = load_dataset(config.dataset, config.data_dir, subset=config.subset, seed=config.seed)
         if config.val_size:
             self.dataset = replace(self.dataset, val=self.dataset.val.subset(config.val_size, config.seed))
+        self.study = self.open(create=enqueue)
+        if enqueue:
+            queued = self.enqueue_missing()
+            waiting, running = self.pending()
+            self.log(f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, {waiting} waiting, {running} running elsewhere")
+
+    def open(self, create: bool) -> QueueStudy:
+        """The study, created (or resumed) with this grid under the study's lock; a mismatched grid is an error."""
+        config = self.config
+        study = open_study(
+            config.storage_url,
+            config.study_name,
+            create=create,
+            heartbeat=config.heartbeat,
+            sampler=optuna.samplers.RandomSampler(seed=config.seed),
+            pruner=make_pruner(config.pruner, config.train.epochs),
+        )
+        fingerprint = grid_fingerprint(config)
+        try:
+            existing = study.user_attrs.get("grid")
+            if existing and existing != fingerprint and create:
+                raise UserError(f"study {config.study_name!r} was made for {existing}; choose another --study for {fingerprint}")
+            if not existing:
+                study.set_user_attr("grid", fingerprint)
+                study.set_user_attr("config", config.stored())
+        except storage_errors() as error:
+            raise UserError(f"storage {redact(config.storage_url)} failed: {describe_error(error, config.storage_url)}") from None
+        return study
 
     def reference(self) -> dict[str, Any]:
         """The base network (phi = 0), trained once per study."""
@@ -279,6 +273,10 @@ class GridSearch:
         return self.study.user_attrs["reference"]
 
     def objective(self, trial: optuna.Trial) -> float:
+        """`evaluate_candidate`, recording an interruption or crash so that its grid point is queued again."""
+        return recording_interruptions(self.evaluate_candidate)(trial)
+
+    def evaluate_candidate(self, trial: optuna.Trial) -> float:
         """Measure the phi-scaled candidate; train it only when its measured MACs ratio is in range."""
         candidate = Candidate.from_label(trial.suggest_categorical("candidate", [c.label for c in self.grid]))
         spec = scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
@@ -293,7 +291,9 @@ class GridSearch:
         trial.set_user_attr("macs_ratio", round(ratio, 4))
         for key, value in row.items():
             trial.set_user_attr(key, value)
-        trial.set_constraint("macs_ratio", violation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a retried trial carries its first run's constraint
+            trial.set_constraint("macs_ratio", violation)
         if violation > 0:
             self.log(f"trial {trial.number}: {candidate.label} measured MACs ratio {ratio:.3f} outside [{lo}, {hi}]: infeasible, not trained")
             return 0.0
@@ -320,43 +320,41 @@ class GridSearch:
         return result["val_acc"]
 
     def enqueue_missing(self) -> int:
-        """Queue every grid point that has no trial yet, in a seeded order; how many were queued."""
-        seen = {t.params.get("candidate") or t.system_attrs.get("fixed_params", {}).get("candidate") for t in self.study.get_trials(deepcopy=False)}
-        missing = [c.label for c in self.grid if c.label not in seen]
-        random.Random(self.config.seed).shuffle(missing)
-        for label in missing:
-            self.study.enqueue_trial({"candidate": label})
-        return len(missing)
+        """Queue, in a seeded order, every grid point no trial holds (interrupted ones again); how many were queued."""
+        labels = [c.label for c in self.grid]
+        random.Random(self.config.seed).shuffle(labels)
+        return enqueue_missing(self.study, self.config.storage_url, "candidate", labels)
 
     def pending(self) -> tuple[int, int]:
         """(waiting, running) trials in the study."""
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
         return states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
 
-    def run_queue(self, n_trials: int | None = None, timeout: float | None = None) -> None:
-        """Claim and run queued grid points until none is left (waiting for other workers' running ones)."""
-        deadline = time.monotonic() + timeout if timeout else None
+    def run_queue(self, budget: TrialBudget | None = None) -> int:
+        """Claim and run queued grid points until none is left or the budget is spent; how many this process ran.
+
+        An interrupted or crashed trial goes back to the queue before the interruption goes on up.
+        """
+        budget = budget or TrialBudget(None, None)
         ran = 0
-        while n_trials is None or ran < n_trials:
+        while budget.take():
             try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if left == 0.0:
-                    break
-                self.study.optimize(self.objective, n_trials=1, timeout=left, catch=(TrainingDiverged,))
-                ran += 1
+                self.study.optimize(self.objective, n_trials=1, catch=(TrainingDiverged,))
             except GridExhausted:
+                budget.give_back()
                 waiting, running = self.pending()
                 if not waiting and not running:
                     break
                 time.sleep(max(1, (self.config.heartbeat or 10) // 2))
                 optuna.storages.fail_stale_trials(self.study)
-
-    def run_grid(self) -> None:
-        """Queue the grid points without a trial and run them (at most --n-trials, within --timeout)."""
-        queued = self.enqueue_missing()
-        waiting, running = self.pending()
-        self.log(f"study {self.config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, {waiting} waiting, {running} running elsewhere")
-        self.run_queue(self.config.n_trials, self.config.timeout)
+                continue
+            except BaseException as error:
+                self.enqueue_missing()
+                if isinstance(error, Exception) and not isinstance(error, UserError):
+                    raise RunFailed(f"a trial crashed ({interruption(error)}); rerun the same command to go on") from error
+                raise
+            ran += 1
+        return ran
 
     def confirm(self) -> dict[str, dict[str, Any]]:
         """Retrain the top --confirm candidates with --confirm-seeds more seeds each."""
@@ -404,6 +402,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "val_acc": attrs.get("val_acc", math.nan),
                 "epochs": attrs.get("epochs", 0),
                 "train_seconds": attrs.get("train_seconds", 0.0),
+                "failure": attrs.get("failure") or attrs.get(INTERRUPTED) or failure_of_stale(t),
                 "product": attrs.get("product"),
                 "resolution": attrs.get("resolution"),
                 "candidate": t.params.get("candidate"),
@@ -411,6 +410,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         )
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["product", "resolution", "candidate"])
     return frame.astype({"constraint": float, "val_acc": float, "train_seconds": float})
+
+
+def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a FAIL trial with no recorded reason failed: its worker stopped answering (heartbeat)."""
+    if trial.state != TrialState.FAIL:
+        return None
+    return "worker stopped answering (heartbeat); queued again"
 
 
 def significance(confirmations: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -460,6 +466,10 @@ def summarise(search: GridSearch, confirmations: dict[str, dict[str, Any]], wall
         "infeasible": int((frame.constraint > 0).sum()),
         "pruned": int((frame.state == "PRUNED").sum()),
         "failed": int((frame.state == "FAIL").sum()),
+        "failures": [
+            {"number": int(row.number), "candidate": row.candidate, "reason": row.failure}
+            for row in frame[frame.state == "FAIL"].itertuples()
+        ],
         "trial_epochs": int(frame.epochs.sum()),
         "seconds_per_trial": round(float(trained.train_seconds.mean()), 1) if len(trained) else None,
         "reference": search.study.user_attrs.get("reference"),
@@ -469,22 +479,39 @@ def summarise(search: GridSearch, confirmations: dict[str, dict[str, Any]], wall
 
 
 def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole search: reference, grid, confirmation; writes trials.csv, search.png, summary.json."""
-    from scaler.plots import search_figure
+    """The whole search: reference, grid, confirmation; writes trials.csv, search.png, summary.json.
 
+    Interrupted (SIGINT, SIGTERM) it still writes the outputs of what finished before the interruption goes on up.
+    """
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     search = GridSearch(config, log)
-    search.reference()
-    if config.workers > 1:
-        search.enqueue_missing()
-        run_workers(config, config.workers, log)
-    else:
-        search.run_grid()
-    confirmations = search.confirm() if config.confirm > 0 else {}
+    try:
+        search.reference()
+        if config.workers > 1:
+            crashed = run_workers(config, config.workers, log)
+            if crashed:
+                search.enqueue_missing()
+                waiting, _ = search.pending()
+                write_outputs(search, search.study.user_attrs.get("confirm", {}), started)
+                raise RunFailed(f"{crashed}; {waiting} grid point(s) are queued: rerun the same command to finish them")
+        else:
+            search.run_queue(TrialBudget(config.n_trials, config.timeout))
+        confirmations = search.confirm() if config.confirm > 0 else {}
+    except KeyboardInterrupt:
+        write_outputs(search, search.study.user_attrs.get("confirm", {}), started)
+        raise
+    return write_outputs(search, confirmations, started)
+
+
+def write_outputs(search: GridSearch, confirmations: dict[str, dict[str, Any]], started: float) -> dict[str, Any]:
+    """trials.csv, search.png and summary.json of the study as it stands; the summary."""
+    from scaler.plots import search_figure
+
     summary = summarise(search, confirmations, time.perf_counter() - started)
     frame = trials_frame(search.study)
-    folder = config.folder
+    folder = search.config.folder
+    folder.mkdir(parents=True, exist_ok=True)
     frame[TRIAL_COLUMNS + ["product", "resolution"]].to_csv(folder / "trials.csv", index=False)
     figure = search_figure(frame, summary)
     figure.savefig(folder / "search.png", dpi=120, bbox_inches="tight")
@@ -492,58 +519,85 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
     return summary
 
 
-def worker_main(config_json: dict[str, Any], threads: int) -> None:
-    """Body of one local worker process: claim and run grid points until the queue is empty."""
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """Signal handler: SIGTERM stops like Ctrl-C, so a running trial is recorded and queued again."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def worker_main(config_json: dict[str, Any], threads: int, budget: TrialBudget) -> None:
+    """Body of one local worker process: claim and run grid points until the queue or the budget is spent."""
+    import sys
+
     import torch
 
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     torch.set_num_threads(threads)
     config = SearchConfig.from_json(config_json, progress=False)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    GridSearch(config, log=lambda line: print(line, flush=True), enqueue=False).run_queue()
+    try:
+        GridSearch(config, log=lambda line: print(line, flush=True), enqueue=False).run_queue(budget)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (UserError, RunFailed) as error:
+        print(f"scaler worker: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2 if isinstance(error, UserError) else 1)
 
 
-def run_workers(config: SearchConfig, workers: int, log: Callable[[str], None] = print) -> None:
-    """Run the queue with `workers` local processes sharing the study's storage."""
-    import multiprocessing
-    import os
+WORKER_MEMORY = 1_500_000_000  # bytes one local worker holds on Fashion-MNIST (about 1.1 GB measured)
 
+
+def max_workers() -> int:
+    """Local workers this machine can hold: one per core, and no more than its available memory allows."""
+    from scaler.guard import available_memory
+
+    cores = os.cpu_count() or 1
+    memory = available_memory()
+    return max(1, min(cores, cores if memory is None else memory // WORKER_MEMORY))
+
+
+def run_workers(config: SearchConfig, workers: int, log: Callable[[str], None] = print) -> str | None:
+    """Run the queue with `workers` local processes sharing the study's storage and its trial budget.
+
+    Returns what went wrong when a worker crashed, None when all ended well. Interrupted, it stops every
+    worker (each queues its running trial again) and waits for them before the interruption goes on up.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads of several workers starve each other
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    data = config.to_json()
-    processes = [context.Process(target=worker_main, args=(data, threads), daemon=False) for _ in range(workers)]
+    budget = TrialBudget(config.n_trials, config.timeout)
+    processes = [context.Process(target=worker_main, args=(config.to_json(), threads, budget)) for _ in range(workers)]
     log(f"{workers} workers, {threads} thread(s) each, sharing {redact(config.storage_url)}")
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    failed = [p.exitcode for p in processes if p.exitcode]
-    if failed:
-        log(f"{len(failed)} worker(s) exited with status {failed}; their trials were re-queued by heartbeat")
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        raise
+    crashed = [f"worker {i + 1} exited with status {p.exitcode}" for i, p in enumerate(processes) if p.exitcode]
+    return ", ".join(crashed) or None
 
 
 def join_study(study: str, storage: str, data_dir: str | None = None, log: Callable[[str], None] = print) -> int:
-    """`scaler worker`: join an existing study from any machine and run its queue; trials run."""
-    probe = SearchConfig(study=study, storage=storage)
+    """`scaler worker`: join an existing study from any machine and run its queue; how many trials this worker ran."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    opened = open_storage(storage)
-    try:
-        names = optuna.get_all_study_names(opened)
-    except Exception as error:  # noqa: BLE001 - any storage failure is one line
-        raise UserError(f"storage {redact(storage)} failed: {describe_error(error, storage)}") from None
-    if study not in names:
-        raise UserError(f"no study {study!r} in {redact(storage)}; start it with scaler search --study {study} --storage URL")
-    stored = optuna.load_study(study_name=study, storage=opened).user_attrs.get("config")
+    opened = open_study(storage, study, create=False)
+    stored = opened.user_attrs.get("config")
     if not stored:
         raise UserError(f"study {study!r} was not made by scaler search")
-    overrides: dict[str, Any] = {"storage": storage, "study": probe.study}
+    overrides: dict[str, Any] = {"storage": storage, "study": study}
     if data_dir:
         overrides["data_dir"] = data_dir
     config = SearchConfig.from_json(stored, **overrides)
-    search = GridSearch(config, log, enqueue=False)
-    before = len(search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    search.run_queue()
-    return len(search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))) - before
+    return GridSearch(config, log, enqueue=False).run_queue()
 
 
 def mask_variant(mask: str) -> str:
@@ -584,12 +638,10 @@ def frelu_masks(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     stages = len(spec.stages)
     exhaustive = 2**stages <= exhaustive_limit
-    storage = open_storage(storage_url)
     sampler = optuna.samplers.RandomSampler(seed=seed) if exhaustive else optuna.samplers.NSGAIISampler(seed=seed)
-    optuna.create_study(storage=storage, study_name=study_name, directions=["maximize", "minimize"], load_if_exists=True)
-    study_class = QueueStudy if exhaustive else optuna.Study
-    study = study_class(study_name, storage, sampler=sampler)
+    study = open_study(storage_url, study_name, create=True, directions=("maximize", "minimize"), sampler=sampler, queue=exhaustive)
 
+    @recording_interruptions
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         if exhaustive:
             mask = trial.suggest_categorical("mask", [format(i, f"0{stages}b") for i in range(2**stages)])
@@ -600,18 +652,19 @@ def frelu_masks(
         row = profile_spec(masked, runs=30)
         if latency_form == "deployed":
             row["latency_ms"] = round(deployed_latency(masked), 4)
-        result = train_spec(masked, dataset, config, progress=progress, description=f"mask {mask}")
+        try:
+            result = train_spec(masked, dataset, config, progress=progress, description=f"mask {mask}")
+        except TrainingDiverged as error:
+            log(f"mask {mask} ({variant}) failed: {error}")
+            trial.set_user_attr("failure", str(error))
+            raise
         for key, value in (row | result | {"mask": mask, "variant": variant}).items():
             trial.set_user_attr(key, value)
         log(f"mask {mask} ({variant}): val_acc {result['val_acc']:.4f}, latency {row['latency_ms']:.2f} ms ({latency_form}), {row['macs'] / 1e6:.2f} M MACs")
         return result["val_acc"], row["latency_ms"]
 
     if exhaustive:
-        present = {t.params.get("mask") for t in study.get_trials(deepcopy=False)}
-        for i in range(2**stages):
-            mask = format(i, f"0{stages}b")
-            if mask not in present:
-                study.enqueue_trial({"mask": mask})
+        enqueue_missing(study, storage_url, "mask", [format(i, f"0{stages}b") for i in range(2**stages)])
         try:
             study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,))
         except GridExhausted:
@@ -623,4 +676,6 @@ def frelu_masks(
         {"number": t.number, **{k: t.user_attrs.get(k) for k in ("mask", "variant", "val_acc", "latency_ms", "macs", "params", "train_seconds")}, "pareto": t.number in front}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ]
+    if not rows:
+        raise RunFailed(f"no FReLU mask of study {study_name!r} finished training; see the failures above")
     return pd.DataFrame(rows).sort_values("latency_ms").reset_index(drop=True)

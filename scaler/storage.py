@@ -1,28 +1,64 @@
-"""Optuna storage URLs: the default embedded SQLite file, any RDB URL, errors without passwords."""
+"""Optuna storage: URLs and study names checked in one line, the atomic queue of grid points, a lock per study."""
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
+import warnings
+import zlib
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.trial import TrialState
 
 from scaler.errors import UserError
 
 STUDIES_DIR = Path("studies")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+INTERRUPTED = "interrupted"  # user attribute of a trial stopped from outside; its grid point is queued again
+
+
+def check_study_name(name: str, option: str = "--study") -> str:
+    """A study name safe as one folder under studies/: letters, digits, '.', '_', '-', at most 80 characters."""
+    if not STUDY_NAME.fullmatch(name) or set(name) == {"."}:
+        shown = name if len(name) <= 40 and name.isprintable() else repr(name[:40]) + "..."
+        raise UserError(f"{option} {shown!r} is not a study name: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def study_folder(name: str, studies_dir: Path = STUDIES_DIR) -> Path:
+    """studies/<name>, checked to stay inside the studies folder (nothing is created)."""
+    folder = studies_dir / check_study_name(name)
+    if not folder.resolve().is_relative_to(studies_dir.resolve()):
+        raise UserError(f"study {name!r} would live outside {studies_dir}")
+    return folder
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with its password replaced by *** (up to the last '@', so a raw '@' in a password stays hidden)."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def default_url(study: str, studies_dir: Path = STUDIES_DIR) -> str:
-    """sqlite:///studies/<study>/study.db (the folder is created)."""
-    folder = studies_dir / study
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'study.db'}"
+    """sqlite:///studies/<study>/study.db (nothing is created)."""
+    return f"sqlite:///{study_folder(study, studies_dir) / 'study.db'}"
 
 
-def check_url(url: str) -> None:
-    """One-line error for a URL that is not an RDB URL SQLAlchemy can parse."""
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an sqlite URL; None for other backends and in-memory databases."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_url(url: str, must_exist: bool = False) -> None:
+    """One line for a URL SQLAlchemy cannot parse, a raw '@' in a password, or an SQLite file that is not Optuna's."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -30,8 +66,30 @@ def check_url(url: str) -> None:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise UserError(f"--storage {redact(url)!r} is not a database URL (e.g. sqlite:///path.db, postgresql://user@host/db)") from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql", "oracle", "mssql"):
-        raise UserError(f"--storage {redact(url)!r}: unsupported database {parsed.get_backend_name()!r}")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"--storage {redact(url)!r}: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql or mysql)")
+    netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if netloc.count("@") > 1:
+        raise UserError(f"--storage {redact(url)!r}: the password holds a raw '@'; write it as %40")
+    path = sqlite_path(url)
+    if path is not None:
+        check_sqlite_file(path, must_exist)
+
+
+def check_sqlite_file(path: Path, must_exist: bool) -> None:
+    """Refuse a missing file (when it must exist), a file that is not SQLite, and an SQLite file of another program."""
+    if not path.exists() or path.stat().st_size == 0:
+        if must_exist:
+            raise UserError(f"no study database at {path}; start the study with scaler search first")
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as error:
+        raise UserError(f"{path} is not a readable SQLite database ({error}); move it away or choose another --study") from None
+    if tables and not OPTUNA_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise UserError(f"{path} is an SQLite database of another program (tables: {shown}); scaler will not write into it")
 
 
 def describe_error(error: BaseException, url: str) -> str:
@@ -41,7 +99,171 @@ def describe_error(error: BaseException, url: str) -> str:
     match = re.search(r"://\S+", url)
     if match:
         first = first.replace(match.group(0), redact(match.group(0)))
-    password = re.search(r"://[^:/@]*:([^@]*)@", url)
+    password = re.search(r"://[^:/@]*:(.*)@", url)
     if password and password.group(1):
-        first = first.replace(password.group(1), "***")
+        for part in {password.group(1), *password.group(1).split("@")} - {""}:
+            first = first.replace(part, "***")
     return first[:300]
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite waits for locks instead of failing; servers get a short connect timeout."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+    return {}
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the storage itself failed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, OSError, RuntimeError, ValueError)
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for a checked `url` (heartbeats re-queue dead workers' trials); errors in one line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs(url),
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat if heartbeat else None,
+                failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat else None,
+            )
+    except ImportError:
+        raise UserError(f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')") from None
+    except storage_errors() as error:
+        raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study: str) -> Iterator[None]:
+    """Hold a lock per study across processes: a file lock beside an SQLite file, an advisory lock on PostgreSQL."""
+    path = sqlite_path(url)
+    if path is not None:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    key = zlib.crc32(f"scaler:{study}".encode())
+    try:
+        engine = create_engine(url, **engine_kwargs(url))
+        connection = engine.connect()
+        connection.execute(text("select pg_advisory_lock(:key)"), {"key": key})
+    except ImportError:
+        raise UserError(f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')") from None
+    except storage_errors() as error:
+        raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(*storage_errors()):
+            connection.execute(text("select pg_advisory_unlock(:key)"), {"key": key})
+            connection.close()
+        engine.dispose()
+
+
+class GridExhausted(Exception):
+    """No grid point is waiting in the study's queue."""
+
+
+class QueueStudy(optuna.Study):
+    """A study whose trials come only from its queue: each enqueued grid point is claimed atomically once.
+
+    Optuna's GridSampler hands a point out again when every point has started, so several workers
+    repeat work; here `ask` pops a WAITING trial (a compare-and-set in the storage) or stops.
+    """
+
+    def ask(self, fixed_distributions: dict[str, Any] | None = None) -> optuna.Trial:
+        """The next queued trial, claimed for this process; GridExhausted when none waits."""
+        trial_id = self._pop_waiting_trial_id()
+        if trial_id is None:
+            raise GridExhausted()
+        return optuna.Trial(self, trial_id)
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        """Claim one WAITING trial with a conditional UPDATE, atomic on every backend.
+
+        Optuna's claim reads the state and then writes it; SQLite ignores the read's FOR UPDATE,
+        so two workers could both see WAITING and both run the trial.
+        """
+        engine = getattr(self._storage, "_backend", self._storage).engine  # RDBStorage, inside Optuna's cache
+        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if claim_waiting_trial(engine, trial._trial_id):
+                return trial._trial_id
+        return None
+
+
+def claim_waiting_trial(engine: Any, trial_id: int) -> bool:
+    """Set a trial RUNNING only if it is still WAITING; whether this caller got it."""
+    from optuna.storages._rdb.models import TrialModel
+    from sqlalchemy import update
+
+    claim = (
+        update(TrialModel)
+        .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+        .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+    )
+    with engine.begin() as connection:
+        return bool(connection.execute(claim).rowcount == 1)
+
+
+def queued_key(trial: optuna.trial.FrozenTrial, key: str) -> Any:
+    """The grid key of a trial: its parameter once started, its fixed parameter while queued."""
+    return trial.params.get(key, trial.system_attrs.get("fixed_params", {}).get(key))
+
+
+def holds_its_point(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial accounts for its grid point: all but a FAIL that was interrupted or crashed, not failed on its merits."""
+    return trial.state != TrialState.FAIL or "failure" in trial.user_attrs
+
+
+def enqueue_missing(study: optuna.Study, url: str, key: str, values: list[Any]) -> int:
+    """Queue each value of `key` no trial holds yet (interrupted ones are queued again), under the study's lock; how many."""
+    with study_lock(url, study.study_name):
+        held = {queued_key(t, key) for t in study.get_trials(deepcopy=False) if holds_its_point(t)}
+        missing = [value for value in values if value not in held]
+        for value in missing:
+            study.enqueue_trial({key: value}, skip_if_exists=False)
+    return len(missing)
+
+
+def open_study(
+    url: str,
+    name: str,
+    *,
+    create: bool,
+    heartbeat: int | None = None,
+    directions: tuple[str, ...] = ("maximize",),
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    queue: bool = True,
+) -> optuna.Study:
+    """The study `name` in `url`, created under the study's lock when `create` (two processes may start together)."""
+    check_url(url, must_exist=not create)
+    with study_lock(url, name):
+        storage = open_storage(url, heartbeat)
+        try:
+            if create:
+                optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
+            elif name not in optuna.get_all_study_names(storage):
+                raise UserError(f"no study {name!r} in {redact(url)}; start it with scaler search --study {name} --storage URL")
+            study_class = QueueStudy if queue else optuna.Study
+            return study_class(name, storage, sampler=sampler, pruner=pruner)
+        except storage_errors() as error:
+            raise UserError(f"storage {redact(url)} failed: {describe_error(error, url)}") from None

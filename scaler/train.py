@@ -94,6 +94,24 @@ class TrainResult:
         return self.images_seen / self.train_seconds if self.train_seconds else 0.0
 
 
+def check_device(name: str) -> None:
+    """A device this machine has: auto, cpu, cuda or cuda:N with a GPU present; else one line."""
+    from scaler.errors import UserError
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: scaler trains on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: this machine has no CUDA GPU (use --device cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' is CUDA when present, else CPU."""
     if name == "auto":

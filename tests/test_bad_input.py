@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Callable
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
+from scaler.cli import main
 from scaler.grid import feasible_grid
 from scaler.search import GridSearch, SearchConfig
 from scaler.train import TrainConfig
@@ -39,6 +42,23 @@ def no_setup(cwd: Path) -> None:
     """Nothing to prepare."""
 
 
+def foreign_sqlite(cwd: Path) -> None:
+    """studies/foreign/study.db: another program's SQLite database that happens to have a `studies` table."""
+    folder = cwd / "studies" / "foreign"
+    folder.mkdir(parents=True)
+    with sqlite3.connect(folder / "study.db") as db:
+        db.execute("create table studies (id integer primary key, title text)")
+        db.execute("insert into studies (title) values ('not optuna')")
+
+
+def three_of_four_idx_files(cwd: Path) -> None:
+    """data/ with three of the four Fashion-MNIST IDX files."""
+    folder = cwd / "data"
+    folder.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (folder / stem).write_bytes(b"")
+
+
 PORT = closed_port()
 CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("alpha below 1", ["profile", "--alpha", "0.5"], "alpha must be >= 1", no_setup),
@@ -54,7 +74,37 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("worker, storage with password", ["worker", "--study", "s", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db"], "cannot open storage", no_setup),
     ("malformed URL", ["search", "--storage", "not a url", *FAST], "not a database URL", no_setup),
     ("malformed port", ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:notaport/db", *FAST], "not a database URL", no_setup),
+    ("raw @ in password", ["search", "--storage", f"postgresql://user:{SECRET}@{SECRET}@127.0.0.1:{PORT}/db", *FAST], "%40", no_setup),
+    ("profile phi 50", ["profile", "--phi", "50"], "bytes", no_setup),
+    ("profile resolution 500", ["profile", "--resolution", "500"], "bytes", no_setup),
+    ("search phi 50", ["search", "--phi", "50", *FAST], "bytes", no_setup),
+    ("search phi nan", ["search", "--phi", "nan", *FAST], "--phi", no_setup),
+    ("search phi inf", ["search", "--phi", "inf", *FAST], "--phi", no_setup),
+    ("runs 0", ["profile", "--runs", "0"], "--runs", no_setup),
+    ("threads 0", ["profile", "--threads", "0"], "--threads", no_setup),
+    ("threads -1 (training)", ["search", "--threads", "-1", *FAST], "--threads", no_setup),
+    ("device bogus", ["search", "--device", "bogus", *FAST], "--device", no_setup),
+    ("seed -1", ["search", "--seed", "-1", *FAST], "--seed", no_setup),
+    ("foreign SQLite with a studies table", ["search", "--study", "foreign", *FAST], "another program", foreign_sqlite),
+    ("--input on search", ["search", "--input", "3x32x32", *FAST], "unrecognized arguments", no_setup),
+    ("--classes on search", ["search", "--classes", "5", *FAST], "unrecognized arguments", no_setup),
+    ("timeout 0", ["search", "--timeout", "0", *FAST], "--timeout", no_setup),
+    ("negative timeout", ["search", "--timeout", "-5", *FAST], "--timeout", no_setup),
+    ("negative n-trials", ["search", "--n-trials", "-1", *FAST], "--n-trials", no_setup),
+    ("negative confirm", ["search", *FAST, "--confirm", "-1"], "--confirm", no_setup),
+    ("workers 0", ["search", "--workers", "0", *FAST], "--workers", no_setup),
+    ("workers 10000", ["search", "--workers", "10000", *FAST], "--workers", no_setup),
+    ("data dir with 3 of 4 files", ["search", "--data-dir", "data", *FAST], "3 of the 4", three_of_four_idx_files),
+    ("worker on a missing SQLite file", ["worker", "--study", "s", "--storage", "sqlite:///missing.db"], "no study database", no_setup),
+    ("study ../escape", ["search", "--study", "../escape", *FAST], "not a study name", no_setup),
+    ("study absolute path", ["search", "--study", "/tmp/scaler-escape", *FAST], "not a study name", no_setup),
+    ("study ..", ["search", "--study", "..", *FAST], "not a study name", no_setup),
+    ("study 300 characters", ["search", "--study", "x" * 300, *FAST], "not a study name", no_setup),
+    ("study with a newline", ["search", "--study", "a\nb", *FAST], "not a study name", no_setup),
+    ("out ../escape (scale)", ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "../escape", "--train-max-phi", "-1"], "not a study name", no_setup),
+    ("plot ../escape", ["plot", "--study", "../escape"], "not a study name", no_setup),
 ]
+CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -62,18 +112,37 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Comp
     return subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
 
 
-@pytest.mark.parametrize("name,args,phrase,setup", CASES, ids=[case[0] for case in CASES])
-def test_bad_input_is_one_line_exit_2(name: str, args: list[str], phrase: str, setup: Callable[[Path], None], tmp_path: Path) -> None:
-    """Exit status 2, exactly one stderr line holding the phrase, no traceback, the password nowhere."""
-    setup(tmp_path)
-    result = run_cli(args, tmp_path)
-    output = result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    assert len(lines) == 1, result.stderr[-3000:]
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+ALL_CASES = CASES + ([] if torch.cuda.is_available() else [CUDA_CASE])
+
+
+@pytest.mark.parametrize("name,args,phrase,setup", ALL_CASES, ids=[case[0] for case in ALL_CASES])
+def test_bad_input_is_one_line_exit_2(
+    name: str, args: list[str], phrase: str, setup: Callable[[Path], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit status 2, exactly one stderr line holding the phrase, the password nowhere, no file written (in-process: an exception fails the test)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    setup(work)
+    before = tree(tmp_path)
+    monkeypatch.chdir(work)
+    try:
+        status = main(args)
+    except SystemExit as exit:
+        status = exit.code
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert status == 2, output[-3000:]
+    assert len(lines) == 1, captured.err[-3000:]
     assert phrase in lines[0] and lines[0].startswith("scaler: error: "), lines[0]
     assert SECRET not in output
+    assert tree(tmp_path) == before, "a refused command wrote or changed files"
+    assert not Path("/tmp/scaler-escape").exists()
 
 
 def diverging_config(url: str) -> SearchConfig:
@@ -96,10 +165,10 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
     """Every trained trial diverges and ends FAIL on its own; the worker still runs every grid point and exits 0."""
     url = f"sqlite:///{tmp_path / 'nan.db'}"
     labels = [c.label for c in feasible_grid(0.25, 0.2)]
-    assert GridSearch(diverging_config(url), log=lambda line: None).enqueue_missing() == len(labels)
+    assert GridSearch(diverging_config(url), log=lambda line: None).pending() == (len(labels), 0)
     result = run_cli(["worker", "--study", "nan", "--storage", url], tmp_path, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert f"worker finished: {len(labels)} trial(s) run" in result.stdout
+    assert f"worker finished: {len(labels)} trial(s) run by this worker" in result.stdout
     trials = optuna.load_study(study_name="nan", storage=url).get_trials()
     assert sorted(t.params["candidate"] for t in trials) == sorted(labels)
     trained = [t for t in trials if t.constraints.get("macs_ratio", 1.0) <= 0]

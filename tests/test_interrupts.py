@@ -1,0 +1,219 @@
+"""A fresh machine and a hostile world: declared dependencies, interrupted trials queued again, atomic queuing, workers that tell the truth."""
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from scaler.grid import feasible_grid
+from scaler.search import GridSearch, SearchConfig
+from scaler.storage import enqueue_missing, open_study, redact
+from scaler.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP, TOLERANCE = 0.25, 0.2
+LABELS = [c.label for c in feasible_grid(STEP, TOLERANCE)]
+SMALL = ["--step", str(STEP), "--tolerance", str(TOLERANCE), "--ratio-range", "1.0", "4.5", "--val-size", "100", "--confirm", "0", "--no-progress"]
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+IMPORT_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def test_pyproject_declares_every_third_party_import() -> None:
+    """Every package scaler/ imports is a declared dependency (CI installs into a venv without system site-packages)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    imported = set()
+    for path in (ROOT / "scaler").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "scaler"}
+    missing = {name for name in third_party if IMPORT_NAMES.get(name, name).lower().replace("_", "-") not in declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+    assert any(r.startswith("optuna") and "<" in r for r in project["dependencies"]), "Optuna's private _rdb models need an upper bound"
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """`scaler ARGS` in its own session, output to a pipe."""
+    command = [sys.executable, "-m", "scaler.cli", *args]
+    return subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def trials_of(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """The stored trials, read afresh."""
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=True)
+    finally:
+        storage.engine.dispose()
+
+
+def wait_until_training(url: str, study: str, process: subprocess.Popen[str], timeout: float = 240) -> optuna.trial.FrozenTrial:
+    """Poll the SQLite file read-only (never creating tables beside the command) until a trial has finished an epoch."""
+    path = url.removeprefix("sqlite:///")
+    query = (
+        "select t.number from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
+        "where t.state = 'RUNNING' and a.key = 'epochs' and cast(a.value_json as integer) >= 1"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as db:
+                numbers = [row[0] for row in db.execute(query)]
+        except sqlite3.Error:
+            numbers = []
+        if numbers:
+            return next(t for t in trials_of(url, study) if t.number == numbers[0])
+        time.sleep(0.2)
+    raise AssertionError(f"no trial trained within {timeout} s; exit {process.poll()}: {process.stderr.read() if process.poll() is not None else ''}")
+
+
+def no_process_left(session: int) -> bool:
+    """Whether every process of a session (the command and its workers) has exited."""
+    try:
+        os.killpg(session, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def finished_once(trials: list[optuna.trial.FrozenTrial]) -> Counter[str]:
+    """How often each grid point finished COMPLETE or PRUNED."""
+    return Counter(t.params["candidate"] for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signal.Signals, tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM mid-trial: outputs written, the trial FAIL with its reason and its point WAITING again; the rerun runs every point once."""
+    args = ["search", "--study", "int", "--subset", "600", "--epochs", "2", *SMALL]
+    url = f"sqlite:///{tmp_path / 'studies' / 'int' / 'study.db'}"
+    process = start(args, tmp_path)
+    victim = wait_until_training(url, "int", process)
+    os.kill(process.pid, stop)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == (130 if stop == signal.SIGINT else 143), out + err
+    assert err.strip().splitlines()[-1].startswith("scaler: interrupted"), err
+    trials = trials_of(url, "int")
+    stopped = next(t for t in trials if t.number == victim.number)
+    assert stopped.state == TrialState.FAIL
+    assert "KeyboardInterrupt" in stopped.user_attrs["interrupted"]
+    assert any(t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["candidate"] == victim.params["candidate"] for t in trials)
+    frame = pd.read_csv(tmp_path / "studies" / "int" / "trials.csv")
+    assert "queued again" in frame.loc[frame.number == victim.number, "failure"].item()
+    assert json.loads((tmp_path / "studies" / "int" / "summary.json").read_text())["failures"][0]["number"] == victim.number
+
+    rerun = subprocess.run([sys.executable, "-m", "scaler.cli", *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    done = finished_once(trials_of(url, "int"))
+    print(f"\n[{stop.name}] killed #{victim.number} {victim.params['candidate']}; after the rerun: {dict(done)}")
+    assert done == Counter(LABELS), done
+
+
+def race_to_enqueue(url: str, labels: list[str], errors: Any) -> None:
+    """Body of a racing `scaler search`: create the study and queue the grid."""
+    try:
+        study = open_study(url, "race", create=True)
+        enqueue_missing(study, url, "candidate", labels)
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        errors.put(repr(error))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_searches_started_together_on_a_new_database_queue_each_point_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Four processes create one study and queue one 20-point grid at once: no error (alembic race), 20 trials."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
+    labels = [c.label for c in feasible_grid(0.1, 0.1)]
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    processes = [context.Process(target=race_to_enqueue, args=(url, labels, errors)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert errors.empty(), errors.get()
+    queued = Counter(t.system_attrs["fixed_params"]["candidate"] for t in trials_of(url, "race"))
+    print(f"\n[enqueue race, {backend}] {len(processes)} processes, {sum(queued.values())} trials for {len(labels)} points")
+    assert queued == Counter(labels)
+
+
+def test_workers_share_n_trials(tmp_path: Path) -> None:
+    """`--workers 2 --n-trials 2` runs two trials in all, not two per worker."""
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", "search", "--study", "w", "--workers", "2", "--n-trials", "2", "--subset", "300", "--epochs", "1", *SMALL],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = [t for t in trials_of(f"sqlite:///{tmp_path / 'studies' / 'w' / 'study.db'}", "w") if t.state != TrialState.WAITING]
+    assert len(started) == 2, [(t.number, t.state.name) for t in started]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes of a command (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> None:
+    """SIGTERM to `scaler search --workers 2`: no orphan worker, trials.csv written, the running trials queued again."""
+    url = f"sqlite:///{tmp_path / 'studies' / 'term' / 'study.db'}"
+    process = start(["search", "--study", "term", "--workers", "2", "--subset", "600", "--epochs", "2", *SMALL], tmp_path)
+    wait_until_training(url, "term", process)
+    assert len(worker_pids(process.pid)) == 2
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, out + err
+    deadline = time.monotonic() + 30
+    while not no_process_left(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert no_process_left(process.pid), "a worker outlived its command"
+    assert (tmp_path / "studies" / "term" / "trials.csv").stat().st_size > 0
+    trials = trials_of(url, "term")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    held = {t.params.get("candidate") or t.system_attrs["fixed_params"]["candidate"] for t in trials if t.state != TrialState.FAIL}
+    assert held == set(LABELS)
+
+
+def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) -> None:
+    """SIGKILL one of two workers: the other finishes the grid (the killed trial is retried by heartbeat), the command exits 1 and says so."""
+    url = f"sqlite:///{tmp_path / 'studies' / 'crash' / 'study.db'}"
+    process = start(["search", "--study", "crash", "--workers", "2", "--heartbeat", "2", "--subset", "600", "--epochs", "2", *SMALL], tmp_path)
+    wait_until_training(url, "crash", process)
+    os.kill(worker_pids(process.pid)[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 1, out + err
+    failed = [line for line in err.splitlines() if line.startswith("scaler: failed: ")]
+    assert len(failed) == 1 and "worker" in failed[0] and "status -9" in failed[0], err
+    assert "0 grid point(s) are queued" in failed[0], err
+    done = finished_once(trials_of(url, "crash"))
+    assert done == Counter(LABELS), done
+
+
+def test_stored_config_hides_the_password(postgres_url: str) -> None:
+    """The study keeps its config for workers elsewhere, without the storage password."""
+    with_password = postgres_url.replace("://postgres@", "://postgres:hunter2@")
+    assert "hunter2" in with_password
+    config = SearchConfig(step=STEP, tolerance=TOLERANCE, study="pw", storage=with_password, subset=300, val_size=100, train=TrainConfig(epochs=1), progress=False)
+    search = GridSearch(config, log=lambda line: None)
+    stored = search.study.user_attrs["config"]
+    assert "hunter2" not in json.dumps(stored)
+    assert stored["storage"] == redact(with_password)
