@@ -148,9 +148,7 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int | None, subset: 
 
 def train_config(args: argparse.Namespace, epochs: int | None = None) -> TrainConfig:
     """TrainConfig from the training options (checked); `epochs` overrides --epochs."""
-    from scaler.train import Progressive, TrainConfig
-
-    from scaler.train import check_device
+    from scaler.train import Progressive, TrainConfig, check_device
 
     epochs = args.epochs if epochs is None else epochs
     if epochs < 1 or args.batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
@@ -201,8 +199,6 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
     limit = max_workers()
     if not 1 <= args.workers <= limit:
         raise UserError(f"--workers must be between 1 and {limit} on this machine (one per core, about 1.5 GB each; got {args.workers})")
-    if args.study is not None:
-        check_study_name(args.study)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -235,7 +231,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         train=train_config(args, epochs=settings["epochs"]),
         progress=args.progress and args.workers == 1,
     )
-    config.folder  # noqa: B018 - checks the derived study name before any work
+    check_study_name(config.study_name)
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
     if args.json:
@@ -276,7 +272,6 @@ def redact_url(url: str) -> str:
     from scaler.storage import redact
 
     return redact(url)
-
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
