@@ -10,6 +10,7 @@ shared, busy machine). "others" is the CPU share other processes used while a ro
 
     python benchmarks/flgc_deploy.py [--channels 256] [--rounds 200] [--threads 2] [--duplicate] [--stat min]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ from scaler.nn.flgc import DEFAULT_STRATEGY, STRATEGIES, DeployedFLGC, FLGCConv2
 
 def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:
     """A plain Conv2d carrying the layer's masked weight."""
-    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                     layer.kernel_size // 2, bias=False)
+    conv = nn.Conv2d(
+        layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.kernel_size // 2, bias=False
+    )
     conv.weight.data.copy_(layer.weight.detach() * layer.mask().detach()[:, :, None, None])
     return conv.eval()
 
@@ -110,8 +112,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     c = args.channels
-    print(f"# 1x1 FLGC {c}->{c}, random assignment, duplicate={args.duplicate}, {args.threads} threads, "
-          f"{args.stat} of {args.rounds} interleaved rounds, ms")
+    print(
+        f"# 1x1 FLGC {c}->{c}, random assignment, duplicate={args.duplicate}, {args.threads} threads, "
+        f"{args.stat} of {args.rounds} interleaved rounds, ms"
+    )
     labels = {name: "".join(word[0] for word in name.split("_")) for name in STRATEGIES}
     print("# " + ", ".join(f"{label} = {name}" for name, label in labels.items()) + f"; default {DEFAULT_STRATEGY}")
     header = f"{'G':>2} {'HxW':>5} {'batch':>5} {'|in_g|':>7} {'masked':>7} {'dense':>7} {'dmm':>6}"

@@ -6,6 +6,7 @@ Measurements of the two networks are interleaved so both see the same machine no
 
     python benchmarks/frelu_latency.py [--base mobilenet] [--dataset fashion-mnist] [--batch 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,9 @@ def main() -> None:
     macs = {name: count_macs(m, shape) for name, m in models.items()}
     print(f"# {args.base} on {'x'.join(map(str, shape))}, batch {args.batch}, {args.threads} threads")
     print(f"# latency: median over {args.rounds} interleaved rounds of the median of {args.runs} runs")
-    print(f"# MACs: relu {macs['relu'] / 1e6:.2f} M, frelu {macs['frelu'] / 1e6:.2f} M ({macs['frelu'] / macs['relu']:.3f}x)")
+    print(
+        f"# MACs: relu {macs['relu'] / 1e6:.2f} M, frelu {macs['frelu'] / 1e6:.2f} M ({macs['frelu'] / macs['relu']:.3f}x)"
+    )
     print(f"{'form':<20}{'relu ms':>10}{'frelu ms':>10}{'frelu/relu':>12}")
     best = {}
     for form, make in FORMS.items():
@@ -58,14 +61,18 @@ def main() -> None:
         samples: dict[str, list[float]] = {"relu": [], "frelu": []}
         for _ in range(args.rounds):
             for name, m in forms.items():
-                samples[name].append(measure_latency(m, shape, args.batch, warmup=5, runs=args.runs, threads=args.threads))
+                samples[name].append(
+                    measure_latency(m, shape, args.batch, warmup=5, runs=args.runs, threads=args.threads)
+                )
         ms = {name: statistics.median(v) for name, v in samples.items()}
         for name, value in ms.items():
             best[name] = min(best.get(name, (float("inf"), "")), (value, form))
         print(f"{form:<20}{ms['relu']:>10.3f}{ms['frelu']:>10.3f}{ms['frelu'] / ms['relu']:>11.2f}x")
     (relu_ms, relu_form), (frelu_ms, frelu_form) = best["relu"], best["frelu"]
-    print(f"best deploy forms: relu {relu_ms:.3f} ms ({relu_form}), frelu {frelu_ms:.3f} ms ({frelu_form}): "
-          f"frelu/relu {frelu_ms / relu_ms:.2f}x")
+    print(
+        f"best deploy forms: relu {relu_ms:.3f} ms ({relu_form}), frelu {frelu_ms:.3f} ms ({frelu_form}): "
+        f"frelu/relu {frelu_ms / relu_ms:.2f}x"
+    )
 
 
 if __name__ == "__main__":

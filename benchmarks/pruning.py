@@ -5,6 +5,7 @@ median-pruned one is the default study, i.e. exactly `scaler search --base mobil
 
     python benchmarks/pruning.py [--pruner median] [extra `scaler search` options...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,10 @@ def main() -> None:
     extra = ["--base", args.base, *extra]
     pruned = run(None if args.pruner == "median" else f"{args.base}-pruner-{args.pruner}", args.pruner, extra)
     full = run(f"{args.base}-pruner-none", "none", extra)
-    frames = {name: pd.read_csv(Path("studies") / s["study"] / "trials.csv") for name, s in (("pruned", pruned), ("full", full))}
+    frames = {
+        name: pd.read_csv(Path("studies") / s["study"] / "trials.csv")
+        for name, s in (("pruned", pruned), ("full", full))
+    }
     epochs = {name: int(frame.epochs.sum()) for name, frame in frames.items()}
     seconds = {name: float(frame.train_seconds.sum()) for name, frame in frames.items()}
     best = {name: (s["alpha"], s["beta"], s["gamma"]) for name, s in (("pruned", pruned), ("full", full))}
@@ -44,9 +48,17 @@ def main() -> None:
     print(f"{'grid training seconds':<24}{seconds['pruned']:>12.0f}{seconds['full']:>12.0f}")
     print(f"{'pruned trials':<24}{pruned['pruned']:>12}{full['pruned']:>12}")
     print(f"{'best (a, b, g)':<24}{str(best['pruned']):>12}{str(best['full']):>12}")
-    print(f"trial-epochs saved by {args.pruner}: {1 - epochs['pruned'] / epochs['full']:.0%}; best candidate {'unchanged' if best['pruned'] == best['full'] else 'CHANGED'}")
+    print(
+        f"trial-epochs saved by {args.pruner}: {1 - epochs['pruned'] / epochs['full']:.0%}; best candidate {'unchanged' if best['pruned'] == best['full'] else 'CHANGED'}"
+    )
     ranked = frames["full"][frames["full"].constraint <= 0].sort_values("val_acc", ascending=False)
-    print("no-pruning ranking (val_acc): " + ", ".join(f"{a:.2f}/{b:.2f}/{g:.2f} {v:.4f}" for a, b, g, v in zip(ranked.alpha, ranked.beta, ranked.gamma, ranked.val_acc)))
+    print(
+        "no-pruning ranking (val_acc): "
+        + ", ".join(
+            f"{a:.2f}/{b:.2f}/{g:.2f} {v:.4f}"
+            for a, b, g, v in zip(ranked.alpha, ranked.beta, ranked.gamma, ranked.val_acc)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ scaler: scaler.train.train (uint8 tensors in memory, resized and normalised once
 
     python benchmarks/train_throughput.py [--base mobilenet] [--images 3000] [--phi 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,9 @@ def main() -> None:
     dataset = replace(dataset, val=dataset.val.subset(200, 0))
     spec = scale_compound(base(args.base, 1, 28, 10), 1.2, 1.1, 1.15, args.phi)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, channels_last=True)
-    print(f"# {args.base} phi={args.phi} ({spec.resolution} px), {len(dataset.train)} Fashion-MNIST images, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(
+        f"# {args.base} phi={args.phi} ({spec.resolution} px), {len(dataset.train)} Fashion-MNIST images, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    )
     rows = {}
     for name in ("naive", "scaler", "scaler+compile", "naive", "scaler"):
         torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """Command line: `scaler profile | search | ...`; user errors end in one line and exit status 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -134,12 +135,31 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int | None, subset: 
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs or 3})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule, 50 warm-up steps)")
-    parser.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp")
-    parser.add_argument("--assignment-lr-scale", type=float, help="FLGC group-assignment logits learn at this multiple of --lr (default: TrainConfig's)")
-    parser.add_argument("--progressive", action="store_true", help="EfficientNetV2 progressive learning: size and regularisation ramp up")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (pays on GPU and long runs)")
-    parser.add_argument("--subset", type=int, default=subset, help=f"train on N images of the training split (default {subset or 3000}; 0 = all 54000)")
-    parser.add_argument("--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)")
+    parser.add_argument(
+        "--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp"
+    )
+    parser.add_argument(
+        "--assignment-lr-scale",
+        type=float,
+        help="FLGC group-assignment logits learn at this multiple of --lr (default: TrainConfig's)",
+    )
+    parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="EfficientNetV2 progressive learning: size and regularisation ramp up",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (pays on GPU and long runs)"
+    )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=subset,
+        help=f"train on N images of the training split (default {subset or 3000}; 0 = all 54000)",
+    )
+    parser.add_argument(
+        "--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
@@ -198,7 +218,9 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
         raise UserError("--confirm, --confirm-seeds and --heartbeat must be >= 0")
     limit = max_workers()
     if not 1 <= args.workers <= limit:
-        raise UserError(f"--workers must be between 1 and {limit} on this machine (one per core, about 1.5 GB each; got {args.workers})")
+        raise UserError(
+            f"--workers must be between 1 and {limit} on this machine (one per core, about 1.5 GB each; got {args.workers})"
+        )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -245,25 +267,35 @@ def cmd_search(args: argparse.Namespace) -> int:
 def print_search_summary(summary: dict[str, Any], config: Any) -> None:
     """Human summary of a finished search."""
     ref = summary.get("reference") or {}
-    print(f"\n# {summary['study']}: {summary['trials']} trials, {summary['feasible_trained']} trained, "
-          f"{summary['pruned']} pruned by the {config.pruner} pruner, {summary['infeasible']} infeasible, {summary['failed']} failed")
+    print(
+        f"\n# {summary['study']}: {summary['trials']} trials, {summary['feasible_trained']} trained, "
+        f"{summary['pruned']} pruned by the {config.pruner} pruner, {summary['infeasible']} infeasible, {summary['failed']} failed"
+    )
     print(f"# {CONVENTION}")
     if summary["alpha"] is None:
         print("no feasible candidate has trained yet: rerun the same command to go on")
     else:
-        print(f"best: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f}  "
-              f"val_acc {summary['val_acc']:.4f}  MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.2f} of φ=0)  "
-              f"params {summary['params'] / 1e6:.2f} M  latency {summary['latency_ms']:.2f} ms")
+        print(
+            f"best: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f}  "
+            f"val_acc {summary['val_acc']:.4f}  MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.2f} of φ=0)  "
+            f"params {summary['params'] / 1e6:.2f} M  latency {summary['latency_ms']:.2f} ms"
+        )
     if ref:
-        print(f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms")
+        print(
+            f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms"
+        )
     sig = summary.get("significance") or {}
     if sig.get("ranking"):
         for row in sig["ranking"]:
             print(f"  confirmed {row['candidate']}: mean val_acc {row['mean_val_acc']:.4f} over {row['seeds']} seeds")
         if sig.get("seed_std") is not None and sig.get("gap") is not None:
             verdict = "significant" if sig["significant"] else "NOT significant: within seed noise"
-            print(f"winner vs runner-up: gap {sig['gap']:.4f}, seed-to-seed std {sig['seed_std']:.4f} -> {verdict} (gap > 2 std)")
-    print(f"time: {summary['wall_seconds']:.0f} s wall, {summary['seconds_per_trial']} s per trained trial, {summary['trial_epochs']} trial-epochs")
+            print(
+                f"winner vs runner-up: gap {sig['gap']:.4f}, seed-to-seed std {sig['seed_std']:.4f} -> {verdict} (gap > 2 std)"
+            )
+    print(
+        f"time: {summary['wall_seconds']:.0f} s wall, {summary['seconds_per_trial']} s per trained trial, {summary['trial_epochs']} trial-epochs"
+    )
     print(f"wrote {config.folder}/trials.csv, search.png, summary.json; storage {redact_url(config.storage_url)}")
 
 
@@ -284,7 +316,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def experiment_setup(args: argparse.Namespace, need_data: bool = True) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
+def experiment_setup(
+    args: argparse.Namespace, need_data: bool = True
+) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
     """(study info or None, coefficients, base spec, dataset, train config) for the experiment commands."""
     from scaler.experiments import study_info
 
@@ -362,17 +396,36 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from scaler.plots import tradeoff_figures
 
     _, coefficients, spec, dataset, config = experiment_setup(args, need_data=args.train_max_phi >= 0)
-    frame = scale_variants(spec, coefficients, args.phi, args.variant_list, dataset, config, args.train_max_phi, progress=args.progress)
+    frame = scale_variants(
+        spec, coefficients, args.phi, args.variant_list, dataset, config, args.train_max_phi, progress=args.progress
+    )
     if frame["trained"].any():
         frame = extrapolate(frame)
         held = held_out_error(frame)
         held.to_csv(args.folder / "extrapolation.csv", index=False)
         for _, row in held.iterrows():
-            print(f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, measured {row.measured:.4f}, error {row.error:+.4f}")
+            print(
+                f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, measured {row.measured:.4f}, error {row.error:+.4f}"
+            )
     frame.to_csv(args.folder / "scale.csv", index=False)
     paths = save_figures(tradeoff_figures(frame), args.folder)
     print(f"# {CONVENTION}")
-    columns = [c for c in ("variant", "phi", "resolution", "params", "macs", "macs_ratio", "target_ratio", "latency_ms", "test_acc", "predicted_acc") if c in frame]
+    columns = [
+        c
+        for c in (
+            "variant",
+            "phi",
+            "resolution",
+            "params",
+            "macs",
+            "macs_ratio",
+            "target_ratio",
+            "latency_ms",
+            "test_acc",
+            "predicted_acc",
+        )
+        if c in frame
+    ]
     print(frame[columns].to_string(index=False))
     print(f"wrote {args.folder / 'scale.csv'}, " + ", ".join(paths))
     return 0
@@ -404,7 +457,9 @@ def cmd_frelu(args: argparse.Namespace) -> int:
     spec = scale(spec, *compound(*coefficients, args.at_phi))
     name = f"{args.folder.name}-frelu-phi{args.at_phi:g}"
     storage = args.storage or default_url(name)
-    frame = frelu_masks(spec, dataset, config, storage, name, args.seed, args.n_trials, args.latency, log=print, progress=args.progress)
+    frame = frelu_masks(
+        spec, dataset, config, storage, name, args.seed, args.n_trials, args.latency, log=print, progress=args.progress
+    )
     frame.to_csv(args.folder / "frelu.csv", index=False)
     save_figures({"frelu_pareto": frelu_figure(frame)}, args.folder)
     print(f"# Pareto front (accuracy up, {args.latency} latency down) of {len(frame)} masks, φ={args.at_phi:g}:")
@@ -423,7 +478,11 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     frame = ladder(spec, coefficients, args.frelu, dataset, config, progress=args.progress)
     frame.to_csv(args.folder / "ladder.csv", index=False)
     print(f"# {CONVENTION}; test accuracy on the held-out test set")
-    print(frame[["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]].to_string(index=False))
+    print(
+        frame[["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]].to_string(
+            index=False
+        )
+    )
     print(f"wrote {args.folder / 'ladder.csv'}")
     return 0
 
@@ -441,9 +500,26 @@ def cmd_compare_scaling(args: argparse.Namespace) -> int:
     import pandas as pd
 
     plotted = pd.concat([base_row.assign(rule=r) for r in plotted.rule.unique()] + [plotted])
-    save_figures({"compare_scaling": accuracy_vs_macs(plotted, "rule", title="scaling rules at equal FLOPs")}, args.folder)
+    save_figures(
+        {"compare_scaling": accuracy_vs_macs(plotted, "rule", title="scaling rules at equal FLOPs")}, args.folder
+    )
     print(f"# {CONVENTION}")
-    print(frame[["rule", "factor", "depth", "width", "res_mult", "resolution", "macs_ratio", "params", "test_acc", "train_seconds"]].to_string(index=False))
+    print(
+        frame[
+            [
+                "rule",
+                "factor",
+                "depth",
+                "width",
+                "res_mult",
+                "resolution",
+                "macs_ratio",
+                "params",
+                "test_acc",
+                "train_seconds",
+            ]
+        ].to_string(index=False)
+    )
     print(f"wrote {args.folder / 'compare_scaling.csv'}, {args.folder / 'compare_scaling.png'}")
     return 0
 
@@ -462,12 +538,16 @@ def cmd_flgc(args: argparse.Namespace) -> int:
     dataset = None
     if not args.profile_only:
         dataset = load_evaluated_dataset(args)
-    frame, layers = flgc_groups(spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress, top_k=args.top_k)
+    frame, layers = flgc_groups(
+        spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress, top_k=args.top_k
+    )
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "flgc.csv", index=False)
     layers.to_csv(folder / "flgc_layers.csv", index=False)
     save_figures({"flgc": flgc_figure(frame)}, folder)
-    print(f"# {spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model")
+    print(
+        f"# {spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model"
+    )
     print(frame.to_string(index=False))
     print(f"wrote {folder / 'flgc.csv'}, {folder / 'flgc.png'}")
     return 0
@@ -506,33 +586,64 @@ def make_parser() -> Parser:
     p.add_argument("--phi", type=float, default=1.0)
     p.add_argument("--step", type=float, default=0.1, help="grid step (0.1: 20 candidates; 0.05: 108)")
     p.add_argument("--tolerance", type=float, default=0.1, help="keep |alpha*beta^2*gamma^2 - 2| <= this")
-    p.add_argument("--ratio-range", type=float, nargs=2, default=[1.7, 2.3], metavar=("LOW", "HIGH"), help="feasible measured MACs(phi=1)/MACs(phi=0)")
+    p.add_argument(
+        "--ratio-range",
+        type=float,
+        nargs=2,
+        default=[1.7, 2.3],
+        metavar=("LOW", "HIGH"),
+        help="feasible measured MACs(phi=1)/MACs(phi=0)",
+    )
     p.add_argument("--pruner", default="median", help="median | hyperband | none (on per-epoch validation accuracy)")
     p.add_argument("--n-trials", type=int, help="run at most N grid points this time (the rest on a rerun)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--confirm", type=int, help="retrain the top K candidates with more seeds (default 3)")
-    p.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds per confirmed candidate (default 1: two seeds each)")
+    p.add_argument(
+        "--confirm-seeds", type=int, default=1, help="extra seeds per confirmed candidate (default 1: two seeds each)"
+    )
     p.add_argument("--study", help="study name (default <base>-<dataset>)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (each grid point runs once)")
-    p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent for 3x is failed and re-queued (0 = off)")
-    p.add_argument("--quick", action="store_true", help="smoke preset where not given explicitly: 1000 images, 1 epoch, 4 trials (< 2 min)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="local worker processes sharing the study (each grid point runs once)"
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=10,
+        help="seconds between trial heartbeats; a trial silent for 3x is failed and re-queued (0 = off)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke preset where not given explicitly: 1000 images, 1 epoch, 4 trials (< 2 min)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--val-size", type=int, help="validation images per epoch (default 1000; 0 = the whole 10 %% split)")
     add_train_args(p, epochs=None, subset=None)
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("scale", help="carry alpha, beta, gamma to larger phi for each variant: profile, train, extrapolate")
+    p = sub.add_parser(
+        "scale", help="carry alpha, beta, gamma to larger phi for each variant: profile, train, extrapolate"
+    )
     add_experiment_args(p, epochs=3, subset=6000)
     p.add_argument("--phi", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
-    p.add_argument("--variant", dest="variant_list", nargs="+", default=["relu", "frelu"], help=f"variants: {VARIANT_HELP}")
-    p.add_argument("--train-max-phi", type=float, default=1.0, help="train the points with phi <= this (-1: profile only)")
+    p.add_argument(
+        "--variant", dest="variant_list", nargs="+", default=["relu", "frelu"], help=f"variants: {VARIANT_HELP}"
+    )
+    p.add_argument(
+        "--train-max-phi", type=float, default=1.0, help="train the points with phi <= this (-1: profile only)"
+    )
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")
     add_experiment_args(p, epochs=2, subset=3000)
     p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
-    p.add_argument("--latency", choices=("eager", "deployed"), default="eager", help="latency of the eager model or of the deploy form")
+    p.add_argument(
+        "--latency",
+        choices=("eager", "deployed"),
+        default="eager",
+        help="latency of the eager model or of the deploy form",
+    )
     p.add_argument("--n-trials", type=int, help="masks to evaluate (default: all when <= 64, else 40 by NSGA-II)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<name>-frelu-phiN/study.db)")
     p.set_defaults(func=cmd_frelu)
@@ -551,7 +662,12 @@ def make_parser() -> Parser:
     p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
     add_task_args(p)
     p.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--top-k", type=int, default=DUPLICATE_TOP_K, help="duplication threshold: mean score of a group's top K members")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=DUPLICATE_TOP_K,
+        help="duplication threshold: mean score of a group's top K members",
+    )
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
     p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
     p.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
@@ -564,7 +680,9 @@ def make_parser() -> Parser:
     p.add_argument("--study", required=True)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("worker", help="join a study started by scaler search (e.g. on PostgreSQL) and run its queued grid points")
+    p = sub.add_parser(
+        "worker", help="join a study started by scaler search (e.g. on PostgreSQL) and run its queued grid points"
+    )
     p.add_argument("--study", required=True)
     p.add_argument("--storage", required=True, help="the study's Optuna RDB URL, e.g. postgresql://user@host/db")
     p.add_argument("--data-dir", help="folder with the dataset files on this machine")
@@ -590,7 +708,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scaler: failed: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
-        print("scaler: interrupted; finished trials are kept and unfinished ones stay queued: rerun the same command to go on", file=sys.stderr)
+        print(
+            "scaler: interrupted; finished trials are kept and unfinished ones stay queued: rerun the same command to go on",
+            file=sys.stderr,
+        )
         return 143 if str(interrupt) == "SIGTERM" else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

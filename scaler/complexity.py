@@ -1,4 +1,5 @@
 """Complexity of a built model: MACs and activations by fvcore, parameters, measured latency."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Fashion-MNIST, MNIST and CIFAR-10 loaded into memory as uint8 tensors."""
+
 from __future__ import annotations
 
 import contextlib

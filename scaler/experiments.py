@@ -1,4 +1,5 @@
 """Experiments built on one measure-and-train step: scale, ladder, compare-scaling."""
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,20 @@ def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
     folder = study_folder(name, studies_dir)
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
-        raise UserError(f"no finished search at {summary_path}; run scaler search --study {name} first, or pass --alpha/--beta/--gamma with --base")
+        raise UserError(
+            f"no finished search at {summary_path}; run scaler search --study {name} first, or pass --alpha/--beta/--gamma with --base"
+        )
     summary = json.loads(summary_path.read_text())
     grid = summary.get("grid") or {}
-    return StudyInfo(name, grid.get("base", "mobilenet"), grid.get("dataset", "fashion-mnist"), summary["alpha"], summary["beta"], summary["gamma"], folder)
+    return StudyInfo(
+        name,
+        grid.get("base", "mobilenet"),
+        grid.get("dataset", "fashion-mnist"),
+        summary["alpha"],
+        summary["beta"],
+        summary["gamma"],
+        folder,
+    )
 
 
 def measure_and_train(
@@ -99,7 +110,9 @@ def scale_variants(
             row["target_ratio"] = 2.0**phi
             rows.append(row)
             acc = f"test_acc {row['test_acc']:.4f}" if row["trained"] else "not trained"
-            log(f"{variant:>20} φ={phi:g}: {row['macs'] / 1e6:.2f} M MACs (x{row['macs_ratio']:.2f}), {row['latency_ms']:.2f} ms, {acc}")
+            log(
+                f"{variant:>20} φ={phi:g}: {row['macs'] / 1e6:.2f} M MACs (x{row['macs_ratio']:.2f}), {row['latency_ms']:.2f} ms, {acc}"
+            )
     return pd.DataFrame(rows)
 
 
@@ -120,15 +133,24 @@ def ladder(
     progressive = replace(config, progressive=Progressive())
     steps = [
         ("0", f"{base.name}", base, config),
-        ("1", f"+ compound scaling φ=1 (α={coefficients[0]}, β={coefficients[1]}, γ={coefficients[2]})", scaled, config),
+        (
+            "1",
+            f"+ compound scaling φ=1 (α={coefficients[0]}, β={coefficients[1]}, γ={coefficients[2]})",
+            scaled,
+            config,
+        ),
         ("2", "+ Fused-MBConv early stages + progressive learning", fused, progressive),
         ("3", f"+ FReLU ({frelu_variant})", frelu, progressive),
     ]
     rows = []
     for step, description, spec, step_config in steps:
-        row = {"step": step, "description": description} | measure_and_train(spec, dataset, step_config, f"ladder {step}", progress)
+        row = {"step": step, "description": description} | measure_and_train(
+            spec, dataset, step_config, f"ladder {step}", progress
+        )
         rows.append(row)
-        log(f"ladder {step} {description}: test_acc {row['test_acc']:.4f}, {row['macs'] / 1e6:.2f} M MACs, {row['latency_ms']:.2f} ms, {row['train_seconds']:.0f} s")
+        log(
+            f"ladder {step} {description}: test_acc {row['test_acc']:.4f}, {row['macs'] / 1e6:.2f} M MACs, {row['latency_ms']:.2f} ms, {row['train_seconds']:.0f} s"
+        )
     return pd.DataFrame(rows)
 
 
@@ -159,13 +181,21 @@ def compare_scaling(
 ) -> pd.DataFrame:
     """Depth-, width-, resolution-only, compound and dWr scaling at each FLOPs factor, trained alike."""
     base_row = measure_and_train(base, dataset, config, "base", progress)
-    rows = [{"rule": "base", "factor": 1.0, "depth": 1.0, "width": 1.0, "res_mult": 1.0} | base_row | {"macs_ratio": 1.0}]
+    rows = [
+        {"rule": "base", "factor": 1.0, "depth": 1.0, "width": 1.0, "res_mult": 1.0} | base_row | {"macs_ratio": 1.0}
+    ]
     log(f"base: test_acc {base_row['test_acc']:.4f}, {base_row['macs'] / 1e6:.2f} M MACs")
     for rule, multipliers in scaling_rules(coefficients).items():
         for factor in factors:
             d, w, r = multipliers(factor)
             row = measure_and_train(scale(base, d, w, r), dataset, config, f"{rule} x{factor:g}", progress)
-            row = {"rule": rule, "factor": factor, "depth": round(d, 4), "width": round(w, 4), "res_mult": round(r, 4)} | row
+            row = {
+                "rule": rule,
+                "factor": factor,
+                "depth": round(d, 4),
+                "width": round(w, 4),
+                "res_mult": round(r, 4),
+            } | row
             row["macs_ratio"] = round(row["macs"] / base_row["macs"], 4)
             rows.append(row)
             log(f"{rule:>10} x{factor:g}: measured x{row['macs_ratio']:.2f} MACs, test_acc {row['test_acc']:.4f}")
@@ -190,18 +220,31 @@ def flgc_groups(
     rows, layer_rows = [], []
     for g in groups:
         duplicated = f"flgc-dup:{g}" if top_k == DUPLICATE_TOP_K else f"flgc-dup:{g}:{top_k}"
-        for variant in (["dense"] if g == 1 else [f"flgc:{g}", duplicated]):
+        for variant in ["dense"] if g == 1 else [f"flgc:{g}", duplicated]:
             spec = base if variant == "dense" else apply_variant(base, variant)
             model = build(spec, seed=config.seed)
             row: dict[str, Any] = {"groups": g, "variant": variant, "duplicate": variant.startswith("flgc-dup")}
             if dataset is not None:
                 result = train(model, dataset, spec.resolution, config, progress=progress, description=variant)
-                row.update(val_acc=round(result.final_val_acc, 4), test_acc=round(test_accuracy(model, dataset, spec.resolution, config), 4), train_seconds=round(result.train_seconds, 1))
+                row.update(
+                    val_acc=round(result.final_val_acc, 4),
+                    test_acc=round(test_accuracy(model, dataset, spec.resolution, config), 4),
+                    train_seconds=round(result.train_seconds, 1),
+                )
             layers = [
-                {"groups": g, "variant": variant, "layer": name, "in_channels": m.in_channels, "out_channels": m.out_channels,
-                 "duplicated_channels": m.duplicated_channels(), "duplication_margin": round(m.duplication_margin(), 4), "reassigned": m.reassigned(),
-                 "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes())}
-                for name, m in model.named_modules() if isinstance(m, FLGCConv2d)
+                {
+                    "groups": g,
+                    "variant": variant,
+                    "layer": name,
+                    "in_channels": m.in_channels,
+                    "out_channels": m.out_channels,
+                    "duplicated_channels": m.duplicated_channels(),
+                    "duplication_margin": round(m.duplication_margin(), 4),
+                    "reassigned": m.reassigned(),
+                    "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes()),
+                }
+                for name, m in model.named_modules()
+                if isinstance(m, FLGCConv2d)
             ]
             layer_rows += layers
             row["duplicated_channels"] = sum(layer["duplicated_channels"] for layer in layers)
@@ -213,9 +256,13 @@ def flgc_groups(
                 macs=count_macs(deployed, spec.input_shape),
                 params=count_params(deployed),
                 latency_ms=round(measure_latency(deployed, spec.input_shape, 1, runs=latency_runs), 3),
-                latency_batch32_ms=round(measure_latency(deployed, spec.input_shape, 32, runs=max(3, latency_runs // 4)), 3),
+                latency_batch32_ms=round(
+                    measure_latency(deployed, spec.input_shape, 32, runs=max(3, latency_runs // 4)), 3
+                ),
             )
             rows.append(row)
             acc = f"test_acc {row['test_acc']:.4f}" if "test_acc" in row else "untrained"
-            log(f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels (closest margin {row['duplication_margin']:+.3f}), {row['reassigned']:.1%} of channels and filters reassigned")
+            log(
+                f"G={g} {variant}: {acc}, deployed {row['macs'] / 1e6:.2f} M MACs, {row['params'] / 1e6:.2f} M params, {row['latency_ms']:.2f} ms, {row['duplicated_channels']} duplicated channels (closest margin {row['duplication_margin']:+.3f}), {row['reassigned']:.1%} of channels and filters reassigned"
+            )
     return pd.DataFrame(rows), pd.DataFrame(layer_rows)

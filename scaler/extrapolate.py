@@ -1,4 +1,5 @@
 """Accuracy extrapolation across phi: fit acc(F) = a - b*(F/F0)^-c on trained points, predict from MACs."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """The candidate grid of (alpha, beta, gamma) with alpha * beta^2 * gamma^2 close to 2."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,5 +55,7 @@ def feasible_grid(step: float = 0.1, tolerance: float = 0.1, target: float = 2.0
     ]
     feasible = [c for c in points if abs(c.product - target) <= tolerance]
     if not feasible:
-        raise UserError(f"no grid point has |alpha*beta^2*gamma^2 - {target}| <= {tolerance} at step {step}; raise --tolerance")
+        raise UserError(
+            f"no grid point has |alpha*beta^2*gamma^2 - {target}| <= {tolerance} at step {step}; raise --tolerance"
+        )
     return feasible

@@ -1,4 +1,5 @@
 """Size guard: estimate a network's memory from its spec alone and refuse one that cannot fit."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -107,7 +108,11 @@ def footprint(spec: NetSpec) -> Footprint:
         t.add(first.params, first.activations)
         channels = stage.out_channels
         if stage.repeats > 1:
-            rest = Counter(stage.block_activations[1:]) if stage.block_activations else {stage.activation: stage.repeats - 1}
+            rest = (
+                Counter(stage.block_activations[1:])
+                if stage.block_activations
+                else {stage.activation: stage.repeats - 1}
+            )
             for act, count in rest.items():
                 block, _ = _block(stage, act, channels, 1, size)
                 t.add(block.params * count, block.activations * count)

@@ -1,4 +1,5 @@
 """Plots: functions take frames and return matplotlib Figures; commands decide where to save."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,21 +30,47 @@ def search_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     pruned = (frame.state == "PRUNED").to_numpy()
     acc = frame.val_acc.fillna(0).to_numpy()
     floor = acc[done | pruned].min() - 0.01 if (done | pruned).any() else 0.0
-    scatter = ax.scatter([i for i in x if done[i]], acc[done], c=frame.macs_ratio[done], cmap="viridis", s=45, label="trained", zorder=3)
-    ax.scatter([i for i in x if pruned[i]], acc[pruned], facecolors="none", edgecolors="tab:gray", s=45, label="pruned (last epoch)")
-    ax.scatter([i for i in x if not feasible[i]], [floor] * int((~feasible).sum()), marker="x", c="tab:red", label="infeasible MACs ratio")
-    best = [i for i in x if done[i] and frame.alpha[i] == summary["alpha"] and frame.beta[i] == summary["beta"] and frame.gamma[i] == summary["gamma"]]
+    scatter = ax.scatter(
+        [i for i in x if done[i]], acc[done], c=frame.macs_ratio[done], cmap="viridis", s=45, label="trained", zorder=3
+    )
+    ax.scatter(
+        [i for i in x if pruned[i]],
+        acc[pruned],
+        facecolors="none",
+        edgecolors="tab:gray",
+        s=45,
+        label="pruned (last epoch)",
+    )
+    ax.scatter(
+        [i for i in x if not feasible[i]],
+        [floor] * int((~feasible).sum()),
+        marker="x",
+        c="tab:red",
+        label="infeasible MACs ratio",
+    )
+    best = [
+        i
+        for i in x
+        if done[i]
+        and frame.alpha[i] == summary["alpha"]
+        and frame.beta[i] == summary["beta"]
+        and frame.gamma[i] == summary["gamma"]
+    ]
     if best:
         ax.scatter(best, acc[best], marker="*", s=300, c="tab:orange", edgecolors="k", zorder=4, label="best")
     reference = summary.get("reference") or {}
     if "val_acc" in reference:
         ax.axhline(reference["val_acc"], ls="--", c="k", lw=1, label="base φ=0")
-    if (done.any()):
+    if done.any():
         fig.colorbar(scatter, ax=ax, label="measured MACs ratio φ=1 / φ=0")
     ax.set_xticks(list(x), labels, rotation=70, fontsize=7)
     ax.set_xlabel("candidate α/β/γ")
     ax.set_ylabel("validation accuracy")
-    best_text = f"best α={summary['alpha']}, β={summary['beta']}, γ={summary['gamma']}" if summary["alpha"] else "no feasible trial trained yet"
+    best_text = (
+        f"best α={summary['alpha']}, β={summary['beta']}, γ={summary['gamma']}"
+        if summary["alpha"]
+        else "no feasible trial trained yet"
+    )
     ax.set_title(f"{summary['study']}: {best_text}")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -81,7 +108,11 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
     frame = frame.copy()
     frame["macs_m"] = frame["macs"] / 1e6
     figures = {}
-    for name, x, y in (("acc_vs_macs", "macs_m", accuracy_col), ("acc_vs_latency", "latency_ms", accuracy_col), ("macs_vs_latency", "latency_ms", "macs_m")):
+    for name, x, y in (
+        ("acc_vs_macs", "macs_m", accuracy_col),
+        ("acc_vs_latency", "latency_ms", accuracy_col),
+        ("macs_vs_latency", "latency_ms", "macs_m"),
+    ):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         _xy_panel(ax, frame, x, y, accuracy_col)
         if y == accuracy_col:
@@ -139,7 +170,9 @@ def flgc_figure(frame: pd.DataFrame) -> Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     dense = frame[frame.variant == "dense"]
     for duplicate, label in ((False, "FLGC"), (True, "FLGC + duplication")):
-        rows = pd.concat([dense, frame[(frame.variant != "dense") & (frame.duplicate == duplicate)]]).sort_values("groups")
+        rows = pd.concat([dense, frame[(frame.variant != "dense") & (frame.duplicate == duplicate)]]).sort_values(
+            "groups"
+        )
         if "test_acc" in rows:
             left.plot(rows.groups, rows.test_acc, marker="o", label=label)
         right.plot(rows.groups, rows.macs / 1e6, marker="o", label=label)

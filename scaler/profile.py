@@ -1,4 +1,5 @@
 """Profile a base network across phi: the rows of `scaler profile`."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Compound scaling: the one place that holds EfficientNet's rounding rules."""
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,9 @@ def scale(
         if not math.isfinite(value) or value <= 0:
             raise SpecError(f"{name} multiplier must be > 0 (got {value})")
     stem = replace(spec.stem, out_channels=round_channels(spec.stem.out_channels * width))
-    head = replace(spec.head, out_channels=round_channels(spec.head.out_channels * width) if spec.head.out_channels else 0)
+    head = replace(
+        spec.head, out_channels=round_channels(spec.head.out_channels * width) if spec.head.out_channels else 0
+    )
     return replace(
         spec,
         stem=stem,

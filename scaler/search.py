@@ -1,4 +1,5 @@
 """Optuna studies (the only module that imports Optuna): the grid search of alpha, beta, gamma."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,20 @@ from scaler.zoo import base as base_spec
 
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 TRIAL_COLUMNS = [
-    "number", "state", "alpha", "beta", "gamma", "constraint", "macs", "macs_ratio", "params",
-    "latency_ms", "val_acc", "epochs", "train_seconds", "failure",
+    "number",
+    "state",
+    "alpha",
+    "beta",
+    "gamma",
+    "constraint",
+    "macs",
+    "macs_ratio",
+    "params",
+    "latency_ms",
+    "val_acc",
+    "epochs",
+    "train_seconds",
+    "failure",
 ]
 PRUNERS = ("median", "hyperband", "none")
 
@@ -105,7 +118,12 @@ class SearchConfig:
         if train_data.get("progressive"):
             progressive = {k: tuple(v) if isinstance(v, list) else v for k, v in train_data["progressive"].items()}
             train_data["progressive"] = Progressive(**progressive)
-        fields = {**data, "train": TrainConfig(**train_data), "studies_dir": Path(data["studies_dir"]), "ratio_range": tuple(data["ratio_range"])}
+        fields = {
+            **data,
+            "train": TrainConfig(**train_data),
+            "studies_dir": Path(data["studies_dir"]),
+            "ratio_range": tuple(data["ratio_range"]),
+        }
         return replace(cls(**fields), **overrides)
 
     @property
@@ -178,7 +196,14 @@ class TrialBudget:
 
 def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
     """What makes two searches the same study."""
-    return {"base": config.base, "dataset": config.dataset, "variant": config.variant, "phi": config.phi, "step": config.step, "tolerance": config.tolerance}
+    return {
+        "base": config.base,
+        "dataset": config.dataset,
+        "variant": config.variant,
+        "phi": config.phi,
+        "step": config.step,
+        "tolerance": config.tolerance,
+    }
 
 
 def measure(spec: NetSpec) -> dict[str, Any]:
@@ -186,10 +211,31 @@ def measure(spec: NetSpec) -> dict[str, Any]:
     return profile_spec(spec, runs=15)
 
 
-def train_spec(spec: NetSpec, dataset: Dataset, config: TrainConfig, report: Callable[[int, float], None] | None = None, progress: bool = True, description: str = "train") -> dict[str, Any]:
+def train_spec(
+    spec: NetSpec,
+    dataset: Dataset,
+    config: TrainConfig,
+    report: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> dict[str, Any]:
     """Build and train a spec; the measured accuracy curve and time."""
-    result = train(build(spec, seed=config.seed), dataset, spec.resolution, config, report=report, progress=progress, description=description)
-    return {"val_acc": result.final_val_acc, "val_curve": result.val_acc, "epochs": result.epochs, "train_seconds": round(result.train_seconds, 2), "images_per_second": round(result.images_per_second, 1)}
+    result = train(
+        build(spec, seed=config.seed),
+        dataset,
+        spec.resolution,
+        config,
+        report=report,
+        progress=progress,
+        description=description,
+    )
+    return {
+        "val_acc": result.final_val_acc,
+        "val_curve": result.val_acc,
+        "epochs": result.epochs,
+        "train_seconds": round(result.train_seconds, 2),
+        "images_per_second": round(result.images_per_second, 1),
+    }
 
 
 def interruption(error: BaseException) -> str:
@@ -225,9 +271,15 @@ class GridSearch:
         if not 0 < lo < hi:
             raise UserError(f"--ratio-range must be two numbers 0 < low < high (got {lo} {hi})")
         task = dataset_task(config.dataset)
-        self.base = apply_variant(base_spec(config.base, task.in_channels, task.resolution, task.num_classes), config.variant)
+        self.base = apply_variant(
+            base_spec(config.base, task.in_channels, task.resolution, task.num_classes), config.variant
+        )
         for candidate in self.grid:
-            check_fits(scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, config.phi), config.train.batch_size, training=True)
+            check_fits(
+                scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, config.phi),
+                config.train.batch_size,
+                training=True,
+            )
         self.base_macs = count_macs(build(self.base), self.base.input_shape)
         self.dataset = load_dataset(config.dataset, config.data_dir, subset=config.subset, seed=config.seed)
         if config.val_size:
@@ -236,7 +288,9 @@ class GridSearch:
         if enqueue:
             queued = self.enqueue_missing()
             waiting, running = self.pending()
-            self.log(f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, {waiting} waiting, {running} running elsewhere")
+            self.log(
+                f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, {waiting} waiting, {running} running elsewhere"
+            )
 
     def open(self, create: bool) -> QueueStudy:
         """The study, created (or resumed) with this grid under the study's lock; a mismatched grid is an error."""
@@ -253,12 +307,16 @@ class GridSearch:
         try:
             existing = study.user_attrs.get("grid")
             if existing and existing != fingerprint and create:
-                raise UserError(f"study {config.study_name!r} was made for {existing}; choose another --study for {fingerprint}")
+                raise UserError(
+                    f"study {config.study_name!r} was made for {existing}; choose another --study for {fingerprint}"
+                )
             if not existing:
                 study.set_user_attr("grid", fingerprint)
                 study.set_user_attr("config", config.stored())
         except storage_errors() as error:
-            raise UserError(f"storage {redact(config.storage_url)} failed: {describe_error(error, config.storage_url)}") from None
+            raise UserError(
+                f"storage {redact(config.storage_url)} failed: {describe_error(error, config.storage_url)}"
+            ) from None
         return study
 
     def reference(self) -> dict[str, Any]:
@@ -266,7 +324,9 @@ class GridSearch:
         if "reference" not in self.study.user_attrs:
             self.log(f"training the base {self.base.name} (phi=0) as the reference")
             try:
-                trained = train_spec(self.base, self.dataset, self.config.train, progress=self.config.progress, description="base φ=0")
+                trained = train_spec(
+                    self.base, self.dataset, self.config.train, progress=self.config.progress, description="base φ=0"
+                )
             except TrainingDiverged as error:
                 raise UserError(f"the base network diverged ({error}); lower --lr or check the data") from None
             self.study.set_user_attr("reference", measure(self.base) | trained)
@@ -295,7 +355,9 @@ class GridSearch:
             warnings.simplefilter("ignore", UserWarning)  # a retried trial carries its first run's constraint
             trial.set_constraint("macs_ratio", violation)
         if violation > 0:
-            self.log(f"trial {trial.number}: {candidate.label} measured MACs ratio {ratio:.3f} outside [{lo}, {hi}]: infeasible, not trained")
+            self.log(
+                f"trial {trial.number}: {candidate.label} measured MACs ratio {ratio:.3f} outside [{lo}, {hi}]: infeasible, not trained"
+            )
             return 0.0
         started = time.perf_counter()
 
@@ -305,18 +367,29 @@ class GridSearch:
             trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
             trial.report(accuracy, epoch)
             if trial.should_prune():
-                self.log(f"trial {trial.number}: {candidate.label} pruned after epoch {epoch + 1} at val_acc {accuracy:.4f}")
+                self.log(
+                    f"trial {trial.number}: {candidate.label} pruned after epoch {epoch + 1} at val_acc {accuracy:.4f}"
+                )
                 raise optuna.TrialPruned()
 
         try:
-            result = train_spec(spec, self.dataset, self.config.train, report, self.config.progress, f"trial {trial.number} {candidate.label}")
+            result = train_spec(
+                spec,
+                self.dataset,
+                self.config.train,
+                report,
+                self.config.progress,
+                f"trial {trial.number} {candidate.label}",
+            )
         except TrainingDiverged as error:
             self.log(f"trial {trial.number}: {candidate.label} failed: {error}")
             trial.set_user_attr("failure", str(error))
             raise
         for key, value in result.items():
             trial.set_user_attr(key, value)
-        self.log(f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {result['val_acc']:.4f} ({result['epochs']} epochs, {result['train_seconds']:.0f} s)")
+        self.log(
+            f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {result['val_acc']:.4f} ({result['epochs']} epochs, {result['train_seconds']:.0f} s)"
+        )
         return result["val_acc"]
 
     def enqueue_missing(self) -> int:
@@ -351,7 +424,9 @@ class GridSearch:
             except BaseException as error:
                 self.enqueue_missing()
                 if isinstance(error, Exception) and not isinstance(error, UserError):
-                    raise RunFailed(f"a trial crashed ({interruption(error)}); rerun the same command to go on") from error
+                    raise RunFailed(
+                        f"a trial crashed ({interruption(error)}); rerun the same command to go on"
+                    ) from error
                 raise
             ran += 1
         return ran
@@ -370,7 +445,13 @@ class GridSearch:
                     continue
                 spec = scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
                 config = replace(self.config.train, seed=seed)
-                result = train_spec(spec, self.dataset, config, progress=self.config.progress, description=f"confirm {candidate.label} seed {seed}")
+                result = train_spec(
+                    spec,
+                    self.dataset,
+                    config,
+                    progress=self.config.progress,
+                    description=f"confirm {candidate.label} seed {seed}",
+                )
                 entry["seeds"][str(seed)] = result["val_acc"]
                 self.log(f"confirm {candidate.label} seed {seed}: val_acc {result['val_acc']:.4f}")
                 confirmations[candidate.label] = entry
@@ -430,7 +511,9 @@ def significance(confirmations: dict[str, dict[str, Any]]) -> dict[str, Any]:
     pooled = math.sqrt(statistics.fmean([s**2 for s in stds])) if stds else math.nan
     gap = stats[0][0] - stats[1][0] if len(stats) > 1 else math.nan
     return {
-        "ranking": [{"candidate": label, "mean_val_acc": round(mean, 4), "seeds": len(accs)} for mean, label, accs in stats],
+        "ranking": [
+            {"candidate": label, "mean_val_acc": round(mean, 4), "seeds": len(accs)} for mean, label, accs in stats
+        ],
         "seed_std": round(pooled, 4) if not math.isnan(pooled) else None,
         "gap": round(gap, 4) if not math.isnan(gap) else None,
         "significant": bool(gap > 2 * pooled) if stds and len(stats) > 1 else None,
@@ -443,7 +526,9 @@ def summarise(search: GridSearch, confirmations: dict[str, dict[str, Any]], wall
     feasible = frame[(frame.state == "COMPLETE") & (frame.constraint <= 0)]
     sig = significance(confirmations) if confirmations else {}
     trained = frame[frame.epochs > 0]
-    summary: dict[str, Any] = {key: None for key in ("alpha", "beta", "gamma", "val_acc", "macs", "macs_ratio", "params", "latency_ms")}
+    summary: dict[str, Any] = {
+        key: None for key in ("alpha", "beta", "gamma", "val_acc", "macs", "macs_ratio", "params", "latency_ms")
+    }
     if not feasible.empty:
         best_label = sig["ranking"][0]["candidate"] if sig else feasible.sort_values("val_acc").iloc[-1].candidate
         best = feasible[feasible.candidate == best_label].iloc[0]
@@ -639,7 +724,9 @@ def frelu_masks(
     stages = len(spec.stages)
     exhaustive = 2**stages <= exhaustive_limit
     sampler = optuna.samplers.RandomSampler(seed=seed) if exhaustive else optuna.samplers.NSGAIISampler(seed=seed)
-    study = open_study(storage_url, study_name, create=True, directions=("maximize", "minimize"), sampler=sampler, queue=exhaustive)
+    study = open_study(
+        storage_url, study_name, create=True, directions=("maximize", "minimize"), sampler=sampler, queue=exhaustive
+    )
 
     @recording_interruptions
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -660,7 +747,9 @@ def frelu_masks(
             raise
         for key, value in (row | result | {"mask": mask, "variant": variant}).items():
             trial.set_user_attr(key, value)
-        log(f"mask {mask} ({variant}): val_acc {result['val_acc']:.4f}, latency {row['latency_ms']:.2f} ms ({latency_form}), {row['macs'] / 1e6:.2f} M MACs")
+        log(
+            f"mask {mask} ({variant}): val_acc {result['val_acc']:.4f}, latency {row['latency_ms']:.2f} ms ({latency_form}), {row['macs'] / 1e6:.2f} M MACs"
+        )
         return result["val_acc"], row["latency_ms"]
 
     if exhaustive:
@@ -673,7 +762,14 @@ def frelu_masks(
         study.optimize(objective, n_trials=n_trials or 40, catch=(TrainingDiverged,))
     front = {t.number for t in study.best_trials}
     rows = [
-        {"number": t.number, **{k: t.user_attrs.get(k) for k in ("mask", "variant", "val_acc", "latency_ms", "macs", "params", "train_seconds")}, "pareto": t.number in front}
+        {
+            "number": t.number,
+            **{
+                k: t.user_attrs.get(k)
+                for k in ("mask", "variant", "val_acc", "latency_ms", "macs", "params", "train_seconds")
+            },
+            "pareto": t.number in front,
+        }
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ]
     if not rows:

@@ -1,4 +1,5 @@
 """Networks as data: a NetSpec is a stem, a tuple of stages and a head."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -97,7 +98,9 @@ class NetSpec:
         if not self.stages:
             raise SpecError("a network needs at least one stage")
         if self.resolution < 8 or self.in_channels < 1 or self.num_classes < 2:
-            raise SpecError(f"input {self.in_channels}x{self.resolution}px with {self.num_classes} classes is not a task")
+            raise SpecError(
+                f"input {self.in_channels}x{self.resolution}px with {self.num_classes} classes is not a task"
+            )
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation {self.activation!r}")
 

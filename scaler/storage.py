@@ -1,4 +1,5 @@
 """Optuna storage: URLs and study names checked in one line, the atomic queue of grid points, a lock per study."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,9 @@ def check_study_name(name: str, option: str = "--study") -> str:
     """A study name safe as one folder under studies/: letters, digits, '.', '_', '-', at most 80 characters."""
     if not STUDY_NAME.fullmatch(name) or set(name) == {"."}:
         shown = name if len(name) <= 40 and name.isprintable() else repr(name[:40]) + "..."
-        raise UserError(f"{option} {shown!r} is not a study name: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise UserError(
+            f"{option} {shown!r} is not a study name: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -65,9 +68,13 @@ def check_url(url: str, must_exist: bool = False) -> None:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        raise UserError(f"--storage {redact(url)!r} is not a database URL (e.g. sqlite:///path.db, postgresql://user@host/db)") from None
+        raise UserError(
+            f"--storage {redact(url)!r} is not a database URL (e.g. sqlite:///path.db, postgresql://user@host/db)"
+        ) from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"--storage {redact(url)!r}: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql or mysql)")
+        raise UserError(
+            f"--storage {redact(url)!r}: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql or mysql)"
+        )
     netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
     if netloc.count("@") > 1:
         raise UserError(f"--storage {redact(url)!r}: the password holds a raw '@'; write it as %40")
@@ -86,10 +93,14 @@ def check_sqlite_file(path: Path, must_exist: bool) -> None:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
     except sqlite3.Error as error:
-        raise UserError(f"{path} is not a readable SQLite database ({error}); move it away or choose another --study") from None
+        raise UserError(
+            f"{path} is not a readable SQLite database ({error}); move it away or choose another --study"
+        ) from None
     if tables and not OPTUNA_TABLES <= tables:
         shown = ", ".join(sorted(tables)[:5])
-        raise UserError(f"{path} is an SQLite database of another program (tables: {shown}); scaler will not write into it")
+        raise UserError(
+            f"{path} is an SQLite database of another program (tables: {shown}); scaler will not write into it"
+        )
 
 
 def describe_error(error: BaseException, url: str) -> str:
@@ -132,10 +143,14 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
                 engine_kwargs=engine_kwargs(url),
                 heartbeat_interval=heartbeat,
                 grace_period=3 * heartbeat if heartbeat else None,
-                failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3) if heartbeat else None,
+                failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                if heartbeat
+                else None,
             )
     except ImportError:
-        raise UserError(f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')") from None
+        raise UserError(
+            f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')"
+        ) from None
     except storage_errors() as error:
         raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
 
@@ -166,7 +181,9 @@ def study_lock(url: str, study: str) -> Iterator[None]:
         connection = engine.connect()
         connection.execute(text("select pg_advisory_lock(:key)"), {"key": key})
     except ImportError:
-        raise UserError(f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')") from None
+        raise UserError(
+            f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')"
+        ) from None
     except storage_errors() as error:
         raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
     try:
@@ -262,7 +279,9 @@ def open_study(
             if create:
                 optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
             elif name not in optuna.get_all_study_names(storage):
-                raise UserError(f"no study {name!r} in {redact(url)}; start it with scaler search --study {name} --storage URL")
+                raise UserError(
+                    f"no study {name!r} in {redact(url)}; start it with scaler search --study {name} --storage URL"
+                )
             study_class = QueueStudy if queue else optuna.Study
             return study_class(name, storage, sampler=sampler, pruner=pruner)
         except storage_errors() as error:

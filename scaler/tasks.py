@@ -1,4 +1,5 @@
 """Input shape and class count of each dataset, and of explicit --input/--classes tasks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The one training loop every command uses: tensors in memory, channels_last, cosine SGD, progressive learning."""
+
 from __future__ import annotations
 
 import math
@@ -122,7 +123,15 @@ def resolve_device(name: str) -> torch.device:
 class Prepared:
     """A split as normalised float tensors at one resolution, on the device, ready to slice."""
 
-    def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, resolution: int, device: torch.device, channels_last: bool) -> None:
+    def __init__(
+        self,
+        split: Split,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        resolution: int,
+        device: torch.device,
+        channels_last: bool,
+    ) -> None:
         self.raw = split.images
         self.labels = split.labels.to(device)
         self.mean, self.std, self.device, self.resolution = mean, std, device, resolution
@@ -135,7 +144,9 @@ class Prepared:
         for start in range(0, len(raw), 8192):
             x = raw[start : start + 8192].to(self.device).float().div_(255)
             if x.shape[-1] != self.resolution:
-                x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+                x = F.interpolate(
+                    x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False
+                )
             chunks.append((x - self.mean) / self.std)
         images = torch.cat(chunks)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

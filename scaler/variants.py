@@ -1,4 +1,5 @@
 """Variants: functions from NetSpec to NetSpec (FReLU placement, Fused-MBConv early stages)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -30,7 +31,9 @@ def with_frelu(spec: NetSpec, stages: set[int] | None, stem_and_head: bool = Fal
 
 def frelu_stages(spec: NetSpec) -> set[int]:
     """1-based indices of the stages that use FReLU in every block."""
-    return {i for i, stage in enumerate(spec.stages, start=1) if stage.activation == "frelu" and not stage.block_activations}
+    return {
+        i for i, stage in enumerate(spec.stages, start=1) if stage.activation == "frelu" and not stage.block_activations
+    }
 
 
 def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
@@ -78,17 +81,17 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
     if variant == "frelu-all-but-last":
         return with_frelu(spec, set(range(1, count)))
     if variant.startswith("frelu:"):
-        return with_frelu(spec, _parse_stages(variant[len("frelu:"):]))
+        return with_frelu(spec, _parse_stages(variant[len("frelu:") :]))
     if variant == "fused":
         return fuse_early(spec, 2)
     if variant.startswith("fused:"):
         try:
-            return fuse_early(spec, int(variant[len("fused:"):]))
+            return fuse_early(spec, int(variant[len("fused:") :]))
         except ValueError:
             raise SpecError(f"variant {variant!r}: fused:K takes a number of stages") from None
     for prefix, duplicate in (("flgc:", False), ("flgc-dup:", True)):
         if variant.startswith(prefix):
-            numbers = variant[len(prefix):].split(":")
+            numbers = variant[len(prefix) :].split(":")
             try:
                 groups, top_k = int(numbers[0]), int(numbers[1]) if duplicate and len(numbers) == 2 else DUPLICATE_TOP_K
             except ValueError:

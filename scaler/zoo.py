@@ -1,4 +1,5 @@
 """Registry of base networks, each one table from its paper."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -48,7 +49,15 @@ def efficientnet_b0() -> NetSpec:
     expand, kernel, stride, channels, repeats: MBConv1 k3 16 x1 | MBConv6 k3 24 x2 /2 | k5 40 x2 /2 |
     k3 80 x3 /2 | k5 112 x3 | k5 192 x4 /2 | k3 320 x1
     """
-    rows = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    rows = [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ]
     return NetSpec(
         name="efficientnet-b0",
         stem=Stem(32, 3, 2),

@@ -1,4 +1,5 @@
 """A real, throwaway PostgreSQL server from Debian's packages for tests that need an RDB server."""
+
 from __future__ import annotations
 
 import glob
@@ -20,6 +21,7 @@ TOOLS = ("initdb", "pg_ctl", "postgres")
 
 def find_bindir() -> Path | None:
     """The newest Debian /usr/lib/postgresql/<version>/bin with initdb, pg_ctl and postgres; else PATH's."""
+
     def version(path: str) -> float:
         name = Path(path).parent.name
         try:
@@ -69,10 +71,14 @@ class PostgresServer:
 
     def run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a server tool; its output in the error if it fails."""
-        result = subprocess.run(self.command(tool, *args), capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        result = subprocess.run(
+            self.command(tool, *args), capture_output=True, text=True, timeout=timeout, cwd=self.root
+        )
         if result.returncode != 0:
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}")
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}"
+            )
         return result
 
     def start(self) -> None:
@@ -80,7 +86,9 @@ class PostgresServer:
         self.run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
         for attempt in range(3):
             self.port = free_port()
-            options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+            options = (
+                f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+            )
             try:
                 self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
             except RuntimeError:
@@ -94,7 +102,12 @@ class PostgresServer:
         """pg_ctl stop -m fast, then remove the folder."""
         try:
             if self.started:
-                subprocess.run(self.command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"), capture_output=True, timeout=60, cwd=self.root)
+                subprocess.run(
+                    self.command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
+                    capture_output=True,
+                    timeout=60,
+                    cwd=self.root,
+                )
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

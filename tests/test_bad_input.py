@@ -1,4 +1,5 @@
 """Bad input through the real CLI: exit status 2, one line on stderr, no traceback, no password; diverging trials fail alone."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,19 @@ from scaler.grid import feasible_grid
 from scaler.search import GridSearch, SearchConfig
 from scaler.train import TrainConfig
 
-FAST = ["--subset", "300", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--confirm", "0", "--no-progress"]
+FAST = [
+    "--subset",
+    "300",
+    "--val-size",
+    "100",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--confirm",
+    "0",
+    "--no-progress",
+]
 SECRET = "s3cret-pw"
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -69,12 +82,37 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("no feasible candidate", ["search", "--step", "0.3", "--tolerance", "0.001", *FAST], "no grid point", no_setup),
     ("missing data directory", ["search", "--data-dir", "/nonexistent", *FAST], "/nonexistent", no_setup),
     ("corrupt study.db", ["search", "--study", "broken", *FAST], "studies/broken/study.db", corrupt_study),
-    ("unreachable storage", ["search", "--storage", f"postgresql://postgres@127.0.0.1:{PORT}/db", *FAST], "cannot open storage", no_setup),
-    ("storage with password", ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db", *FAST], "cannot open storage", no_setup),
-    ("worker, storage with password", ["worker", "--study", "s", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db"], "cannot open storage", no_setup),
+    (
+        "unreachable storage",
+        ["search", "--storage", f"postgresql://postgres@127.0.0.1:{PORT}/db", *FAST],
+        "cannot open storage",
+        no_setup,
+    ),
+    (
+        "storage with password",
+        ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db", *FAST],
+        "cannot open storage",
+        no_setup,
+    ),
+    (
+        "worker, storage with password",
+        ["worker", "--study", "s", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db"],
+        "cannot open storage",
+        no_setup,
+    ),
     ("malformed URL", ["search", "--storage", "not a url", *FAST], "not a database URL", no_setup),
-    ("malformed port", ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:notaport/db", *FAST], "not a database URL", no_setup),
-    ("raw @ in password", ["search", "--storage", f"postgresql://user:{SECRET}@{SECRET}@127.0.0.1:{PORT}/db", *FAST], "%40", no_setup),
+    (
+        "malformed port",
+        ["search", "--storage", f"postgresql://user:{SECRET}@127.0.0.1:notaport/db", *FAST],
+        "not a database URL",
+        no_setup,
+    ),
+    (
+        "raw @ in password",
+        ["search", "--storage", f"postgresql://user:{SECRET}@{SECRET}@127.0.0.1:{PORT}/db", *FAST],
+        "%40",
+        no_setup,
+    ),
     ("profile phi 50", ["profile", "--phi", "50"], "bytes", no_setup),
     ("profile resolution 500", ["profile", "--resolution", "500"], "bytes", no_setup),
     ("search phi 50", ["search", "--phi", "50", *FAST], "bytes", no_setup),
@@ -95,13 +133,23 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("workers 0", ["search", "--workers", "0", *FAST], "--workers", no_setup),
     ("workers 10000", ["search", "--workers", "10000", *FAST], "--workers", no_setup),
     ("data dir with 3 of 4 files", ["search", "--data-dir", "data", *FAST], "3 of the 4", three_of_four_idx_files),
-    ("worker on a missing SQLite file", ["worker", "--study", "s", "--storage", "sqlite:///missing.db"], "no study database", no_setup),
+    (
+        "worker on a missing SQLite file",
+        ["worker", "--study", "s", "--storage", "sqlite:///missing.db"],
+        "no study database",
+        no_setup,
+    ),
     ("study ../escape", ["search", "--study", "../escape", *FAST], "not a study name", no_setup),
     ("study absolute path", ["search", "--study", "/tmp/scaler-escape", *FAST], "not a study name", no_setup),
     ("study ..", ["search", "--study", "..", *FAST], "not a study name", no_setup),
     ("study 300 characters", ["search", "--study", "x" * 300, *FAST], "not a study name", no_setup),
     ("study with a newline", ["search", "--study", "a\nb", *FAST], "not a study name", no_setup),
-    ("out ../escape (scale)", ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "../escape", "--train-max-phi", "-1"], "not a study name", no_setup),
+    (
+        "out ../escape (scale)",
+        ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "../escape", "--train-max-phi", "-1"],
+        "not a study name",
+        no_setup,
+    ),
     ("plot ../escape", ["plot", "--study", "../escape"], "not a study name", no_setup),
 ]
 CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
@@ -109,7 +157,9 @@ CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST],
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m scaler.cli ARGS` in cwd."""
-    return subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV
+    )
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -122,7 +172,13 @@ ALL_CASES = CASES + ([] if torch.cuda.is_available() else [CUDA_CASE])
 
 @pytest.mark.parametrize("name,args,phrase,setup", ALL_CASES, ids=[case[0] for case in ALL_CASES])
 def test_bad_input_is_one_line_exit_2(
-    name: str, args: list[str], phrase: str, setup: Callable[[Path], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    name: str,
+    args: list[str],
+    phrase: str,
+    setup: Callable[[Path], None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Exit status 2, exactly one stderr line holding the phrase, the password nowhere, no file written (in-process: an exception fails the test)."""
     work = tmp_path / "work"
@@ -173,7 +229,9 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
     assert sorted(t.params["candidate"] for t in trials) == sorted(labels)
     trained = [t for t in trials if t.constraints.get("macs_ratio", 1.0) <= 0]
     infeasible = [t for t in trials if t.constraints.get("macs_ratio", 1.0) > 0]
-    print(f"\n[NaN loss] grid={len(labels)} trained={len(trained)} failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}")
+    print(
+        f"\n[NaN loss] grid={len(labels)} trained={len(trained)} failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}"
+    )
     assert trained and infeasible
     assert all(t.state == TrialState.FAIL for t in trained)
     assert all(t.state == TrialState.COMPLETE for t in infeasible)
@@ -184,7 +242,11 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
 
 def test_search_whose_every_training_diverges_is_one_line_error(tmp_path: Path) -> None:
     """`scaler search --lr 1e30`: no trial can be trained, which must be one line with exit status 2."""
-    result = run_cli(["search", "--study", "nan", "--step", "0.25", "--tolerance", "0.2", "--lr", "1e30", "--pruner", "none", *FAST], tmp_path, timeout=240)
+    result = run_cli(
+        ["search", "--study", "nan", "--step", "0.25", "--tolerance", "0.2", "--lr", "1e30", "--pruner", "none", *FAST],
+        tmp_path,
+        timeout=240,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-4000:]
     assert "Traceback" not in output, output[-4000:]

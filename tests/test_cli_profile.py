@@ -1,4 +1,5 @@
 """`scaler profile` end to end, through the console entry point."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,17 @@ def test_profile_json_rows(capsys) -> None:
     assert main(["profile", "--base", "mobilenet", "--phi", "0", "1", "--json", "--runs", "2"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["phi"] for r in rows] == [0.0, 1.0]
-    assert set(rows[0]) == {"phi", "depth", "width", "resolution", "params", "macs", "macs_ratio", "activations", "latency_ms"}
+    assert set(rows[0]) == {
+        "phi",
+        "depth",
+        "width",
+        "resolution",
+        "params",
+        "macs",
+        "macs_ratio",
+        "activations",
+        "latency_ms",
+    }
     assert rows[0]["resolution"] == 28 and rows[1]["resolution"] == 32
     assert rows[0]["macs_ratio"] == 1.0
     assert 1.5 < rows[1]["macs_ratio"] < 2.6
@@ -22,14 +33,48 @@ def test_profile_json_rows(capsys) -> None:
 
 
 def test_profile_table_states_the_convention(capsys) -> None:
-    assert main(["profile", "--base", "mobilenetv2", "--phi", "0", "--runs", "2", "--activation", "frelu", "--frelu-stages", "1,2"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--base",
+                "mobilenetv2",
+                "--phi",
+                "0",
+                "--runs",
+                "2",
+                "--activation",
+                "frelu",
+                "--frelu-stages",
+                "1,2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "conv + linear" in out and "BN" in out
     assert "MACs/φ0" in out
 
 
 def test_profile_direct_multipliers(capsys) -> None:
-    args = ["profile", "--base", "resnet50", "--input", "3x224x224", "--classes", "1000", "--width", "1", "--depth", "1", "--resolution", "1", "--json", "--runs", "1"]
+    args = [
+        "profile",
+        "--base",
+        "resnet50",
+        "--input",
+        "3x224x224",
+        "--classes",
+        "1000",
+        "--width",
+        "1",
+        "--depth",
+        "1",
+        "--resolution",
+        "1",
+        "--json",
+        "--runs",
+        "1",
+    ]
     assert main(args) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[1]["phi"] is None and rows[1]["params"] == 25557032 == rows[0]["params"]

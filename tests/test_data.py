@@ -1,4 +1,5 @@
 """scaler.data: IDX and CIFAR-10 readers, lookup order, splits, errors; never touches the network."""
+
 from __future__ import annotations
 
 import gzip
@@ -35,7 +36,10 @@ def write_idx(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = np.broadcast_to((np.arange(n) % 256).astype(np.uint8)[:, None, None], (n, size, size))
         labels = (np.arange(n) % 10).astype(np.uint8)
-        for stem, payload in ((f"{prefix}-images-idx3-ubyte", idx_bytes(images, 0x803)), (f"{prefix}-labels-idx1-ubyte", idx_bytes(labels, 0x801))):
+        for stem, payload in (
+            (f"{prefix}-images-idx3-ubyte", idx_bytes(images, 0x803)),
+            (f"{prefix}-labels-idx1-ubyte", idx_bytes(labels, 0x801)),
+        ):
             if gz:
                 (folder / f"{stem}.gz").write_bytes(gzip.compress(payload))
             else:
@@ -48,7 +52,11 @@ def write_cifar(folder: Path, batches: int = 2, per_batch: int = 10, n_test: int
     image = np.concatenate([np.full(32 * 32, 10 * (c + 1), np.uint8) for c in range(3)])
 
     def dump(path: Path, n: int, offset: int) -> None:
-        batch = {b"batch_label": b"x", b"data": np.tile(image, (n, 1)), b"labels": [(offset + i) % 10 for i in range(n)]}
+        batch = {
+            b"batch_label": b"x",
+            b"data": np.tile(image, (n, 1)),
+            b"labels": [(offset + i) % 10 for i in range(n)],
+        }
         path.write_bytes(pickle.dumps(batch))
 
     for b in range(1, batches + 1):
@@ -57,7 +65,9 @@ def write_cifar(folder: Path, batches: int = 2, per_batch: int = 10, n_test: int
 
 
 @pytest.mark.parametrize("gz", [True, False])
-@pytest.mark.parametrize("name,sub", [("mnist", ""), ("mnist", "MNIST/raw"), ("fashion-mnist", ""), ("fashion-mnist", "FashionMNIST/raw")])
+@pytest.mark.parametrize(
+    "name,sub", [("mnist", ""), ("mnist", "MNIST/raw"), ("fashion-mnist", ""), ("fashion-mnist", "FashionMNIST/raw")]
+)
 def test_idx_layouts(tmp_path: Path, name: str, sub: str, gz: bool) -> None:
     root = tmp_path / "d"
     write_idx(root / sub if sub else root, gz=gz)
@@ -87,7 +97,11 @@ def test_split_seed_reproducible(tmp_path: Path) -> None:
 def test_subset_sizes(tmp_path: Path) -> None:
     write_idx(tmp_path, n_train=100, n_test=30)
     ds = load_dataset("fashion-mnist", data_dir=tmp_path, download=False, subset=20, val_fraction=0.2)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 20, 30)  # --subset cuts training only; --val-size cuts val
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (
+        20,
+        20,
+        30,
+    )  # --subset cuts training only; --val-size cuts val
     again = load_dataset("fashion-mnist", data_dir=tmp_path, download=False, subset=20, val_fraction=0.2)
     assert torch.equal(ds.train.images, again.train.images)
     tiny = load_dataset("mnist", data_dir=tmp_path, download=False, subset=1)
@@ -110,7 +124,9 @@ def test_cifar_layout_and_pixels(tmp_path: Path) -> None:
     assert (len(ds.train), len(ds.val), len(ds.test)) == (27, 3, 6)
     assert ds.train.images.shape[1:] == (3, 32, 32) and ds.train.images.dtype == torch.uint8
     for c in range(3):
-        assert bool((ds.train.images[:, c] == 10 * (c + 1)).all()) and bool((ds.test.images[:, c] == 10 * (c + 1)).all())
+        assert bool((ds.train.images[:, c] == 10 * (c + 1)).all()) and bool(
+            (ds.test.images[:, c] == 10 * (c + 1)).all()
+        )
     assert ds.test.labels.tolist() == [0, 1, 2, 3, 4, 5]
     mean, std = ds.mean_std
     assert mean == pytest.approx((10 / 255, 20 / 255, 30 / 255)) and std == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
@@ -178,7 +194,9 @@ def test_corrupt_cifar(tmp_path: Path) -> None:
 
 def test_download_failure_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def fail(name: str, root: Path) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://example, got:\n<urlopen error>")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://example, got:\n<urlopen error>"
+        )
 
     monkeypatch.setattr(data, "_download", fail)
     message = one_line_error(name="mnist", download=True)
@@ -198,7 +216,10 @@ def test_debian_path_used_without_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_
         load_dataset("mnist", download=False)
 
 
-@pytest.mark.skipif(not REAL_DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed at /usr/share/datasets/fashion-mnist")
+@pytest.mark.skipif(
+    not REAL_DEBIAN.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed at /usr/share/datasets/fashion-mnist",
+)
 def test_real_debian_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", REAL_DEBIAN)
     ds = load_dataset("fashion-mnist", download=False)

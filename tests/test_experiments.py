@@ -1,4 +1,5 @@
 """scale, frelu, ladder, compare-scaling and plot on a Fashion-MNIST subset; the notebooks execute."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,19 @@ from nbclient import NotebookClient
 from scaler.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--subset", "200", "--val-size", "100", "--test-size", "500", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+TINY = [
+    "--subset",
+    "200",
+    "--val-size",
+    "100",
+    "--test-size",
+    "500",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 COEFFS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]
 
 
@@ -23,7 +36,28 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = os.getcwd()
     os.chdir(cwd)
     try:
-        assert main(["scale", *COEFFS, "--out", "tiny", "--phi", "0", "0.5", "1", "2", "--variant", "relu", "frelu:1", "--train-max-phi", "1", *TINY]) == 0
+        assert (
+            main(
+                [
+                    "scale",
+                    *COEFFS,
+                    "--out",
+                    "tiny",
+                    "--phi",
+                    "0",
+                    "0.5",
+                    "1",
+                    "2",
+                    "--variant",
+                    "relu",
+                    "frelu:1",
+                    "--train-max-phi",
+                    "1",
+                    *TINY,
+                ]
+            )
+            == 0
+        )
         assert main(["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", *TINY]) == 0
     finally:
         os.chdir(before)
@@ -66,7 +100,9 @@ def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_notebooks_execute(study: Path, notebook: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCALER_STUDY_DIR", str(study))
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     assert not any(output.get("output_type") == "error" for cell in nb.cells for output in cell.get("outputs", []))
 
 

@@ -1,4 +1,5 @@
 """Saturating accuracy-vs-MACs fits and their extrapolation across phi."""
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ def synthetic_frame() -> pd.DataFrame:
     for variant, (a, b, c), trained_up_to in (("A", (0.93, 0.30, 0.45), 3), ("B", (0.88, 0.20, 0.8), 2)):
         accuracy = curve(MACS, a, b, c)
         for phi, (macs, acc) in enumerate(zip(MACS, accuracy)):
-            rows.append({"variant": variant, "phi": phi, "macs": macs, "test_acc": acc if phi <= trained_up_to else math.nan})
+            rows.append(
+                {"variant": variant, "phi": phi, "macs": macs, "test_acc": acc if phi <= trained_up_to else math.nan}
+            )
     return pd.DataFrame(rows)
 
 

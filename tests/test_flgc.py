@@ -1,4 +1,5 @@
 """FLGC: gradients, deployment to real grouped convs (exact outputs, MACs, BN folding), training, build."""
+
 from __future__ import annotations
 
 import copy
@@ -156,9 +157,7 @@ def test_fvcore_macs_of_deployed_layers() -> None:
 
 def test_tiny_model_trains() -> None:
     torch.manual_seed(4)
-    model = nn.Sequential(
-        FLGCConv2d(8, 16, 4), nn.BatchNorm2d(16), nn.ReLU(), FLGCConv2d(16, 4, 2, duplicate=True)
-    )
+    model = nn.Sequential(FLGCConv2d(8, 16, 4), nn.BatchNorm2d(16), nn.ReLU(), FLGCConv2d(16, 4, 2, duplicate=True))
     x, target = torch.randn(16, 8, 4, 4), torch.randn(16, 4, 4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     losses = []
@@ -185,7 +184,13 @@ def small_spec(groups: int, duplicate: bool) -> NetSpec:
 def test_pointwise_factory_and_build() -> None:
     layer = flgc_pointwise(3, True)(10, 14)
     assert isinstance(layer, FLGCConv2d)
-    assert (layer.in_channels, layer.out_channels, layer.groups, layer.kernel_size, layer.duplicate) == (10, 14, 3, 1, True)
+    assert (layer.in_channels, layer.out_channels, layer.groups, layer.kernel_size, layer.duplicate) == (
+        10,
+        14,
+        3,
+        1,
+        True,
+    )
     spec = small_spec(groups=4, duplicate=False)
     torch.manual_seed(5)
     model = build(spec).eval()

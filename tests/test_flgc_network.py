@@ -1,4 +1,5 @@
 """FLGC as a variant of whole networks: trains, deploys to the same outputs, costs fewer MACs; `scaler flgc` runs."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -49,8 +50,29 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
 
 def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["flgc", "--groups", "1", "3", "--top-k", "2", "--width", "0.25", "--subset", "128", "--val-size", "64",
-            "--test-size", "200", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", "f"]
+    args = [
+        "flgc",
+        "--groups",
+        "1",
+        "3",
+        "--top-k",
+        "2",
+        "--width",
+        "0.25",
+        "--subset",
+        "128",
+        "--val-size",
+        "64",
+        "--test-size",
+        "200",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--out",
+        "f",
+    ]
     assert main(args) == 0
     frame = pd.read_csv(tmp_path / "studies" / "f" / "flgc.csv")
     assert frame.variant.tolist() == ["dense", "flgc:3", "flgc-dup:3:2"]
@@ -60,7 +82,10 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     layers = pd.read_csv(tmp_path / "studies" / "f" / "flgc_layers.csv")
     assert set(layers.variant) == {"flgc:3", "flgc-dup:3:2"}
     per_variant = layers.groupby("variant").duplicated_channels.sum()
-    assert per_variant["flgc:3"] == 0 and per_variant.to_dict() == frame.set_index("variant").duplicated_channels[1:].to_dict()
+    assert (
+        per_variant["flgc:3"] == 0
+        and per_variant.to_dict() == frame.set_index("variant").duplicated_channels[1:].to_dict()
+    )
     assert (tmp_path / "studies" / "f" / "flgc.png").exists()
 
 
@@ -85,7 +110,10 @@ def test_duplication_top_k_variant() -> None:
 def random_dataset(n: int = 128, size: int = 16) -> Dataset:
     """Random 3-channel images with random labels (enough to take optimiser steps)."""
     generator = torch.Generator().manual_seed(0)
-    split = Split(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+    split = Split(
+        torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (n,), generator=generator),
+    )
     return Dataset("random", split, split, split, 10, "generated")
 
 
@@ -106,7 +134,9 @@ def test_assignment_logits_learn_at_their_own_rate() -> None:
         before = [p.detach().clone() for p in model.parameters()]
         start = torch.cat([p.detach().flatten() for p in assignment_parameters(model)])
         train(model, random_dataset(), 16, replace(config, assignment_lr_scale=scale_factor), progress=False)
-        moved[scale_factor] = (torch.cat([p.detach().flatten() for p in assignment_parameters(model)]) - start).abs().max().item()
+        moved[scale_factor] = (
+            (torch.cat([p.detach().flatten() for p in assignment_parameters(model)]) - start).abs().max().item()
+        )
         assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert moved[0.0] == 0.0 and moved[1.0] > 0
     assert moved[100.0] > 20 * moved[1.0]

@@ -1,4 +1,5 @@
 """FReLU and its deploy form."""
+
 from __future__ import annotations
 
 import torch

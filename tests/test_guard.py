@@ -1,4 +1,5 @@
 """The size guard: analytic footprint equals the built model's counts, and oversized networks are refused."""
+
 from __future__ import annotations
 
 from dataclasses import replace

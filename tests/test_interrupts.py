@@ -1,4 +1,5 @@
 """A fresh machine and a hostile world: declared dependencies, interrupted trials queued again, atomic queuing, workers that tell the truth."""
+
 from __future__ import annotations
 
 import ast
@@ -30,7 +31,20 @@ from scaler.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 STEP, TOLERANCE = 0.25, 0.2
 LABELS = [c.label for c in feasible_grid(STEP, TOLERANCE)]
-SMALL = ["--step", str(STEP), "--tolerance", str(TOLERANCE), "--ratio-range", "1.0", "4.5", "--val-size", "100", "--confirm", "0", "--no-progress"]
+SMALL = [
+    "--step",
+    str(STEP),
+    "--tolerance",
+    str(TOLERANCE),
+    "--ratio-range",
+    "1.0",
+    "4.5",
+    "--val-size",
+    "100",
+    "--confirm",
+    "0",
+    "--no-progress",
+]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
 IMPORT_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
 
@@ -50,25 +64,33 @@ def test_pyproject_declares_every_third_party_import() -> None:
     third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "scaler"}
     missing = {name for name in third_party if IMPORT_NAMES.get(name, name).lower().replace("_", "-") not in declared}
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
-    assert any(r.startswith("optuna") and "<" in r for r in project["dependencies"]), "Optuna's private _rdb models need an upper bound"
+    assert any(r.startswith("optuna") and "<" in r for r in project["dependencies"]), (
+        "Optuna's private _rdb models need an upper bound"
+    )
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     """`scaler ARGS` in its own session, output to a pipe."""
     command = [sys.executable, "-m", "scaler.cli", *args]
-    return subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def trials_of(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     """The stored trials, read afresh."""
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    )
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=True)
     finally:
         storage.engine.dispose()
 
 
-def wait_until_training(url: str, study: str, process: subprocess.Popen[str], timeout: float = 240) -> optuna.trial.FrozenTrial:
+def wait_until_training(
+    url: str, study: str, process: subprocess.Popen[str], timeout: float = 240
+) -> optuna.trial.FrozenTrial:
     """Poll the SQLite file read-only (never creating tables beside the command) until a trial has finished an epoch."""
     path = url.removeprefix("sqlite:///")
     query = (
@@ -85,7 +107,9 @@ def wait_until_training(url: str, study: str, process: subprocess.Popen[str], ti
         if numbers:
             return next(t for t in trials_of(url, study) if t.number == numbers[0])
         time.sleep(0.2)
-    raise AssertionError(f"no trial trained within {timeout} s; exit {process.poll()}: {process.stderr.read() if process.poll() is not None else ''}")
+    raise AssertionError(
+        f"no trial trained within {timeout} s; exit {process.poll()}: {process.stderr.read() if process.poll() is not None else ''}"
+    )
 
 
 def no_process_left(session: int) -> bool:
@@ -117,12 +141,20 @@ def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signa
     stopped = next(t for t in trials if t.number == victim.number)
     assert stopped.state == TrialState.FAIL
     assert "KeyboardInterrupt" in stopped.user_attrs["interrupted"]
-    assert any(t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["candidate"] == victim.params["candidate"] for t in trials)
+    assert any(
+        t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["candidate"] == victim.params["candidate"]
+        for t in trials
+    )
     frame = pd.read_csv(tmp_path / "studies" / "int" / "trials.csv")
     assert "queued again" in frame.loc[frame.number == victim.number, "failure"].item()
-    assert json.loads((tmp_path / "studies" / "int" / "summary.json").read_text())["failures"][0]["number"] == victim.number
+    assert (
+        json.loads((tmp_path / "studies" / "int" / "summary.json").read_text())["failures"][0]["number"]
+        == victim.number
+    )
 
-    rerun = subprocess.run([sys.executable, "-m", "scaler.cli", *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     done = finished_once(trials_of(url, "int"))
     print(f"\n[{stop.name}] killed #{victim.number} {victim.params['candidate']}; after the rerun: {dict(done)}")
@@ -139,7 +171,9 @@ def race_to_enqueue(url: str, labels: list[str], errors: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_searches_started_together_on_a_new_database_queue_each_point_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_searches_started_together_on_a_new_database_queue_each_point_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Four processes create one study and queue one 20-point grid at once: no error (alembic race), 20 trials."""
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
     labels = [c.label for c in feasible_grid(0.1, 0.1)]
@@ -152,18 +186,44 @@ def test_searches_started_together_on_a_new_database_queue_each_point_once(backe
         process.join(timeout=120)
     assert errors.empty(), errors.get()
     queued = Counter(t.system_attrs["fixed_params"]["candidate"] for t in trials_of(url, "race"))
-    print(f"\n[enqueue race, {backend}] {len(processes)} processes, {sum(queued.values())} trials for {len(labels)} points")
+    print(
+        f"\n[enqueue race, {backend}] {len(processes)} processes, {sum(queued.values())} trials for {len(labels)} points"
+    )
     assert queued == Counter(labels)
 
 
 def test_workers_share_n_trials(tmp_path: Path) -> None:
     """`--workers 2 --n-trials 2` runs two trials in all, not two per worker."""
     result = subprocess.run(
-        [sys.executable, "-m", "scaler.cli", "search", "--study", "w", "--workers", "2", "--n-trials", "2", "--subset", "300", "--epochs", "1", *SMALL],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "scaler.cli",
+            "search",
+            "--study",
+            "w",
+            "--workers",
+            "2",
+            "--n-trials",
+            "2",
+            "--subset",
+            "300",
+            "--epochs",
+            "1",
+            *SMALL,
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    started = [t for t in trials_of(f"sqlite:///{tmp_path / 'studies' / 'w' / 'study.db'}", "w") if t.state != TrialState.WAITING]
+    started = [
+        t
+        for t in trials_of(f"sqlite:///{tmp_path / 'studies' / 'w' / 'study.db'}", "w")
+        if t.state != TrialState.WAITING
+    ]
     assert len(started) == 2, [(t.number, t.state.name) for t in started]
 
 
@@ -176,7 +236,9 @@ def worker_pids(parent: int) -> list[int]:
 def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> None:
     """SIGTERM to `scaler search --workers 2`: no orphan worker, trials.csv written, the running trials queued again."""
     url = f"sqlite:///{tmp_path / 'studies' / 'term' / 'study.db'}"
-    process = start(["search", "--study", "term", "--workers", "2", "--subset", "600", "--epochs", "2", *SMALL], tmp_path)
+    process = start(
+        ["search", "--study", "term", "--workers", "2", "--subset", "600", "--epochs", "2", *SMALL], tmp_path
+    )
     wait_until_training(url, "term", process)
     assert len(worker_pids(process.pid)) == 2
     process.send_signal(signal.SIGTERM)
@@ -189,14 +251,34 @@ def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> No
     assert (tmp_path / "studies" / "term" / "trials.csv").stat().st_size > 0
     trials = trials_of(url, "term")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    held = {t.params.get("candidate") or t.system_attrs["fixed_params"]["candidate"] for t in trials if t.state != TrialState.FAIL}
+    held = {
+        t.params.get("candidate") or t.system_attrs["fixed_params"]["candidate"]
+        for t in trials
+        if t.state != TrialState.FAIL
+    }
     assert held == set(LABELS)
 
 
 def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) -> None:
     """SIGKILL one of two workers: the other finishes the grid (the killed trial is retried by heartbeat), the command exits 1 and says so."""
     url = f"sqlite:///{tmp_path / 'studies' / 'crash' / 'study.db'}"
-    process = start(["search", "--study", "crash", "--workers", "2", "--heartbeat", "2", "--subset", "600", "--epochs", "2", *SMALL], tmp_path)
+    process = start(
+        [
+            "search",
+            "--study",
+            "crash",
+            "--workers",
+            "2",
+            "--heartbeat",
+            "2",
+            "--subset",
+            "600",
+            "--epochs",
+            "2",
+            *SMALL,
+        ],
+        tmp_path,
+    )
     wait_until_training(url, "crash", process)
     os.kill(worker_pids(process.pid)[0], signal.SIGKILL)
     out, err = process.communicate(timeout=400)
@@ -212,7 +294,16 @@ def test_stored_config_hides_the_password(postgres_url: str) -> None:
     """The study keeps its config for workers elsewhere, without the storage password."""
     with_password = postgres_url.replace("://postgres@", "://postgres:hunter2@")
     assert "hunter2" in with_password
-    config = SearchConfig(step=STEP, tolerance=TOLERANCE, study="pw", storage=with_password, subset=300, val_size=100, train=TrainConfig(epochs=1), progress=False)
+    config = SearchConfig(
+        step=STEP,
+        tolerance=TOLERANCE,
+        study="pw",
+        storage=with_password,
+        subset=300,
+        val_size=100,
+        train=TrainConfig(epochs=1),
+        progress=False,
+    )
     search = GridSearch(config, log=lambda line: None)
     stored = search.study.user_attrs["config"]
     assert "hunter2" not in json.dumps(stored)

@@ -1,4 +1,5 @@
 """Every registered base at small input: shape, gradients everywhere, no NaN."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """EfficientNet's rounding rules, held in one pure function."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,7 +45,9 @@ def test_compound_is_power_of_phi() -> None:
     assert compound(1.2, 1.1, 1.15, 0) == (1.0, 1.0, 1.0)
 
 
-@pytest.mark.parametrize("args", [(0.9, 1.1, 1.1, 1), (1.2, 0.5, 1.1, 1), (1.2, 1.1, -1, 1), (1.2, 1.1, 1.1, -0.5), (float("nan"), 1, 1, 1)])
+@pytest.mark.parametrize(
+    "args", [(0.9, 1.1, 1.1, 1), (1.2, 0.5, 1.1, 1), (1.2, 1.1, -1, 1), (1.2, 1.1, 1.1, -0.5), (float("nan"), 1, 1, 1)]
+)
 def test_compound_rejects_bad_input(args) -> None:
     with pytest.raises(SpecError):
         compound(*args)

@@ -1,4 +1,5 @@
 """`scaler search` on a Fashion-MNIST subset: grid, storage, resume, outputs, one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,19 @@ from scaler.cli import main
 from scaler.grid import Candidate, feasible_grid
 from scaler.search import TRIAL_COLUMNS
 
-FAST = ["--subset", "300", "--epochs", "1", "--batch-size", "64", "--confirm", "2", "--confirm-seeds", "1", "--no-progress"]
+FAST = [
+    "--subset",
+    "300",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--confirm",
+    "2",
+    "--confirm-seeds",
+    "1",
+    "--no-progress",
+]
 
 
 def test_grid_counts_match_the_issue() -> None:
@@ -85,7 +98,9 @@ def test_infeasible_candidates_are_not_trained(study_dir: Path) -> None:
     ],
 )
 def test_search_user_errors(args: list[str], needle: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "scaler.cli", *args, *FAST], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args, *FAST], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr

@@ -1,4 +1,5 @@
 """Several workers on one study, on embedded SQLite and on a real PostgreSQL: each grid point runs once, a killed worker's trial is retried."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,19 @@ from scaler.train import TrainConfig
 
 BACKENDS = ["sqlite", "postgresql"]
 STEP, TOLERANCE = 0.25, 0.3
-FAST = ["--subset", "300", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--confirm", "0", "--no-progress"]
+FAST = [
+    "--subset",
+    "300",
+    "--val-size",
+    "100",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--confirm",
+    "0",
+    "--no-progress",
+]
 KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.25, 0.2, 2
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # measure_latency uses 2 threads in every worker: with OpenMP's default spin-waiting, oversubscribed cores make it ~70x slower.
@@ -29,7 +42,9 @@ ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
 def run_scaler(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """`python -m scaler.cli ARGS` in cwd."""
-    return subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV
+    )
 
 
 def storage_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
@@ -72,7 +87,9 @@ def claim_all(url: str, study: str, claimed: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_racing_processes_claim_each_queued_trial_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_racing_processes_claim_each_queued_trial_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Four processes popping one queue of 200 trials: every trial claimed by exactly one (Optuna's own pop double-claims on SQLite)."""
     import multiprocessing
 
@@ -89,17 +106,32 @@ def test_racing_processes_claim_each_queued_trial_once(backend: str, tmp_path: P
     for process in processes:
         process.join(timeout=30)
     ids = [trial_id for got in per_process for trial_id in got]
-    print(f"\n[claim race, {backend}] claims per process {[len(got) for got in per_process]}, total {len(ids)}, unique {len(set(ids))}")
+    print(
+        f"\n[claim race, {backend}] claims per process {[len(got) for got in per_process]}, total {len(ids)}, unique {len(set(ids))}"
+    )
     assert len(ids) == len(set(ids)) == 200
     assert all(t.state == TrialState.RUNNING for t in load_trials(url, "race"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_several_workers_run_every_grid_point_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_several_workers_run_every_grid_point_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """`scaler search --workers N` (as many as the machine allows, up to 4): each candidate once, none lost, no 'database is locked'."""
     labels = [c.label for c in feasible_grid(STEP, TOLERANCE)]
     workers = min(4, max_workers())
-    args = ["search", "--study", "w4", "--workers", str(workers), "--step", str(STEP), "--tolerance", str(TOLERANCE), *FAST]
+    args = [
+        "search",
+        "--study",
+        "w4",
+        "--workers",
+        str(workers),
+        "--step",
+        str(STEP),
+        "--tolerance",
+        str(TOLERANCE),
+        *FAST,
+    ]
     if backend == "postgresql":
         url = request.getfixturevalue("postgres_url")
         args += ["--storage", url]
@@ -118,7 +150,9 @@ def test_several_workers_run_every_grid_point_once(backend: str, tmp_path: Path,
     started_trials = [t for t in trials if t.state != TrialState.WAITING]
     counts = Counter(t.params.get("candidate") for t in started_trials)
     numbers = figures(trials, labels)
-    print(f"\n[{workers} workers, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s")
+    print(
+        f"\n[{workers} workers, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s"
+    )
     assert all(t.state in FINISHED for t in trials), [t.state for t in trials]
     assert sum(n - 1 for n in counts.values()) == 0, counts
     assert set(counts) == set(labels) and len(counts) == len(labels)
@@ -167,7 +201,9 @@ def snapshot(trials: list[FrozenTrial]) -> dict[int, tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("backend", ["postgresql", pytest.param("sqlite", marks=pytest.mark.slow)])
-def test_sigkilled_worker_trial_is_failed_and_retried_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_sigkilled_worker_trial_is_failed_and_retried_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """SIGKILL a `scaler worker` mid-training: its trial ends FAIL, a retry completes, nothing lost or duplicated."""
     url = storage_for(backend, tmp_path, request, "kill")
     study = "kill"
@@ -176,7 +212,9 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(backend: str, tmp_pat
     assert GridSearch(kill_config(url, study), log=lambda line: None).pending() == (len(labels), 0)
     command = [sys.executable, "-m", "scaler.cli", "worker", "--study", study, "--storage", url]
     with open(tmp_path / "killed.log", "wb") as log:
-        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=ENV, start_new_session=True)
+        worker = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=ENV, start_new_session=True
+        )
         try:
             victim = wait_for_training(url, study, worker, timeout=180)
             os.killpg(worker.pid, signal.SIGKILL)

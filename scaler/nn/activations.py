@@ -1,4 +1,5 @@
 """Activation factories: each takes the channel count, because FReLU needs it."""
+
 from __future__ import annotations
 
 from typing import Callable

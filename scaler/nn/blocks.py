@@ -1,4 +1,5 @@
 """Blocks of the four stage types; each takes its activation and pointwise conv as factories."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -61,8 +62,14 @@ class DepthwiseSeparable(nn.Module):
     """MobileNetV1 block: depthwise kxk + BN + act, pointwise 1x1 + BN + act."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int, act: ActFactory,
-        pointwise: Pointwise = dense_pointwise, eps: float = 1e-5,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        act: ActFactory,
+        pointwise: Pointwise = dense_pointwise,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.conv_dw = conv_bn(in_channels, in_channels, kernel, stride, act, groups=in_channels, eps=eps)
@@ -76,8 +83,16 @@ class MBConv(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, optional SE, 1x1 project; skip when shapes allow."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, hidden: int, kernel: int, stride: int, squeeze: int,
-        act: ActFactory, pointwise: Pointwise = dense_pointwise, eps: float = 1e-5,
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int,
+        kernel: int,
+        stride: int,
+        squeeze: int,
+        act: ActFactory,
+        pointwise: Pointwise = dense_pointwise,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
@@ -97,8 +112,16 @@ class FusedMBConv(nn.Module):
     """EfficientNetV2 Fused-MBConv: kxk expand conv (+ 1x1 project when expanded), optional SE."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, hidden: int, kernel: int, stride: int, squeeze: int,
-        act: ActFactory, pointwise: Pointwise = dense_pointwise, eps: float = 1e-5,
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int,
+        kernel: int,
+        stride: int,
+        squeeze: int,
+        act: ActFactory,
+        pointwise: Pointwise = dense_pointwise,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
@@ -118,8 +141,15 @@ class Bottleneck(nn.Module):
     """ResNet v1.5 bottleneck: 1x1 reduce, kxk (carries the stride), 1x1 expand, projection shortcut."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, mid: int, kernel: int, stride: int,
-        act: ActFactory, pointwise: Pointwise = dense_pointwise, eps: float = 1e-5,
+        self,
+        in_channels: int,
+        out_channels: int,
+        mid: int,
+        kernel: int,
+        stride: int,
+        act: ActFactory,
+        pointwise: Pointwise = dense_pointwise,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.conv1 = ConvBN(pointwise(in_channels, mid), mid, act, eps)

@@ -1,4 +1,5 @@
 """Turn a NetSpec into an nn.Module, and fold batch norms for deployment."""
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ class Network(nn.Module):
         self.spec = spec
         eps = spec.norm_eps
         stem_act = act_factory(spec.activation, eps)
-        stem: list[nn.Module] = [conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride, stem_act, eps=eps)]
+        stem: list[nn.Module] = [
+            conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride, stem_act, eps=eps)
+        ]
         if spec.stem.maxpool:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)

@@ -1,4 +1,5 @@
 """Deploy forms of a trained model: BN folded into convolutions, depthwise convs as fusable shifts."""
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 Training form: a dense weight masked by learned channel-to-group and filter-to-group assignments.
 Deployed form: the same function as real grouped convolutions, so MACs and latency actually drop.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,14 @@ class FLGCConv2d(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, groups: int, kernel_size: int = 1, stride: int = 1,
-        duplicate: bool = False, top_k: int = DUPLICATE_TOP_K,
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        duplicate: bool = False,
+        top_k: int = DUPLICATE_TOP_K,
     ) -> None:
         super().__init__()
         if groups < 1 or top_k < 1:
@@ -129,8 +136,10 @@ class FLGCConv2d(nn.Module):
         return F.conv2d(x, weight, stride=self.stride, padding=self.kernel_size // 2)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}"
+        )
 
 
 def assignment_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -180,8 +189,9 @@ def plan_buckets(sizes: Sequence[tuple[int, int]], strategy: str) -> list[list[i
 
     best: list[tuple[float, list[list[int]]]] = [(0.0, [])]
     for end in range(1, len(order) + 1):
-        best.append(min((best[start][0] + cost(order[start:end]), best[start][1] + [order[start:end]])
-                        for start in range(end)))
+        best.append(
+            min((best[start][0] + cost(order[start:end]), best[start][1] + [order[start:end]]) for start in range(end))
+        )
     return best[-1][1]
 
 
@@ -213,8 +223,9 @@ class DeployedFLGC(nn.Module):
         for index, bucket in enumerate(plan_buckets(self.sizes, strategy)):
             max_in = max(self.sizes[g][0] for g in bucket)
             max_out = max(self.sizes[g][1] for g in bucket)
-            conv = nn.Conv2d(len(bucket) * max_in, len(bucket) * max_out, k, layer.stride, k // 2,
-                             groups=len(bucket), bias=False).to(device, weight.dtype)
+            conv = nn.Conv2d(
+                len(bucket) * max_in, len(bucket) * max_out, k, layer.stride, k // 2, groups=len(bucket), bias=False
+            ).to(device, weight.dtype)
             conv.weight.data.zero_()
             gather = torch.zeros(len(bucket) * max_in, dtype=torch.long, device=device)
             filters = torch.full((len(bucket) * max_out,), -1, dtype=torch.long, device=device)
@@ -302,7 +313,9 @@ class DeployedFLGC(nn.Module):
             if self.scatter_rows[index]:
                 real_rows = getattr(self, f"real_rows_{index}")
                 piece, filters = piece.index_select(0, real_rows), filters[real_rows]
-            out.index_copy_(0, (filters[:, None] + images * self.out_channels).flatten(), piece.view(-1, height * width))
+            out.index_copy_(
+                0, (filters[:, None] + images * self.out_channels).flatten(), piece.view(-1, height * width)
+            )
         if len(self.starved_filters):
             starved = (self.starved_filters[:, None] + images * self.out_channels).flatten()
             out.index_copy_(0, starved, self.starved_bias.repeat_interleave(batch)[:, None].expand(-1, height * width))
