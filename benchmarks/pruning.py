@@ -9,6 +9,8 @@ median-pruned one is the default study, i.e. exactly `scaler search --base mobil
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -19,13 +21,15 @@ from scaler.cli import main as scaler_main
 
 
 def run(study: str | None, pruner: str, extra: list[str]) -> dict:
-    """Run one search (the default study name when `study` is None) and return its summary."""
+    """Run one search (the default study name when `study` is None) and return the summary.json it wrote."""
     named = ["--study", study] if study else []
-    code = scaler_main(["search", *named, "--pruner", pruner, "--no-progress", *extra])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = scaler_main(["search", *named, "--pruner", pruner, "--no-progress", "--json", *extra])
     if code:
         sys.exit(code)
-    summaries = sorted(Path("studies").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(summaries[-1].read_text())
+    written = json.loads(printed.getvalue().strip().splitlines()[-1])["study"]
+    return json.loads((Path("studies") / written / "summary.json").read_text())
 
 
 def main() -> None:
@@ -49,7 +53,8 @@ def main() -> None:
     print(f"{'pruned trials':<24}{pruned['pruned']:>12}{full['pruned']:>12}")
     print(f"{'best (a, b, g)':<24}{str(best['pruned']):>12}{str(best['full']):>12}")
     print(
-        f"trial-epochs saved by {args.pruner}: {1 - epochs['pruned'] / epochs['full']:.0%}; best candidate {'unchanged' if best['pruned'] == best['full'] else 'CHANGED'}"
+        f"trial-epochs saved by {args.pruner}: {1 - epochs['pruned'] / epochs['full']:.0%}; "
+        f"best candidate {'unchanged' if best['pruned'] == best['full'] else 'CHANGED'}"
     )
     ranked = frames["full"][frames["full"].constraint <= 0].sort_values("val_acc", ascending=False)
     print(

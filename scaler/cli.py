@@ -6,22 +6,23 @@ import argparse
 import json
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
 from scaler.errors import RunFailed, UserError
+from scaler.scaling import EFFICIENTNET_COEFFICIENTS, compound
 from scaler.spec import DUPLICATE_TOP_K
 from scaler.storage import check_study_name, study_folder
 from scaler.tasks import Task, dataset_task, parse_input
-from scaler.variants import VARIANT_HELP, apply_variant
-from scaler.zoo import BASES, base
+from scaler.variants import VARIANT_HELP
+from scaler.zoo import BASES
 
 if TYPE_CHECKING:
-    from scaler.data import Dataset
-    from scaler.spec import NetSpec
+    from scaler.run import RunConfig
     from scaler.train import TrainConfig
 
-EFFICIENTNET_COEFFICIENTS = (1.2, 1.1, 1.15)
+Argv = tuple[str, ...]
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,12 +60,6 @@ def variant_of(args: argparse.Namespace) -> str:
     return args.variant
 
 
-def base_spec(args: argparse.Namespace) -> NetSpec:
-    """The base NetSpec the arguments describe (task, base network, variant)."""
-    task = task_of(args)
-    return apply_variant(base(args.base, task.in_channels, task.resolution, task.num_classes), variant_of(args))
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -87,13 +82,17 @@ def millions(value: Any) -> str:
     return "-" if value is None else f"{value / 1e6:.3f}"
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
+def cmd_profile(args: argparse.Namespace, argv: Argv) -> int:
     """scaler profile: one row per phi."""
-    from scaler.profile import profile_multipliers, profile_phis
+    from scaler.profile import PROFILE_COLUMNS, profile_multipliers, profile_phis
+    from scaler.run import RunConfig
 
     if args.runs < 1 or args.threads < 1:
         raise UserError(f"--runs and --threads must be >= 1 (got {args.runs}, {args.threads})")
-    spec = base_spec(args)
+    config = RunConfig(
+        command="profile", base=args.base, variant=variant_of(args), dataset=args.dataset, task=task_of(args), argv=argv
+    )
+    spec = config.base_spec()
     direct = (args.width, args.depth, args.resolution)
     if any(v is not None for v in direct):
         if any(v is not None for v in (args.alpha, args.beta, args.gamma)):
@@ -107,11 +106,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         )
         rows = profile_phis(spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads)
     if args.json:
-        keys = ["phi", "depth", "width", "resolution", "params", "macs", "macs_ratio", "activations", "latency_ms"]
-        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=1))
+        print(json.dumps([{k: row[k] for k in PROFILE_COLUMNS} for row in rows], indent=1))
         return 0
     print(f"# {spec.name} on {spec.in_channels}x{spec.resolution}x{spec.resolution}, {spec.num_classes} classes")
-    print(f"# {CONVENTION}; latency: median of {args.runs} runs at batch 1, {args.threads} threads")
+    print(f"# {CONVENTION}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads")
     print_table(
         rows,
         [
@@ -125,6 +123,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             ("2^φ", "target_ratio", _fmt),
             ("acts(M)", "activations", millions),
             ("latency(ms)", "latency_ms", lambda v: _fmt(v, 2)),
+            ("IQR(ms)", "latency_iqr_ms", lambda v: _fmt(v, 2)),
         ],
     )
     return 0
@@ -223,7 +222,7 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
         )
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
     """scaler search: grid search of alpha, beta, gamma with proxy training."""
     from scaler.search import SearchConfig, run_search
 
@@ -252,6 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         workers=args.workers,
         train=train_config(args, epochs=settings["epochs"]),
         progress=args.progress and args.workers == 1,
+        argv=argv,
     )
     check_study_name(config.study_name)
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -266,6 +266,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def print_search_summary(summary: dict[str, Any], config: Any) -> None:
     """Human summary of a finished search."""
+    from scaler.storage import redact
+
     ref = summary.get("reference") or {}
     print(
         f"\n# {summary['study']}: {summary['trials']} trials, {summary['feasible_trained']} trained, "
@@ -282,7 +284,8 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
         )
     if ref:
         print(
-            f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms"
+            f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  "
+            f"params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms"
         )
     sig = summary.get("significance") or {}
     if sig.get("ranking"):
@@ -296,17 +299,10 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
     print(
         f"time: {summary['wall_seconds']:.0f} s wall, {summary['seconds_per_trial']} s per trained trial, {summary['trial_epochs']} trial-epochs"
     )
-    print(f"wrote {config.folder}/trials.csv, search.png, summary.json; storage {redact_url(config.storage_url)}")
+    print(f"wrote {config.folder}/trials.csv, search.png, summary.json, run.json; storage {redact(config.storage_url)}")
 
 
-def redact_url(url: str) -> str:
-    """URL without password."""
-    from scaler.storage import redact
-
-    return redact(url)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, argv: Argv) -> int:
     """scaler worker: run queued grid points of an existing study."""
     from scaler.search import join_study
 
@@ -316,48 +312,52 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def experiment_setup(
-    args: argparse.Namespace, need_data: bool = True
-) -> tuple[Any, tuple[float, float, float], Any, Any, Any]:
-    """(study info or None, coefficients, base spec, dataset, train config) for the experiment commands."""
-    from scaler.experiments import study_info
+def experiment_config(
+    args: argparse.Namespace, argv: Argv, latency_runs: int = 20
+) -> tuple[RunConfig, tuple[float, float, float]]:
+    """The run config and coefficients of scale, frelu, ladder and compare-scaling: from --study or explicit values."""
+    from scaler.run import RunConfig, study_info
 
     info = study_info(args.study) if args.study else None
     explicit = (args.alpha, args.beta, args.gamma)
     if all(v is not None for v in explicit):
-        coefficients = tuple(float(v) for v in explicit)
+        coefficients = (float(args.alpha), float(args.beta), float(args.gamma))
     elif info:
         coefficients = (info.alpha, info.beta, info.gamma)
     else:
         raise UserError("give --study NAME (a finished scaler search) or all of --alpha --beta --gamma")
-    from scaler.scaling import compound
-
     compound(*coefficients, 1.0)
-    args.base = args.base or (info.base if info else "mobilenet")
-    args.dataset = args.dataset or (info.dataset if info else "fashion-mnist")
-    args.variant, args.activation, args.frelu_stages = "relu", None, None
-    spec = base_spec(args)
-    dataset = None
-    if need_data:
-        dataset = load_evaluated_dataset(args)
-    folder = info.folder if info else study_folder(args.out or f"{args.base}-{args.dataset}")
-    folder.mkdir(parents=True, exist_ok=True)
-    args.folder = folder
-    return info, coefficients, spec, dataset, train_config(args)
+    base = args.base or (info.base if info else "mobilenet")
+    dataset = args.dataset or (info.dataset if info else "fashion-mnist")
+    folder = info.folder if info else study_folder(args.out or f"{base}-{dataset}")
+    config = RunConfig(
+        command=args.command,
+        base=base,
+        dataset=dataset,
+        task=dataset_task(dataset),
+        folder=folder,
+        latency_runs=latency_runs,
+        argv=argv,
+        **data_options(args),
+    )
+    return config, coefficients
 
 
-def load_evaluated_dataset(args: argparse.Namespace) -> Dataset:
-    """The dataset with the training subset, and validation and test splits cut to --val-size and --test-size."""
-    from dataclasses import replace as dc_replace
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """data_dir, subset, val_size, test_size, train and progress of a RunConfig, from the training options."""
+    return {
+        "data_dir": args.data_dir,
+        "subset": args.subset or None,
+        "val_size": args.val_size or None,
+        "test_size": args.test_size or None,
+        "train": train_config(args),
+        "progress": args.progress,
+    }
 
-    from scaler.data import load_dataset
 
-    dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset or None, seed=args.seed)
-    if args.val_size:
-        dataset = dc_replace(dataset, val=dataset.val.subset(args.val_size, args.seed))
-    if args.test_size:
-        dataset = dc_replace(dataset, test=dataset.test.subset(args.test_size, args.seed))
-    return dataset
+def options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """Every parsed option, for run.json."""
+    return {key: value for key, value in vars(args).items() if key != "func"}
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: int | None) -> None:
@@ -376,63 +376,44 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     add_train_args(parser, epochs=epochs, subset=subset)
 
 
-def save_figures(figures: dict[str, Any], folder: Any, prefix: str = "") -> list[str]:
-    """Save Figures as PNG under folder; the paths written."""
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for name, figure in figures.items():
-        path = folder / f"{prefix}{name}.png"
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(figure)
-        paths.append(str(path))
-    return paths
-
-
-def cmd_scale(args: argparse.Namespace) -> int:
+def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
     """scaler scale: every (variant, phi) profiled, trained up to --train-max-phi, extrapolated beyond."""
-    from scaler.experiments import scale_variants
-    from scaler.extrapolate import extrapolate, held_out_error
+    from scaler.experiments import scale
     from scaler.plots import tradeoff_figures
+    from scaler.run import setup, write
 
-    _, coefficients, spec, dataset, config = experiment_setup(args, need_data=args.train_max_phi >= 0)
-    frame = scale_variants(
-        spec, coefficients, args.phi, args.variant_list, dataset, config, args.train_max_phi, progress=args.progress
-    )
-    if frame["trained"].any():
-        frame = extrapolate(frame)
-        held = held_out_error(frame)
-        held.to_csv(args.folder / "extrapolation.csv", index=False)
-        for _, row in held.iterrows():
-            print(
-                f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, measured {row.measured:.4f}, error {row.error:+.4f}"
-            )
-    frame.to_csv(args.folder / "scale.csv", index=False)
-    paths = save_figures(tradeoff_figures(frame), args.folder)
+    config, coefficients = experiment_config(args, argv)
+    run = setup(config, data=args.train_max_phi >= 0)
+    frames = scale.run(scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi), run)
+    paths = write(run.folder, config, argv, run.started, frames, tradeoff_figures(frames["scale"]), options_of(args))
+    for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
+        print(
+            f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, "
+            f"measured {row.measured:.4f}, error {row.error:+.4f}"
+        )
+    frame = frames["scale"]
     print(f"# {CONVENTION}")
     columns = [
-        c
-        for c in (
-            "variant",
-            "phi",
-            "resolution",
-            "params",
-            "macs",
-            "macs_ratio",
-            "target_ratio",
-            "latency_ms",
-            "test_acc",
-            "predicted_acc",
-        )
-        if c in frame
+        "variant",
+        "phi",
+        "resolution",
+        "params",
+        "macs",
+        "macs_ratio",
+        "target_ratio",
+        "latency_ms",
+        "latency_iqr_ms",
+        "test_acc",
+        "predicted_acc",
     ]
-    print(frame[columns].to_string(index=False))
-    print(f"wrote {args.folder / 'scale.csv'}, " + ", ".join(paths))
+    print(frame[[c for c in columns if c in frame]].to_string(index=False))
+    print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
+def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     """scaler plot: trade-off figures from a study's scale.csv."""
+    import matplotlib.pyplot as plt
     import pandas as pd
 
     from scaler.plots import tradeoff_figures
@@ -440,69 +421,72 @@ def cmd_plot(args: argparse.Namespace) -> int:
     path = study_folder(args.study) / "scale.csv"
     if not path.is_file():
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
-    frame = pd.read_csv(path)
-    paths = save_figures(tradeoff_figures(frame), path.parent)
+    paths = []
+    for name, figure in tradeoff_figures(pd.read_csv(path)).items():
+        figure.savefig(path.parent / f"{name}.png", dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(str(path.parent / f"{name}.png"))
     print("wrote " + ", ".join(paths))
     return 0
 
 
-def cmd_frelu(args: argparse.Namespace) -> int:
+def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
     """scaler frelu: Pareto front of per-stage FReLU masks (accuracy vs latency)."""
+    from scaler.experiments.frelu import frelu_masks
     from scaler.plots import frelu_figure
-    from scaler.scaling import compound, scale
-    from scaler.search import frelu_masks
-    from scaler.storage import default_url
+    from scaler.run import setup, write
+    from scaler.scaling import scale
+    from scaler.storage import default_url, redact
 
-    info, coefficients, spec, dataset, config = experiment_setup(args)
-    spec = scale(spec, *compound(*coefficients, args.at_phi))
-    name = f"{args.folder.name}-frelu-phi{args.at_phi:g}"
+    config, coefficients = experiment_config(args, argv, latency_runs=30)
+    run = setup(config)
+    name = f"{config.folder.name}-frelu-phi{args.at_phi:g}"
     storage = args.storage or default_url(name)
-    frame = frelu_masks(
-        spec, dataset, config, storage, name, args.seed, args.n_trials, args.latency, log=print, progress=args.progress
-    )
-    frame.to_csv(args.folder / "frelu.csv", index=False)
-    save_figures({"frelu_pareto": frelu_figure(frame)}, args.folder)
+    spec = scale(run.spec, *compound(*coefficients, args.at_phi))
+    frame = frelu_masks(spec, run, storage, name, args.n_trials, args.latency)
+    options = options_of(args) | {"storage": redact(storage)}
+    write(run.folder, config, argv, run.started, {"frelu": frame}, {"frelu_pareto": frelu_figure(frame)}, options)
     print(f"# Pareto front (accuracy up, {args.latency} latency down) of {len(frame)} masks, φ={args.at_phi:g}:")
-    print(frame[frame.pareto][["mask", "variant", "val_acc", "latency_ms", "macs"]].to_string(index=False))
-    print(f"wrote {args.folder / 'frelu.csv'}, {args.folder / 'frelu_pareto.png'}")
-    return 0
-
-
-def cmd_ladder(args: argparse.Namespace) -> int:
-    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU."""
-    from scaler.experiments import ladder
-    from scaler.variants import apply_variant
-
-    _, coefficients, spec, dataset, config = experiment_setup(args)
-    apply_variant(spec, args.frelu)
-    frame = ladder(spec, coefficients, args.frelu, dataset, config, progress=args.progress)
-    frame.to_csv(args.folder / "ladder.csv", index=False)
-    print(f"# {CONVENTION}; test accuracy on the held-out test set")
     print(
-        frame[["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]].to_string(
+        frame[frame.pareto][["mask", "variant", "val_acc", "latency_ms", "latency_iqr_ms", "macs"]].to_string(
             index=False
         )
     )
-    print(f"wrote {args.folder / 'ladder.csv'}")
+    print(f"wrote {run.folder / 'frelu.csv'}, {run.folder / 'frelu_pareto.png'}, {run.folder / 'run.json'}")
     return 0
 
 
-def cmd_compare_scaling(args: argparse.Namespace) -> int:
-    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs."""
-    from scaler.experiments import compare_scaling
-    from scaler.plots import accuracy_vs_macs
+def cmd_ladder(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU."""
+    from scaler.experiments import ladder
+    from scaler.run import setup, write
+    from scaler.variants import apply_variant
 
-    _, coefficients, spec, dataset, config = experiment_setup(args)
-    frame = compare_scaling(spec, coefficients, args.factors, dataset, config, progress=args.progress)
-    frame.to_csv(args.folder / "compare_scaling.csv", index=False)
-    base_row = frame[frame.rule == "base"]
-    plotted = frame[frame.rule != "base"]
-    import pandas as pd
-
-    plotted = pd.concat([base_row.assign(rule=r) for r in plotted.rule.unique()] + [plotted])
-    save_figures(
-        {"compare_scaling": accuracy_vs_macs(plotted, "rule", title="scaling rules at equal FLOPs")}, args.folder
+    config, coefficients = experiment_config(args, argv)
+    apply_variant(config.base_spec(), "fused+" + args.frelu)
+    run = setup(config)
+    frames = ladder.run(ladder.plan(coefficients, args.frelu, run.spec.name), run)
+    write(run.folder, config, argv, run.started, frames, options=options_of(args))
+    print(f"# {CONVENTION}; test accuracy on the held-out test set")
+    print(
+        frames["ladder"][
+            ["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]
+        ].to_string(index=False)
     )
+    print(f"wrote {run.folder / 'ladder.csv'}, {run.folder / 'run.json'}")
+    return 0
+
+
+def cmd_compare_scaling(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs."""
+    from scaler.experiments import compare
+    from scaler.run import setup, write
+
+    config, coefficients = experiment_config(args, argv)
+    run = setup(config)
+    frames = compare.run(compare.plan(coefficients, args.factors), run)
+    frame = frames["compare_scaling"]
+    write(run.folder, config, argv, run.started, frames, compare.figures(frame), options_of(args))
     print(f"# {CONVENTION}")
     print(
         frame[
@@ -520,36 +504,42 @@ def cmd_compare_scaling(args: argparse.Namespace) -> int:
             ]
         ].to_string(index=False)
     )
-    print(f"wrote {args.folder / 'compare_scaling.csv'}, {args.folder / 'compare_scaling.png'}")
+    print(
+        f"wrote {run.folder / 'compare_scaling.csv'}, {run.folder / 'compare_scaling.png'}, {run.folder / 'run.json'}"
+    )
     return 0
 
 
-def cmd_flgc(args: argparse.Namespace) -> int:
+def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
     """scaler flgc: plain FLGC vs FLGC with duplication as the group count grows."""
-    from scaler.experiments import flgc_groups
+    from scaler.experiments import flgc
     from scaler.plots import flgc_figure
-    from scaler.scaling import scale
+    from scaler.run import RunConfig, setup, write
 
     if any(g < 1 for g in args.groups) or args.top_k < 1:
         raise UserError(f"--groups and --top-k must be >= 1 (got {args.groups}, {args.top_k})")
-    folder = study_folder(args.out or f"flgc-{args.base}-{args.dataset}")
-    args.variant, args.activation, args.frelu_stages = "relu", None, None
-    spec = scale(base_spec(args), 1.0, args.width, 1.0)
-    dataset = None
-    if not args.profile_only:
-        dataset = load_evaluated_dataset(args)
-    frame, layers = flgc_groups(
-        spec, sorted(set(args.groups)), dataset, train_config(args), progress=args.progress, top_k=args.top_k
+    if not args.width > 0:
+        raise UserError(f"--width must be > 0 (got {args.width})")
+    config = RunConfig(
+        command="flgc",
+        base=args.base,
+        width=args.width,
+        dataset=args.dataset,
+        task=task_of(args),
+        folder=study_folder(args.out or f"flgc-{args.base}-{args.dataset}"),
+        argv=argv,
+        **data_options(args),
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / "flgc.csv", index=False)
-    layers.to_csv(folder / "flgc_layers.csv", index=False)
-    save_figures({"flgc": flgc_figure(frame)}, folder)
+    run = setup(config, data=not args.profile_only)
+    frames = flgc.run(flgc.plan(args.groups, args.top_k), run)
+    write(run.folder, config, argv, run.started, frames, {"flgc": flgc_figure(frames["flgc"])}, options_of(args))
     print(
-        f"# {spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model"
+        f"# {run.spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model"
     )
-    print(frame.to_string(index=False))
-    print(f"wrote {folder / 'flgc.csv'}, {folder / 'flgc.png'}")
+    print(frames["flgc"].drop(columns=["val_curve"]).to_string(index=False))
+    print(
+        f"wrote {run.folder / 'flgc.csv'}, {run.folder / 'flgc_layers.csv'}, {run.folder / 'flgc.png'}, {run.folder / 'run.json'}"
+    )
     return 0
 
 
@@ -696,11 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from scaler.search import raise_keyboard_interrupt
 
+    argv = tuple(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     try:
-        return args.func(args)
+        return args.func(args, argv)
     except UserError as error:
         print(f"scaler: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -8,8 +8,7 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -19,24 +18,11 @@ with warnings.catch_warnings():
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
 
 COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
-CONVENTION = "MACs: multiply-adds of conv + linear layers counted by fvcore on the eval-mode model (1 MAC = 1 FLOP, BN/pooling/activations not counted)"
+CONVENTION = (
+    "MACs: multiply-adds of conv + linear layers counted by fvcore on the eval-mode model "
+    "(1 MAC = 1 FLOP, BN/pooling/activations not counted)"
+)
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class Complexity:
-    """What a model costs: parameters, MACs, activations, and latency in milliseconds."""
-
-    params: int
-    macs: int
-    activations: int
-    latency_ms: float
-    latency_batch_ms: float
-    batch: int
-
-    def as_dict(self) -> dict[str, float]:
-        """Plain dict for frames and JSON."""
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -101,7 +87,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def measure_latency(
+def latency_times(
     model: nn.Module,
     input_shape: tuple[int, int, int],
     batch: int = 1,
@@ -109,8 +95,8 @@ def measure_latency(
     runs: int = 30,
     threads: int = DEFAULT_THREADS,
     channels_last: bool = False,
-) -> float:
-    """Median wall time in ms of one forward pass of `batch` images, after warm-up (synchronised on CUDA)."""
+) -> list[float]:
+    """Wall times in ms of `runs` forward passes of `batch` images, after warm-up (synchronised on CUDA)."""
     x = _example(model, input_shape, batch)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -126,23 +112,26 @@ def measure_latency(
             model(x)
             if cuda:
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+            times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
-def complexity(
+def measure_latency(
     model: nn.Module,
     input_shape: tuple[int, int, int],
-    batch: int = 32,
+    batch: int = 1,
+    warmup: int = 5,
     runs: int = 30,
     threads: int = DEFAULT_THREADS,
-) -> Complexity:
-    """Parameters, MACs, activations and latency (batch 1 and `batch`) of a model."""
-    return Complexity(
-        params=count_params(model),
-        macs=count_macs(model, input_shape),
-        activations=count_activations(model, input_shape),
-        latency_ms=measure_latency(model, input_shape, 1, runs=runs, threads=threads),
-        latency_batch_ms=measure_latency(model, input_shape, batch, runs=max(3, runs // 5), threads=threads),
-        batch=batch,
-    )
+    channels_last: bool = False,
+) -> float:
+    """Median wall time in ms of one forward pass of `batch` images, after warm-up."""
+    return statistics.median(latency_times(model, input_shape, batch, warmup, runs, threads, channels_last))
+
+
+def interquartile_range(values: list[float]) -> float:
+    """Spread of repeated measurements: the 75th minus the 25th percentile (0 for fewer than two)."""
+    if len(values) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return high - low

@@ -9,6 +9,7 @@ from scaler.spec import NetSpec, SpecError, Stage
 
 CHANNEL_DIVISOR = 8
 RESOLUTION_MULTIPLE = 2
+EFFICIENTNET_COEFFICIENTS = (1.2, 1.1, 1.15)  # alpha, beta, gamma found for EfficientNet-B0 (Tan & Le 2019)
 
 
 def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float, float, float]:

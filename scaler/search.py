@@ -1,4 +1,4 @@
-"""Optuna studies (the only module that imports Optuna): the grid search of alpha, beta, gamma."""
+"""The grid search of alpha, beta, gamma on Optuna: queue, trials, confirmation, outputs and local workers."""
 
 from __future__ import annotations
 
@@ -11,22 +11,20 @@ import signal
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from scaler.complexity import count_macs, measure_latency
-from scaler.data import Dataset, load_dataset
 from scaler.errors import RunFailed, UserError
 from scaler.grid import Candidate, feasible_grid
 from scaler.guard import check_fits
-from scaler.nn.build import build
-from scaler.profile import profile_spec
+from scaler.run import RunConfig, evaluate, measure, present, setup, write
 from scaler.scaling import scale_compound
 from scaler.spec import NetSpec
 from scaler.storage import (
@@ -43,11 +41,8 @@ from scaler.storage import (
     study_folder,
 )
 from scaler.tasks import dataset_task
-from scaler.train import Progressive, TrainConfig, TrainingDiverged, train
-from scaler.variants import apply_variant
-from scaler.zoo import base as base_spec
+from scaler.train import Progressive, TrainConfig, TrainingDiverged
 
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
 TRIAL_COLUMNS = [
     "number",
     "state",
@@ -65,6 +60,7 @@ TRIAL_COLUMNS = [
     "failure",
 ]
 PRUNERS = ("median", "hyperband", "none")
+TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_second")
 
 
 @dataclass(frozen=True)
@@ -94,6 +90,7 @@ class SearchConfig:
     workers: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
+    argv: tuple[str, ...] = ()
 
     @property
     def study_name(self) -> str:
@@ -116,13 +113,16 @@ class SearchConfig:
         """Inverse of `to_json`, with some fields replaced (storage, data_dir, threads...)."""
         train_data = dict(data["train"])
         if train_data.get("progressive"):
-            progressive = {k: tuple(v) if isinstance(v, list) else v for k, v in train_data["progressive"].items()}
+            progressive: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in train_data["progressive"].items()
+            }
             train_data["progressive"] = Progressive(**progressive)
         fields = {
             **data,
             "train": TrainConfig(**train_data),
             "studies_dir": Path(data["studies_dir"]),
             "ratio_range": tuple(data["ratio_range"]),
+            "argv": tuple(data.get("argv", ())),
         }
         return replace(cls(**fields), **overrides)
 
@@ -135,6 +135,24 @@ class SearchConfig:
     def folder(self) -> Path:
         """studies/<study>: where CSV, PNG and JSON go (checked to stay under studies/, not created)."""
         return study_folder(self.study_name, self.studies_dir)
+
+    def run_config(self) -> RunConfig:
+        """The run layer's view of this search: base, variant, data sizes, training, folder."""
+        return RunConfig(
+            command="search",
+            base=self.base,
+            variant=self.variant,
+            dataset=self.dataset,
+            task=dataset_task(self.dataset),
+            data_dir=self.data_dir,
+            subset=self.subset,
+            val_size=self.val_size,
+            train=self.train,
+            folder=self.folder,
+            latency_runs=15,
+            progress=self.progress,
+            argv=self.argv,
+        )
 
     def stored(self) -> dict[str, Any]:
         """`to_json` as kept in the study: the storage URL without its password."""
@@ -206,38 +224,6 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def measure(spec: NetSpec) -> dict[str, Any]:
-    """Params, MACs, activations and batch-1 latency of the model a spec builds."""
-    return profile_spec(spec, runs=15)
-
-
-def train_spec(
-    spec: NetSpec,
-    dataset: Dataset,
-    config: TrainConfig,
-    report: Callable[[int, float], None] | None = None,
-    progress: bool = True,
-    description: str = "train",
-) -> dict[str, Any]:
-    """Build and train a spec; the measured accuracy curve and time."""
-    result = train(
-        build(spec, seed=config.seed),
-        dataset,
-        spec.resolution,
-        config,
-        report=report,
-        progress=progress,
-        description=description,
-    )
-    return {
-        "val_acc": result.final_val_acc,
-        "val_curve": result.val_acc,
-        "epochs": result.epochs,
-        "train_seconds": round(result.train_seconds, 2),
-        "images_per_second": round(result.images_per_second, 1),
-    }
-
-
 def interruption(error: BaseException) -> str:
     """How a trial stopped from outside is recorded: it is not final, its grid point is queued again."""
     return f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ") + " (queued again)"
@@ -270,26 +256,19 @@ class GridSearch:
         lo, hi = config.ratio_range
         if not 0 < lo < hi:
             raise UserError(f"--ratio-range must be two numbers 0 < low < high (got {lo} {hi})")
-        task = dataset_task(config.dataset)
-        self.base = apply_variant(
-            base_spec(config.base, task.in_channels, task.resolution, task.num_classes), config.variant
-        )
+        self.setup = setup(config.run_config(), data=False)
+        self.base = self.setup.spec
         for candidate in self.grid:
-            check_fits(
-                scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, config.phi),
-                config.train.batch_size,
-                training=True,
-            )
-        self.base_macs = count_macs(build(self.base), self.base.input_shape)
-        self.dataset = load_dataset(config.dataset, config.data_dir, subset=config.subset, seed=config.seed)
-        if config.val_size:
-            self.dataset = replace(self.dataset, val=self.dataset.val.subset(config.val_size, config.seed))
+            check_fits(self.candidate_spec(candidate), config.train.batch_size, training=True)
+        self.base_cost = measure(self.base, runs=self.setup.config.latency_runs)
+        self.setup = self.setup.with_data()
         self.study = self.open(create=enqueue)
         if enqueue:
             queued = self.enqueue_missing()
             waiting, running = self.pending()
             self.log(
-                f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, {waiting} waiting, {running} running elsewhere"
+                f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, "
+                f"{waiting} waiting, {running} running elsewhere"
             )
 
     def open(self, create: bool) -> QueueStudy:
@@ -303,6 +282,7 @@ class GridSearch:
             sampler=optuna.samplers.RandomSampler(seed=config.seed),
             pruner=make_pruner(config.pruner, config.train.epochs),
         )
+        assert isinstance(study, QueueStudy)
         fingerprint = grid_fingerprint(config)
         try:
             existing = study.user_attrs.get("grid")
@@ -319,17 +299,16 @@ class GridSearch:
             ) from None
         return study
 
+    def candidate_spec(self, candidate: Candidate) -> NetSpec:
+        """The base scaled by a candidate's coefficients at the search's phi."""
+        return scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
+
     def reference(self) -> dict[str, Any]:
         """The base network (phi = 0), trained once per study."""
         if "reference" not in self.study.user_attrs:
             self.log(f"training the base {self.base.name} (phi=0) as the reference")
-            try:
-                trained = train_spec(
-                    self.base, self.dataset, self.config.train, progress=self.config.progress, description="base φ=0"
-                )
-            except TrainingDiverged as error:
-                raise UserError(f"the base network diverged ({error}); lower --lr or check the data") from None
-            self.study.set_user_attr("reference", measure(self.base) | trained)
+            row = evaluate(self.base, self.setup, test=False, cost=self.base_cost, description="base φ=0")
+            self.study.set_user_attr("reference", row.record())
         return self.study.user_attrs["reference"]
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -339,9 +318,9 @@ class GridSearch:
     def evaluate_candidate(self, trial: optuna.Trial) -> float:
         """Measure the phi-scaled candidate; train it only when its measured MACs ratio is in range."""
         candidate = Candidate.from_label(trial.suggest_categorical("candidate", [c.label for c in self.grid]))
-        spec = scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
-        row = measure(spec)
-        ratio = row["macs"] / self.base_macs
+        spec = self.candidate_spec(candidate)
+        cost = measure(spec, runs=self.setup.config.latency_runs)
+        ratio = cost.macs / self.base_cost.macs
         lo, hi = self.config.ratio_range
         target = 2.0**self.config.phi
         violation = max(lo * target / 2 - ratio, ratio - hi * target / 2) if self.config.phi else 0.0
@@ -349,7 +328,7 @@ class GridSearch:
             trial.set_user_attr(key, value)
         trial.set_user_attr("product", round(candidate.product, 4))
         trial.set_user_attr("macs_ratio", round(ratio, 4))
-        for key, value in row.items():
+        for key, value in present(asdict(cost)).items():
             trial.set_user_attr(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a retried trial carries its first run's constraint
@@ -373,24 +352,24 @@ class GridSearch:
                 raise optuna.TrialPruned()
 
         try:
-            result = train_spec(
+            row = evaluate(
                 spec,
-                self.dataset,
-                self.config.train,
-                report,
-                self.config.progress,
-                f"trial {trial.number} {candidate.label}",
+                self.setup,
+                report=report,
+                test=False,
+                cost=cost,
+                description=f"trial {trial.number} {candidate.label}",
             )
         except TrainingDiverged as error:
             self.log(f"trial {trial.number}: {candidate.label} failed: {error}")
             trial.set_user_attr("failure", str(error))
             raise
-        for key, value in result.items():
-            trial.set_user_attr(key, value)
+        for key in TRAINED_ATTRS:
+            trial.set_user_attr(key, getattr(row, key) if key != "val_curve" else list(row.val_curve))
         self.log(
-            f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {result['val_acc']:.4f} ({result['epochs']} epochs, {result['train_seconds']:.0f} s)"
+            f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {row.val_acc:.4f} ({row.epochs} epochs, {row.train_seconds:.0f} s)"
         )
-        return result["val_acc"]
+        return row.val_acc
 
     def enqueue_missing(self) -> int:
         """Queue, in a seeded order, every grid point no trial holds (interrupted ones again); how many were queued."""
@@ -419,7 +398,9 @@ class GridSearch:
                 if not waiting and not running:
                     break
                 time.sleep(max(1, (self.config.heartbeat or 10) // 2))
-                optuna.storages.fail_stale_trials(self.study)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
                 continue
             except BaseException as error:
                 self.enqueue_missing()
@@ -443,17 +424,16 @@ class GridSearch:
                 seed = self.config.seed + offset
                 if str(seed) in entry["seeds"]:
                     continue
-                spec = scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
                 config = replace(self.config.train, seed=seed)
-                result = train_spec(
-                    spec,
-                    self.dataset,
+                row = evaluate(
+                    self.candidate_spec(candidate),
+                    self.setup,
                     config,
-                    progress=self.config.progress,
+                    test=False,
                     description=f"confirm {candidate.label} seed {seed}",
                 )
-                entry["seeds"][str(seed)] = result["val_acc"]
-                self.log(f"confirm {candidate.label} seed {seed}: val_acc {result['val_acc']:.4f}")
+                entry["seeds"][str(seed)] = row.val_acc
+                self.log(f"confirm {candidate.label} seed {seed}: val_acc {row.val_acc:.4f}")
                 confirmations[candidate.label] = entry
                 self.study.set_user_attr("confirm", confirmations)
             confirmations[candidate.label] = entry
@@ -568,7 +548,7 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
 
     Interrupted (SIGINT, SIGTERM) it still writes the outputs of what finished before the interruption goes on up.
     """
-    started = time.perf_counter()
+    started = time.time()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     search = GridSearch(config, log)
     try:
@@ -593,14 +573,18 @@ def write_outputs(search: GridSearch, confirmations: dict[str, dict[str, Any]], 
     """trials.csv, search.png and summary.json of the study as it stands; the summary."""
     from scaler.plots import search_figure
 
-    summary = summarise(search, confirmations, time.perf_counter() - started)
+    summary = summarise(search, confirmations, time.time() - started)
     frame = trials_frame(search.study)
-    folder = search.config.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    frame[TRIAL_COLUMNS + ["product", "resolution"]].to_csv(folder / "trials.csv", index=False)
-    figure = search_figure(frame, summary)
-    figure.savefig(folder / "search.png", dpi=120, bbox_inches="tight")
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    write(
+        search.config.folder,
+        search.config,
+        search.config.argv,
+        started,
+        frames={"trials": frame[TRIAL_COLUMNS + ["product", "resolution"]]},
+        figures={"search": search_figure(frame, summary)},
+        options={"storage": redact(search.config.storage_url)},
+        files={"summary.json": json.dumps(summary, indent=1)},
+    )
     return summary
 
 
@@ -683,95 +667,3 @@ def join_study(study: str, storage: str, data_dir: str | None = None, log: Calla
         overrides["data_dir"] = data_dir
     config = SearchConfig.from_json(stored, **overrides)
     return GridSearch(config, log, enqueue=False).run_queue()
-
-
-def mask_variant(mask: str) -> str:
-    """'01100' -> 'frelu:2,3' (stages numbered from 1); all zeros -> 'relu'."""
-    stages = [str(i) for i, bit in enumerate(mask, start=1) if bit == "1"]
-    return f"frelu:{','.join(stages)}" if stages else "relu"
-
-
-def deployed_latency(spec: NetSpec, runs: int = 30) -> float:
-    """Batch-1 latency of the deploy form (BN folded, shift depthwise, torch.compile)."""
-    import torch
-
-    from scaler.nn.deploy import deploy
-
-    model = deploy(build(spec))
-    with torch.no_grad():
-        model(torch.randn(1, *spec.input_shape))
-    return measure_latency(model, spec.input_shape, 1, warmup=5, runs=runs)
-
-
-def frelu_masks(
-    spec: NetSpec,
-    dataset: Dataset,
-    config: TrainConfig,
-    storage_url: str,
-    study_name: str,
-    seed: int = 0,
-    n_trials: int | None = None,
-    latency_form: str = "eager",
-    exhaustive_limit: int = 64,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Multi-objective study over per-stage FReLU masks: maximise accuracy, minimise measured latency.
-
-    Every mask is queued when there are at most `exhaustive_limit`; otherwise NSGA-II proposes them.
-    """
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    stages = len(spec.stages)
-    exhaustive = 2**stages <= exhaustive_limit
-    sampler = optuna.samplers.RandomSampler(seed=seed) if exhaustive else optuna.samplers.NSGAIISampler(seed=seed)
-    study = open_study(
-        storage_url, study_name, create=True, directions=("maximize", "minimize"), sampler=sampler, queue=exhaustive
-    )
-
-    @recording_interruptions
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        if exhaustive:
-            mask = trial.suggest_categorical("mask", [format(i, f"0{stages}b") for i in range(2**stages)])
-        else:
-            mask = "".join(str(trial.suggest_categorical(f"stage{i}", [0, 1])) for i in range(1, stages + 1))
-        variant = mask_variant(mask)
-        masked = apply_variant(spec, variant)
-        row = profile_spec(masked, runs=30)
-        if latency_form == "deployed":
-            row["latency_ms"] = round(deployed_latency(masked), 4)
-        try:
-            result = train_spec(masked, dataset, config, progress=progress, description=f"mask {mask}")
-        except TrainingDiverged as error:
-            log(f"mask {mask} ({variant}) failed: {error}")
-            trial.set_user_attr("failure", str(error))
-            raise
-        for key, value in (row | result | {"mask": mask, "variant": variant}).items():
-            trial.set_user_attr(key, value)
-        log(
-            f"mask {mask} ({variant}): val_acc {result['val_acc']:.4f}, latency {row['latency_ms']:.2f} ms ({latency_form}), {row['macs'] / 1e6:.2f} M MACs"
-        )
-        return result["val_acc"], row["latency_ms"]
-
-    if exhaustive:
-        enqueue_missing(study, storage_url, "mask", [format(i, f"0{stages}b") for i in range(2**stages)])
-        try:
-            study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,))
-        except GridExhausted:
-            pass
-    else:
-        study.optimize(objective, n_trials=n_trials or 40, catch=(TrainingDiverged,))
-    front = {t.number for t in study.best_trials}
-    rows = [
-        {
-            "number": t.number,
-            **{
-                k: t.user_attrs.get(k)
-                for k in ("mask", "variant", "val_acc", "latency_ms", "macs", "params", "train_seconds")
-            },
-            "pareto": t.number in front,
-        }
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ]
-    if not rows:
-        raise RunFailed(f"no FReLU mask of study {study_name!r} finished training; see the failures above")
-    return pd.DataFrame(rows).sort_values("latency_ms").reset_index(drop=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from scaler.data import Dataset, Split
+from scaler.errors import UserError
 from scaler.nn.flgc import assignment_parameters
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: a user error (learning rate, data), one line and exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,6 @@ class TrainResult:
 
 def check_device(name: str) -> None:
     """A device this machine has: auto, cpu, cuda or cuda:N with a GPU present; else one line."""
-    from scaler.errors import UserError
-
     if name == "auto":
         return
     try:
@@ -255,8 +255,8 @@ def train(
     amp = config.amp and device.type == "cuda"
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    step_model: nn.Module = torch.compile(model) if config.compile else model
+    model = model.to(device).to(memory_format=memory_format)
+    step_model = cast(nn.Module, torch.compile(model)) if config.compile else model
     val = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
@@ -302,7 +302,9 @@ def train(
                     else:
                         loss = F.cross_entropy(step_model(x), y, label_smoothing=config.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}")
+                    raise TrainingDiverged(
+                        f"training diverged: loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower --lr"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -334,8 +336,3 @@ def test_accuracy(model: nn.Module, dataset: Dataset, resolution: int, config: T
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
     data = Prepared(dataset.test, mean, std, resolution, device, config.channels_last)
     return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
-
-
-def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """Copy of a config with another epoch count."""
-    return replace(config, epochs=epochs)

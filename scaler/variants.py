@@ -29,13 +29,6 @@ def with_frelu(spec: NetSpec, stages: set[int] | None, stem_and_head: bool = Fal
     return replace(spec, stages=new_stages, activation="frelu" if stem_and_head else spec.activation)
 
 
-def frelu_stages(spec: NetSpec) -> set[int]:
-    """1-based indices of the stages that use FReLU in every block."""
-    return {
-        i for i, stage in enumerate(spec.stages, start=1) if stage.activation == "frelu" and not stage.block_activations
-    }
-
-
 def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
     """Replace the first `count` stages' blocks by Fused-MBConv (depthwise-separable becomes expand 1)."""
     if not 0 <= count <= len(spec.stages):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The runs whose CSV/PNG results are committed under studies/ (2 CPU cores; ~2 h after the search).
+# Each result folder's run.json names the command and commit that made it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=mobilenet-fashion-mnist
@@ -13,12 +14,14 @@ scaler frelu --study $S --no-progress
 scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --no-progress
 scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 \
     --out flgc-resnet50-fashion-mnist-assign-lr30 --no-progress
+# g8_seeds.csv and sweep.csv were assembled by hand from the runs below (their run.json says so); the committed
+# g8-seed-N folders were written with a nested --out that study names no longer allow, hence the flat names here.
 for seed in 1 2 3 4 5 6 7; do   # with seed 0 above: g8_seeds.csv
     scaler flgc --groups 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 --seed $seed \
-        --out flgc-resnet50-fashion-mnist-assign-lr30/g8-seed-$seed --no-progress
+        --out flgc-resnet50-fashion-mnist-assign-lr30-g8-seed-$seed --no-progress
 done
 for scale in 30 100 300; do   # G=4 rows of flgc-assignment-lr-sweep/sweep.csv (scale 1: flgc-resnet50-fashion-mnist)
     scaler flgc --groups 4 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale $scale \
-        --out flgc-assignment-lr-sweep/scale-$scale --no-progress
+        --out flgc-assignment-lr-sweep-scale-$scale --no-progress
 done
 python benchmarks/flgc_deploy.py

@@ -7,8 +7,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -72,6 +72,15 @@ def three_of_four_idx_files(cwd: Path) -> None:
         (folder / stem).write_bytes(b"")
 
 
+def study_without_winner(cwd: Path) -> None:
+    """studies/open/summary.json of a search in which no feasible candidate has trained yet."""
+    folder = cwd / "studies" / "open"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text('{"alpha": null, "beta": null, "gamma": null, "grid": {}}')
+
+
+COEFFS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]
+TINY = ["--subset", "200", "--val-size", "100", "--test-size", "100", "--epochs", "1", "--no-progress"]
 PORT = closed_port()
 CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("alpha below 1", ["profile", "--alpha", "0.5"], "alpha must be >= 1", no_setup),
@@ -151,6 +160,31 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
         no_setup,
     ),
     ("plot ../escape", ["plot", "--study", "../escape"], "not a study name", no_setup),
+    (
+        "scale on a study without a winner",
+        ["scale", "--study", "open", "--train-max-phi", "-1"],
+        "no winner yet",
+        study_without_winner,
+    ),
+    (
+        "scale diverging",
+        ["scale", *COEFFS, "--out", "div", "--phi", "0", "--variant", "relu", "--lr", "1e30", *TINY],
+        "training diverged",
+        no_setup,
+    ),
+    ("ladder diverging", ["ladder", *COEFFS, "--out", "div", "--lr", "1e30", *TINY], "training diverged", no_setup),
+    (
+        "compare-scaling diverging",
+        ["compare-scaling", *COEFFS, "--out", "div", "--lr", "1e30", *TINY],
+        "training diverged",
+        no_setup,
+    ),
+    (
+        "flgc diverging",
+        ["flgc", "--groups", "1", "--width", "0.25", "--lr", "1e30", *TINY],
+        "training diverged",
+        no_setup,
+    ),
 ]
 CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
 
@@ -230,7 +264,8 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
     trained = [t for t in trials if t.constraints.get("macs_ratio", 1.0) <= 0]
     infeasible = [t for t in trials if t.constraints.get("macs_ratio", 1.0) > 0]
     print(
-        f"\n[NaN loss] grid={len(labels)} trained={len(trained)} failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}"
+        f"\n[NaN loss] grid={len(labels)} trained={len(trained)} "
+        f"failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}"
     )
     assert trained and infeasible
     assert all(t.state == TrialState.FAIL for t in trained)

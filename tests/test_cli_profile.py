@@ -23,8 +23,10 @@ def test_profile_json_rows(capsys) -> None:
         "params",
         "macs",
         "macs_ratio",
+        "target_ratio",
         "activations",
         "latency_ms",
+        "latency_iqr_ms",
     }
     assert rows[0]["resolution"] == 28 and rows[1]["resolution"] == 32
     assert rows[0]["macs_ratio"] == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -81,6 +82,13 @@ def test_scale_writes_frame_and_plots(study: Path) -> None:
         assert (study / f"{name}.png").stat().st_size > 0
 
 
+def test_run_json_records_both_commands(study: Path) -> None:
+    record = json.loads((study / "run.json").read_text())
+    assert record["command"].startswith("scaler frelu") and record["options"]["n_trials"] == 4
+    assert [run["command"].split()[1] for run in record["earlier"]] == ["scale"]
+    assert set(record["earlier"][0]["outputs"]) >= {"scale.csv", "extrapolation.csv", "acc_vs_macs.png"}
+
+
 def test_frelu_writes_pareto_front(study: Path) -> None:
     masks = pd.read_csv(study / "frelu.csv", dtype={"mask": str})
     assert len(masks) == 4
@@ -117,3 +125,5 @@ def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(compare.rule) == {"base", "depth", "width", "resolution", "compound", "dWr"}
     assert compare[compare.rule != "base"].macs_ratio.between(1.3, 3.5).all()
     assert (tmp_path / "studies" / "cmp" / "compare_scaling.png").exists()
+    for folder in ("lad", "cmp"):
+        assert json.loads((tmp_path / "studies" / folder / "run.json").read_text())["config"]["train"]["epochs"] == 1

@@ -11,9 +11,9 @@ import torch
 
 from scaler.cli import main
 from scaler.complexity import count_macs
+from scaler.data import Dataset, Split
 from scaler.nn.build import build
 from scaler.nn.deploy import deploy
-from scaler.data import Dataset, Split
 from scaler.nn.flgc import FLGCConv2d, assignment_parameters
 from scaler.scaling import scale
 from scaler.train import TrainConfig, make_optimizer, train
@@ -76,6 +76,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(args) == 0
     frame = pd.read_csv(tmp_path / "studies" / "f" / "flgc.csv")
     assert frame.variant.tolist() == ["dense", "flgc:3", "flgc-dup:3:2"]
+    assert (tmp_path / "studies" / "f" / "run.json").read_text().count('"command": "scaler flgc') == 1
     assert frame.test_acc.between(0, 1).all()
     assert (frame.macs[1:] < frame.macs[0]).all()
     assert frame.reassigned.between(0, 1).all()
@@ -118,7 +119,10 @@ def random_dataset(n: int = 128, size: int = 16) -> Dataset:
 
 
 def test_assignment_logits_learn_at_their_own_rate() -> None:
-    """FLGC logits get their own optimiser group (no weight decay, lr_scale); scale 0 freezes them while weights learn, scale 100 moves them over 20x as far as scale 1."""
+    """FLGC logits get their own optimiser group (no weight decay, lr_scale).
+
+    Scale 0 freezes them while weights learn; scale 100 moves them over 20x as far as scale 1.
+    """
     spec = replace(small_resnet("flgc:4"), resolution=16)
     model = build(spec, seed=0)
     groups = make_optimizer(model, TrainConfig()).param_groups

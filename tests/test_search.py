@@ -73,6 +73,9 @@ def test_search_writes_outputs_and_resumes(study_dir: Path, capsys) -> None:
     assert len(set(keys)) == 6, "a finished grid point ran again"
     with sqlite3.connect(study_dir / "study.db") as db:
         assert db.execute("select count(*) from trials where state != 'WAITING'").fetchone()[0] == 6
+    record = json.loads((study_dir / "run.json").read_text())
+    assert record["command"].startswith("scaler search --study t") and record["config"]["train"]["epochs"] == 1
+    assert set(record["outputs"]) == {"trials.csv", "search.png", "summary.json"} and len(record["earlier"]) == 1
 
 
 def test_infeasible_candidates_are_not_trained(study_dir: Path) -> None:

@@ -1,0 +1,467 @@
+"""The run layer under every command: RunConfig -> Setup -> evaluate() -> Row, and write() with a run.json."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+
+from scaler.complexity import (
+    DEFAULT_THREADS,
+    count_activations,
+    count_macs,
+    count_params,
+    interquartile_range,
+    latency_times,
+)
+from scaler.data import Dataset, load_dataset
+from scaler.errors import UserError
+from scaler.guard import check_fits
+from scaler.nn.build import build
+from scaler.scaling import scale
+from scaler.spec import NetSpec
+from scaler.storage import STUDIES_DIR, study_folder
+from scaler.tasks import DATASET_TASKS, Task
+from scaler.train import Progressive, TrainConfig, resolve_device, test_accuracy, train
+from scaler.variants import apply_variant
+from scaler.zoo import base as base_network
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Log = Callable[[str], None]
+LATENCY_FORMS = ("eager", "deployed", "folded")
+RUN_JSON = "run.json"
+RECORDED_PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "numpy", "pandas", "scipy", "matplotlib")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one command runs on, built once from its command line.
+
+    Args:
+        command: the scaler command (scale, ladder, ...).
+        base: base network name; width: its width multiplier before any scaling.
+        variant: '+'-joined variants applied to the base.
+        dataset, data_dir: where the images come from; task: their shape and classes.
+        subset, val_size, test_size: images kept per split (None: the whole split).
+        train: how every network of the run is trained (the seed included).
+        folder: where the run's frames, figures and run.json go.
+        latency_runs: timed forward passes per latency measurement.
+        argv: the command line, recorded in run.json.
+    """
+
+    command: str
+    base: str = "mobilenet"
+    width: float = 1.0
+    variant: str = "relu"
+    dataset: str = "fashion-mnist"
+    task: Task = DATASET_TASKS["fashion-mnist"]
+    data_dir: str | None = None
+    subset: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    folder: Path = STUDIES_DIR / "run"
+    latency_runs: int = 20
+    progress: bool = True
+    argv: tuple[str, ...] = ()
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: initialisation, data order, subsets."""
+        return self.train.seed
+
+    def base_spec(self) -> NetSpec:
+        """The base network for the task, its variant applied and its width multiplied."""
+        task = self.task
+        spec = apply_variant(base_network(self.base, task.in_channels, task.resolution, task.num_classes), self.variant)
+        return spec if self.width == 1 else scale(spec, 1.0, self.width, 1.0)
+
+    def load_dataset(self) -> Dataset:
+        """The dataset with the training subset and the validation and test splits cut to size (seeded)."""
+        dataset = load_dataset(self.dataset, self.data_dir, subset=self.subset, seed=self.seed)
+        if self.val_size:
+            dataset = replace(dataset, val=dataset.val.subset(self.val_size, self.seed))
+        if self.test_size:
+            dataset = replace(dataset, test=dataset.test.subset(self.test_size, self.seed))
+        return dataset
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for run.json."""
+        data = asdict(self)
+        data["folder"] = str(self.folder)
+        return data
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run builds once from its config: the base spec, the data (None when it only profiles), start time."""
+
+    config: RunConfig
+    spec: NetSpec
+    dataset: Dataset | None
+    started: float
+
+    @property
+    def folder(self) -> Path:
+        """Where the run writes."""
+        return self.config.folder
+
+    def with_data(self) -> Setup:
+        """This setup with its dataset loaded."""
+        return self if self.dataset is not None else replace(self, dataset=self.config.load_dataset())
+
+
+def setup(config: RunConfig, data: bool = True) -> Setup:
+    """Build the base spec, and load the data when the run trains."""
+    spec = config.base_spec()
+    return Setup(config, spec, config.load_dataset() if data else None, time.time())
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a network costs as built: parameters, MACs, activations, batch-1 latency (median and IQR)."""
+
+    resolution: int
+    params: int
+    macs: int
+    activations: int
+    latency_ms: float
+    latency_iqr_ms: float
+    latency_form: str
+    latency_batch_ms: float = math.nan
+
+
+@dataclass(frozen=True)
+class Row(Cost):
+    """One evaluated network: its cost and, when trained, its accuracy and training time."""
+
+    trained: bool = False
+    seed: int | None = None
+    val_acc: float = math.nan
+    test_acc: float = math.nan
+    epochs: int = 0
+    train_seconds: float = math.nan
+    images_per_second: float = math.nan
+    val_curve: tuple[float, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict, one row of a frame."""
+        return asdict(self) | {"val_curve": list(self.val_curve)}
+
+    def record(self) -> dict[str, Any]:
+        """`as_dict` without missing values: what a study or JSON file keeps."""
+        return present(self.as_dict())
+
+
+def present(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries that are neither None nor NaN."""
+    return {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+
+
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """A contiguous CPU copy in eval mode, so that cost does not depend on where or how a model was trained."""
+    return copy.deepcopy(model).to("cpu").to(memory_format=torch.contiguous_format).eval()
+
+
+def measure(
+    spec: NetSpec,
+    model: nn.Module | None = None,
+    form: str = "eager",
+    runs: int = 20,
+    threads: int = DEFAULT_THREADS,
+    batch_latency: int = 0,
+) -> Cost:
+    """The one place a network is measured: fvcore counts and timed forward passes, of `model` or a fresh build.
+
+    `form` is eager, deployed (BN folded, FLGC as grouped convs, shift depthwise, torch.compile) or folded
+    (BN folded, FLGC grouped, no compile). Counts are of the form timed, before compilation.
+    """
+    from scaler.nn.deploy import deploy
+
+    if form not in LATENCY_FORMS:
+        raise UserError(f"unknown latency form {form!r}; choose from {', '.join(LATENCY_FORMS)}")
+    check_fits(spec)
+    model = build(spec).eval() if model is None else cpu_copy(model)
+    counted = model if form == "eager" else deploy(model, shifts=False, compile=False)
+    timed = counted
+    if form == "deployed":
+        timed = deploy(model)
+        with torch.no_grad():
+            timed(torch.randn(1, *spec.input_shape))
+    times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)
+    batch_ms = math.nan
+    if batch_latency:
+        batch_ms = statistics.median(
+            latency_times(timed, spec.input_shape, batch_latency, runs=max(3, runs // 4), threads=threads)
+        )
+    return Cost(
+        resolution=spec.resolution,
+        params=count_params(counted),
+        macs=count_macs(counted, spec.input_shape),
+        activations=count_activations(counted, spec.input_shape),
+        latency_ms=round(statistics.median(times), 4),
+        latency_iqr_ms=round(interquartile_range(times), 4),
+        latency_form=form,
+        latency_batch_ms=round(batch_ms, 4),
+    )
+
+
+def evaluate_model(
+    spec: NetSpec,
+    setup: Setup,
+    train_config: TrainConfig | bool = True,
+    *,
+    report: Callable[[int, float], None] | None = None,
+    description: str = "train",
+    test: bool = True,
+    cost: Cost | None = None,
+    form: str = "eager",
+    batch_latency: int = 0,
+) -> tuple[Row, nn.Module]:
+    """Build, train (unless `train_config` is False), test and measure a spec: the row and the model it made.
+
+    `train_config` True trains with the run's TrainConfig; a TrainConfig trains with that one. `cost`, when
+    given, is the network's already measured cost. `report(epoch, val_acc)` may raise to stop (a pruner does).
+    """
+    config = setup.config.train if train_config is True else train_config
+    if config is False:
+        model = build(spec, seed=setup.config.seed)
+        cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
+        return Row(**asdict(cost)), model
+    assert isinstance(config, TrainConfig)
+    if setup.dataset is None:
+        raise ValueError("evaluate: training needs a Setup with its dataset loaded")
+    check_fits(spec, config.batch_size, training=True)
+    model = build(spec, seed=config.seed)
+    result = train(
+        model,
+        setup.dataset,
+        spec.resolution,
+        config,
+        report=report,
+        progress=setup.config.progress,
+        description=description,
+    )
+    test_acc = test_accuracy(model, setup.dataset, spec.resolution, config) if test else math.nan
+    cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
+    row = Row(
+        **asdict(cost),
+        trained=True,
+        seed=config.seed,
+        val_acc=result.final_val_acc,
+        test_acc=test_acc,
+        epochs=result.epochs,
+        train_seconds=round(result.train_seconds, 2),
+        images_per_second=round(result.images_per_second, 1),
+        val_curve=tuple(result.val_acc),
+    )
+    return row, model
+
+
+def evaluate(spec: NetSpec, setup: Setup, train_config: TrainConfig | bool = True, **options: Any) -> Row:
+    """`evaluate_model` without the model: the one build -> train -> test -> measure step of every command."""
+    return evaluate_model(spec, setup, train_config, **options)[0]
+
+
+PLAN_COLUMNS = ("label", "variant", "depth", "width", "res_mult", "train", "progressive")
+
+
+def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:
+    """Frame in, frame out: each planned (variant, depth, width, res_mult) of the setup's base, evaluated.
+
+    The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning.
+    """
+    missing = [c for c in PLAN_COLUMNS if c not in plan]
+    if missing:
+        raise ValueError(f"plan lacks columns {missing}")
+    rows = []
+    for point in plan.to_dict("records"):
+        spec = apply_variant(setup.spec, point["variant"])
+        multipliers = (point["depth"], point["width"], point["res_mult"])
+        if multipliers != (1.0, 1.0, 1.0):
+            spec = scale(spec, *multipliers)
+        config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
+        if config and point["progressive"]:
+            config = replace(setup.config.train, progressive=Progressive())
+        row = evaluate(spec, setup, config, description=point["label"])
+        rows.append(point | row.as_dict())
+        accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
+        log(
+            f"{point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, {row.latency_ms:.2f} ms, {accuracy}"
+        )
+    return pd.DataFrame(rows)
+
+
+class Recorded(Protocol):
+    """A config run.json can hold."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict."""
+        ...
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """(commit, has uncommitted changes) of the scaler checkout, or (None, None) outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode:
+            return None, None
+        status = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of scaler and the packages its numbers depend on."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("scaler", *RECORDED_PACKAGES):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def device_name(device: str) -> str:
+    """The device a run trained on, in words."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(resolved)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(
+    config: Recorded, argv: tuple[str, ...], started: float, outputs: list[str], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What run.json records: the command and its full config, code and package versions, machine, times."""
+    commit, dirty = git_commit()
+    data = config.to_json()
+    ended = time.time()
+    return {
+        "command": shlex.join(["scaler", *argv]),
+        "config": data,
+        "options": dict(options),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": versions(),
+        "device": device_name(data.get("train", {}).get("device", "auto")),
+        "threads": torch.get_num_threads(),
+        "started": _iso(started),
+        "ended": _iso(ended),
+        "seconds": round(ended - started, 1),
+        "outputs": sorted(outputs),
+    }
+
+
+def write_run_json(folder: Path, record: dict[str, Any]) -> Path:
+    """Write run.json; the runs before it in the same folder (a resumed study) are kept under `earlier`."""
+    path = folder / RUN_JSON
+    earlier: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+            earlier = previous.pop("earlier", []) + [
+                {k: previous.get(k) for k in ("command", "git_commit", "started", "ended", "outputs")}
+            ]
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            earlier = []
+    path.write_text(json.dumps(record | {"earlier": earlier}, indent=1, default=str) + "\n")
+    return path
+
+
+def write(
+    folder: Path,
+    config: Recorded,
+    argv: tuple[str, ...],
+    started: float,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    figures: Mapping[str, Figure] | None = None,
+    options: Mapping[str, Any] | None = None,
+    files: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Save frames as CSV, figures as PNG, text files as given, and run.json beside them; the paths written."""
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in (frames or {}).items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        paths.append(folder / f"{name}.csv")
+    for name, figure in (figures or {}).items():
+        figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(folder / f"{name}.png")
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+        paths.append(folder / name)
+    record = provenance(config, argv, started, [p.name for p in paths], options or {})
+    paths.append(write_run_json(folder, record))
+    return paths
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What a finished search tells later commands: base, dataset and the winning coefficients."""
+
+    name: str
+    base: str
+    dataset: str
+    alpha: float
+    beta: float
+    gamma: float
+    folder: Path
+
+
+def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
+    """Read studies/<name>/summary.json (written by scaler search); a study without a winner is a user error."""
+    folder = study_folder(name, studies_dir)
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(
+            f"no finished search at {summary_path}; run scaler search --study {name} first, or pass --alpha/--beta/--gamma with --base"
+        )
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{summary_path} is not JSON ({error}); rerun scaler search --study {name}") from None
+    coefficients = [summary.get(key) for key in ("alpha", "beta", "gamma")]
+    if not all(isinstance(value, (int, float)) for value in coefficients):
+        raise UserError(
+            f"study {name!r} has no winner yet (no feasible candidate trained); rerun scaler search --study {name} to go on"
+        )
+    grid = summary.get("grid") or {}
+    alpha, beta, gamma = (float(value) for value in coefficients)
+    return StudyInfo(
+        name, grid.get("base", "mobilenet"), grid.get("dataset", "fashion-mnist"), alpha, beta, gamma, folder
+    )

@@ -1,0 +1,161 @@
+"""The run layer: one evaluate path, plan frames in and result frames out, run.json beside every result."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaler.errors import UserError
+from scaler.run import RunConfig, evaluate, evaluate_plan, measure, setup, study_info, write
+from scaler.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = TrainConfig(epochs=1, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A Setup on 200 real Fashion-MNIST images: MobileNet at width 0.25."""
+    folder = tmp_path_factory.mktemp("run") / "tiny"
+    config = RunConfig(
+        command="test",
+        width=0.25,
+        subset=200,
+        val_size=100,
+        test_size=200,
+        train=TINY_TRAIN,
+        folder=folder,
+        latency_runs=3,
+        progress=False,
+    )
+    return setup(config)
+
+
+def test_evaluate_trains_tests_and_measures(tiny) -> None:
+    row = evaluate(tiny.spec, tiny)
+    assert row.trained and row.seed == 0 and row.epochs == 1
+    assert 0 <= row.val_acc <= 1 and 0 <= row.test_acc <= 1 and len(row.val_curve) == 1
+    assert row.macs == measure(tiny.spec, runs=1).macs and row.params > 0 and row.latency_ms > 0
+    assert row.latency_iqr_ms >= 0 and row.latency_form == "eager"
+    again = evaluate(tiny.spec, tiny)
+    assert (again.val_acc, again.test_acc) == (row.val_acc, row.test_acc), "same seed, same numbers"
+
+
+def test_evaluate_without_training_only_measures(tiny) -> None:
+    row = evaluate(tiny.spec, tiny, False)
+    assert not row.trained and row.seed is None and math.isnan(row.test_acc)
+    assert set(row.record()) >= {"params", "macs", "latency_ms"} and "test_acc" not in row.record()
+
+
+def test_evaluate_follows_the_train_config_it_is_given(tiny) -> None:
+    row = evaluate(tiny.spec, tiny, replace(TINY_TRAIN, seed=3, epochs=2), test=False)
+    assert row.seed == 3 and row.epochs == 2 and math.isnan(row.test_acc)
+
+
+def test_evaluate_plan_keeps_the_plan_and_adds_measurements(tiny) -> None:
+    plan = pd.DataFrame(
+        [
+            {
+                "label": "base",
+                "variant": "relu",
+                "depth": 1.0,
+                "width": 1.0,
+                "res_mult": 1.0,
+                "train": False,
+                "progressive": False,
+            },
+            {
+                "label": "wide",
+                "variant": "relu",
+                "depth": 1.0,
+                "width": 2.0,
+                "res_mult": 1.0,
+                "train": False,
+                "progressive": False,
+            },
+            {
+                "label": "frelu",
+                "variant": "frelu:1",
+                "depth": 1.0,
+                "width": 1.0,
+                "res_mult": 1.0,
+                "train": False,
+                "progressive": False,
+            },
+        ]
+    )
+    frame = evaluate_plan(plan, tiny, log=lambda line: None)
+    assert frame.label.tolist() == ["base", "wide", "frelu"]
+    assert list(frame.columns[: len(plan.columns)]) == list(plan.columns)
+    assert frame.macs[1] > 2.5 * frame.macs[0] and frame.macs[2] > frame.macs[0]
+    with pytest.raises(ValueError, match="plan lacks"):
+        evaluate_plan(plan.drop(columns=["res_mult"]), tiny)
+
+
+def test_measure_forms_agree_on_macs(tiny) -> None:
+    eager, folded = measure(tiny.spec, runs=2), measure(tiny.spec, form="folded", runs=2)
+    assert eager.macs == folded.macs and folded.params < eager.params, "folding BN removes its parameters, not MACs"
+    with pytest.raises(UserError, match="latency form"):
+        measure(tiny.spec, form="warp")
+
+
+def test_write_records_provenance_and_keeps_earlier_runs(tiny) -> None:
+    frames = {"numbers": pd.DataFrame({"x": [1, 2]})}
+    paths = write(tiny.folder, tiny.config, ("scale", "--out", "tiny"), tiny.started, frames, options={"phi": [0, 1]})
+    assert {p.name for p in paths} == {"numbers.csv", "run.json"}
+    record = json.loads((tiny.folder / "run.json").read_text())
+    assert record["command"] == "scaler scale --out tiny"
+    assert record["config"]["train"]["epochs"] == 1 and record["config"]["width"] == 0.25
+    assert record["options"] == {"phi": [0, 1]} and record["outputs"] == ["numbers.csv"]
+    assert record["versions"]["torch"] and record["versions"]["optuna"] and record["versions"]["fvcore"]
+    assert record["git_commit"] is None or re.fullmatch("[0-9a-f]{40}", record["git_commit"])
+    assert (
+        record["started"] <= record["ended"] and record["device"].startswith(("cpu", "cuda")) and record["threads"] >= 1
+    )
+    write(tiny.folder, tiny.config, ("scale", "--again"), tiny.started, frames)
+    again = json.loads((tiny.folder / "run.json").read_text())
+    assert again["command"] == "scaler scale --again" and [e["command"] for e in again["earlier"]] == [
+        "scaler scale --out tiny"
+    ]
+
+
+def test_study_without_a_winner_is_a_user_error(tmp_path: Path) -> None:
+    folder = tmp_path / "studies" / "open"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"alpha": None, "beta": None, "gamma": None, "grid": {}}))
+    with pytest.raises(UserError, match="no winner"):
+        study_info("open", tmp_path / "studies")
+
+
+def test_only_the_run_layer_builds_trains_and_measures() -> None:
+    """No module but run.py calls build(), train() or times a model: one path for every command."""
+    pattern = re.compile(r"(?<![\w.])(build|train|latency_times|count_macs|count_params|test_accuracy)\(")
+    allowed = {"run.py", "complexity.py", "train.py", "nn/build.py", "guard.py"}
+    offenders = []
+    for path in sorted((ROOT / "scaler").rglob("*.py")):
+        name = str(path.relative_to(ROOT / "scaler"))
+        if name in allowed:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if pattern.search(line) and not line.lstrip().startswith(("def ", '"""', "#")):
+                offenders.append(f"{name}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+COMMITTED_RESULTS = sorted({p.parent for p in (ROOT / "studies").rglob("*.csv")})
+
+
+@pytest.mark.parametrize(
+    "folder", COMMITTED_RESULTS, ids=[str(f.relative_to(ROOT / "studies")) for f in COMMITTED_RESULTS]
+)
+def test_every_committed_result_has_a_run_json(folder: Path) -> None:
+    record = json.loads((folder / "run.json").read_text())
+    made_by = record["command"].startswith(("scaler ", "python ")) or record.get("reconstructed")
+    assert made_by and record["outputs"] and record["git_commit"]
+    assert all((folder / name).exists() for name in record["outputs"])
