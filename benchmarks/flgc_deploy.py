@@ -3,7 +3,8 @@
 Columns: masked = FLGCConv2d in eval under no_grad (mask built each call, as trained); dense = one plain
 Conv2d holding the masked weight (what folding the mask alone would give); dmm = that weight as one matmul
 (the dense baseline in the kernel the *_matmul strategies use); then every DeployedFLGC strategy.
-Ratios are deployed / masked, and the default strategy / dmm (the gain of grouping alone). Assignments are random (logits ~ N(0, 1)), so groups are unequal as after
+Ratios are deployed / masked, and the default strategy / dmm (the gain of grouping alone).
+Assignments are random (logits ~ N(0, 1)), so groups are unequal as after
 training. Every round times each form once, in turn; the median over rounds is reported (--stat min on a
 shared, busy machine). "others" is the CPU share other processes used while a row was timed; with
 --max-foreign a row is re-timed (up to --tries) until that share is small.

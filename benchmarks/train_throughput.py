@@ -75,7 +75,8 @@ def main() -> None:
     spec = scale_compound(base(args.base, 1, 28, 10), 1.2, 1.1, 1.15, args.phi)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, channels_last=True)
     print(
-        f"# {args.base} phi={args.phi} ({spec.resolution} px), {len(dataset.train)} Fashion-MNIST images, batch {args.batch_size}, {torch.get_num_threads()} threads"
+        f"# {args.base} phi={args.phi} ({spec.resolution} px), {len(dataset.train)} Fashion-MNIST images, "
+        f"batch {args.batch_size}, {torch.get_num_threads()} threads"
     )
     rows = {}
     for name in ("naive", "scaler", "scaler+compile", "naive", "scaler"):

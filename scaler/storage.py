@@ -7,9 +7,10 @@ import re
 import sqlite3
 import warnings
 import zlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -277,7 +278,12 @@ def open_study(
         storage = open_storage(url, heartbeat)
         try:
             if create:
-                optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
+                optuna.create_study(
+                    storage=storage,
+                    study_name=name,
+                    directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+                    load_if_exists=True,
+                )
             elif name not in optuna.get_all_study_names(storage):
                 raise UserError(
                     f"no study {name!r} in {redact(url)}; start it with scaler search --study {name} --storage URL"

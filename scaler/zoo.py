@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from scaler.scaling import scale
 from scaler.spec import Head, NetSpec, SpecError, Stage, Stem

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
+import tomllib
 from optuna.trial import TrialState
 
 from scaler.grid import feasible_grid

@@ -151,7 +151,8 @@ def test_several_workers_run_every_grid_point_once(
     counts = Counter(t.params.get("candidate") for t in started_trials)
     numbers = figures(trials, labels)
     print(
-        f"\n[{workers} workers, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s"
+        f"\n[{workers} workers, {backend}] grid={len(labels)} trials={numbers['trials']} "
+        f"duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s"
     )
     assert all(t.state in FINISHED for t in trials), [t.state for t in trials]
     assert sum(n - 1 for n in counts.values()) == 0, counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,10 @@ class ShiftDepthwise(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.kernel, self.stride, self.padding = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        padding = conv.padding[0]
+        if not isinstance(padding, int):
+            raise ValueError(f"ShiftDepthwise needs numeric padding, not {padding!r}")
+        self.kernel, self.stride, self.padding = conv.kernel_size[0], conv.stride[0], padding
         self.weight = nn.Parameter(conv.weight.detach().squeeze(1).clone(), requires_grad=False)
         bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = nn.Parameter(bias, requires_grad=False)
@@ -73,7 +77,7 @@ def depthwise_as_shifts(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_depthwise(child):
-                setattr(parent, name, ShiftDepthwise(child))
+                setattr(parent, name, ShiftDepthwise(cast(nn.Conv2d, child)))
     return model
 
 
@@ -84,4 +88,4 @@ def deploy(model: nn.Module, shifts: bool = True, compile: bool = True) -> nn.Mo
     deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval()))
     if shifts:
         deployed = depthwise_as_shifts(deployed)
-    return torch.compile(deployed, dynamic=False) if compile else deployed
+    return cast(nn.Module, torch.compile(deployed, dynamic=False)) if compile else deployed

@@ -7,7 +7,8 @@ Deployed form: the same function as real grouped convolutions, so MACs and laten
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -204,6 +205,10 @@ class DeployedFLGC(nn.Module):
     output their bias (0 until a BN is fused). `sizes` keeps (|in_g|, |out_g|) per group.
     """
 
+    starved_filters: torch.Tensor
+    starved_bias: torch.Tensor
+    output_index: torch.Tensor
+
     def __init__(self, layer: FLGCConv2d, strategy: str = DEFAULT_STRATEGY) -> None:
         super().__init__()
         member_in, member_out = layer.assignment()
@@ -250,6 +255,14 @@ class DeployedFLGC(nn.Module):
         self.register_buffer("output_index", position)
         self.permute_outputs = not torch.equal(position, torch.arange(self.out_channels, device=device))
 
+    def buffer(self, name: str, index: int) -> torch.Tensor:
+        """The index buffer `name` of bucket `index`."""
+        return cast(torch.Tensor, getattr(self, f"{name}_{index}"))
+
+    def group_convs(self) -> list[nn.Conv2d]:
+        """One grouped Conv2d per bucket."""
+        return [cast(nn.Conv2d, conv) for conv in self.convs]
+
     def output_size(self, x: torch.Tensor) -> tuple[int, int]:
         """Spatial size of the output for input `x`."""
         k, pad = self.kernel_size, self.kernel_size // 2
@@ -261,16 +274,16 @@ class DeployedFLGC(nn.Module):
     def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
         """Each bucket a grouped Conv2d on its gathered channels; outputs gathered (one bucket) or scattered."""
         pieces = [
-            conv(select_channels(x, getattr(self, f"input_index_{index}")) if self.gather_inputs[index] else x)
-            for index, conv in enumerate(self.convs)
+            conv(select_channels(x, self.buffer("input_index", index)) if self.gather_inputs[index] else x)
+            for index, conv in enumerate(self.group_convs())
         ]
         if len(pieces) == 1 and not len(self.starved_filters):
             return select_channels(pieces[0], self.output_index) if self.permute_outputs else pieces[0]
         out = x.new_empty(x.shape[0], self.out_channels, *self.output_size(x))
         for index, piece in enumerate(pieces):
-            filters = getattr(self, f"row_filters_{index}")
+            filters = self.buffer("row_filters", index)
             if self.scatter_rows[index]:
-                real_rows = getattr(self, f"real_rows_{index}")
+                real_rows = self.buffer("real_rows", index)
                 piece, filters = select_channels(piece, real_rows), filters[real_rows]
             place_channels(out, filters, piece)
         if len(self.starved_filters):
@@ -291,8 +304,8 @@ class DeployedFLGC(nn.Module):
         rows = x.view(batch * channels, height * width)
         images = torch.arange(batch, device=x.device)
         pieces = []
-        for index, conv in enumerate(self.convs):
-            gather = getattr(self, f"input_index_{index}")
+        for index, conv in enumerate(self.group_convs()):
+            gather = self.buffer("input_index", index)
             if batch > 1 or self.gather_inputs[index]:
                 gathered = rows.index_select(0, (gather[:, None] + images * channels).flatten())
             else:
@@ -309,9 +322,9 @@ class DeployedFLGC(nn.Module):
             return pieces[0].view(-1, height * width).index_select(0, order).view(batch, -1, height, width)
         out = x.new_empty(batch * self.out_channels, height * width)
         for index, piece in enumerate(pieces):
-            filters = getattr(self, f"row_filters_{index}")
+            filters = self.buffer("row_filters", index)
             if self.scatter_rows[index]:
-                real_rows = getattr(self, f"real_rows_{index}")
+                real_rows = self.buffer("real_rows", index)
                 piece, filters = piece.index_select(0, real_rows), filters[real_rows]
             out.index_copy_(
                 0, (filters[:, None] + images * self.out_channels).flatten(), piece.view(-1, height * width)
@@ -329,8 +342,8 @@ class DeployedFLGC(nn.Module):
         scale = (bn.weight if bn.weight is not None else 1) / torch.sqrt(bn.running_var + bn.eps)
         scale = torch.broadcast_to(scale, bn.running_mean.shape)
         shift = (bn.bias if bn.bias is not None else 0) - bn.running_mean * scale
-        for index, conv in enumerate(self.convs):
-            filters = getattr(self, f"row_filters_{index}")
+        for index, conv in enumerate(self.group_convs()):
+            filters = self.buffer("row_filters", index)
             real = filters >= 0
             zero = torch.zeros(len(filters), dtype=scale.dtype, device=scale.device)
             row_scale = torch.where(real, scale[filters.clamp(min=0)], zero)
