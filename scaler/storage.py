@@ -220,7 +220,8 @@ class QueueStudy(optuna.Study):
         Optuna's claim reads the state and then writes it; SQLite ignores the read's FOR UPDATE,
         so two workers could both see WAITING and both run the trial.
         """
-        engine = getattr(self._storage, "_backend", self._storage).engine  # RDBStorage, inside Optuna's cache
+        backend: Any = getattr(self._storage, "_backend", self._storage)  # RDBStorage, inside Optuna's cache
+        engine = backend.engine
         for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
             if claim_waiting_trial(engine, trial._trial_id):
                 return trial._trial_id
