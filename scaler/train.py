@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from scaler.augment import rand_augment
 from scaler.data import Dataset, Split
 from scaler.errors import UserError
 from scaler.nn.flgc import assignment_parameters
@@ -28,7 +29,9 @@ class Progressive:
 
     Regularisation follows EfficientNetV2-S (Tan & Le 2021, Table 6): RandAugment magnitude 5 -> 15,
     dropout 0.1 -> 0.3, mixup 0 -> 0. The paper starts at 128/300 = 0.43 of the target size; at 28 px
-    that leaves 1x1 feature maps, so the start is 0.6 of the target.
+    that leaves 1x1 feature maps, so the start is 0.6 of the target. Each stage trains at least
+    `min_stage_epochs` epochs (the paper gives each of its 4 stages 87 of 350 epochs): with fewer epochs
+    the stages are merged, and a budget that leaves fewer than 2 stages is refused.
     """
 
     stages: int = 3
@@ -36,15 +39,29 @@ class Progressive:
     dropout: tuple[float, float] = (0.1, 0.3)
     randaugment: tuple[float, float] = (5.0, 15.0)
     mixup: tuple[float, float] = (0.0, 0.0)
+    min_stage_epochs: int = 2
+
+    def stages_for(self, epochs: int) -> int:
+        """How many stages `epochs` allow: at most `stages`, each of at least `min_stage_epochs` epochs."""
+        return max(1, min(self.stages, epochs // max(1, self.min_stage_epochs)))
+
+    def check(self, epochs: int) -> None:
+        """Refuse, in one line, a budget too short for the ramp to exist."""
+        if self.stages_for(epochs) < 2:
+            needed = 2 * self.min_stage_epochs
+            raise UserError(
+                f"progressive learning needs at least {needed} epochs ({self.min_stage_epochs} per stage, "
+                f"2 stages or more); got --epochs {epochs}"
+            )
 
     def stage_of(self, epoch: int, epochs: int) -> int:
         """Stage index of `epoch` when `epochs` are split evenly over the stages."""
-        stages = max(1, min(self.stages, epochs))
+        stages = self.stages_for(epochs)
         return min(stages - 1, epoch * stages // epochs)
 
     def settings(self, stage: int, epochs: int, resolution: int) -> tuple[int, float, float, float]:
         """(image size, dropout, RandAugment magnitude, mixup alpha) of `stage`."""
-        stages = max(1, min(self.stages, epochs))
+        stages = self.stages_for(epochs)
         t = stage / (stages - 1) if stages > 1 else 1.0
         lerp = lambda pair: pair[0] + t * (pair[1] - pair[0])  # noqa: E731
         start = max(8, int(round(resolution * self.start_fraction / 2)) * 2)
@@ -52,9 +69,16 @@ class Progressive:
         return size, lerp(self.dropout), lerp(self.randaugment), lerp(self.mixup)
 
 
+LR_REFERENCE_BATCH = 64
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimiser, schedule, regularisation, speed options."""
+    """How to train: optimiser, schedule, regularisation, speed options.
+
+    `lr` is the peak learning rate and `warmup_steps` the linear warm-up at a batch of 64 images; other
+    batch sizes scale the rate linearly (Goyal et al. 2017) and keep the warm-up's length in images.
+    """
 
     epochs: int = 3
     batch_size: int = 64
@@ -74,6 +98,11 @@ class TrainConfig:
     eval_batch_size: int = 512
     precise_bn: int = 1024
     device: str = "auto"
+
+    @property
+    def peak_lr(self) -> float:
+        """The peak learning rate at this batch size: `lr` scaled linearly from a batch of 64."""
+        return self.lr * self.batch_size / LR_REFERENCE_BATCH
 
 
 @dataclass
@@ -168,9 +197,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if assignment:
         groups.append({"params": assignment, "weight_decay": 0.0, "lr_scale": config.assignment_lr_scale})
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=config.peak_lr, momentum=config.momentum, nesterov=True)
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=0.001, momentum=config.momentum)
+        return torch.optim.RMSprop(groups, lr=config.peak_lr, alpha=0.9, eps=0.001, momentum=config.momentum)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
@@ -189,19 +218,11 @@ def set_dropout(model: nn.Module, p: float) -> None:
             module.p = p
 
 
-def randaugment(images: torch.Tensor, magnitude: float, generator: torch.Generator) -> torch.Tensor:
-    """torchvision's RandAugment (2 ops) on a uint8 batch; magnitude on its 0..30 scale."""
-    from torchvision.transforms import v2
-
-    if magnitude <= 0:
-        return images
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    return v2.RandAugment(num_ops=2, magnitude=int(round(magnitude)), num_magnitude_bins=31)(images)
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, data: Prepared, images: int = 1024, batch_size: int = 128) -> None:
     """Precise BN (as in pycls): recompute running statistics as a plain average over training batches.
+
+    `data` holds training images at the resolution the model is evaluated at, whatever size it trained at.
 
     Early in a short run the EMA statistics lag far behind the weights: MobileNet after one epoch on
     3000 images scored 0.08 in eval mode but 0.69 with recalibrated statistics.
@@ -233,6 +254,17 @@ def evaluate(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool 
     return correct / max(1, len(data.labels))
 
 
+DIVERGENCE_CHECK_STEPS = 25  # the loss is checked on the host this often: no sync in every step
+
+
+def check_finite(finite: torch.Tensor, epoch: int, step: int) -> None:
+    """Raise TrainingDiverged once a loss since the start was NaN or infinite."""
+    if not bool(finite):
+        raise TrainingDiverged(
+            f"training diverged: loss became NaN or infinite by epoch {epoch + 1}, step {step}; lower --lr"
+        )
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
@@ -256,17 +288,29 @@ def train(
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
-    step_model = cast(nn.Module, torch.compile(model)) if config.compile else model
+    step_model = cast(nn.Module, torch.compile(model, dynamic=False)) if config.compile else model
     val = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
+    if config.progressive:
+        config.progressive.check(config.epochs)
+    calibration = None
+    if config.precise_bn:
+        head = Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
+        calibration = Prepared(head, mean, std, resolution, device, config.channels_last)
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    full_batches_only = config.compile and len(dataset.train) >= config.batch_size  # one shape, one compiled graph
+    steps_per_epoch = (
+        (len(dataset.train) // config.batch_size)
+        if full_batches_only
+        else math.ceil(len(dataset.train) / config.batch_size)
+    )
     total_steps = steps_per_epoch * config.epochs
-    warmup = min(config.warmup_steps, total_steps // 5)
+    warmup = min(math.ceil(config.warmup_steps * LR_REFERENCE_BATCH / config.batch_size), total_steps // 5)
     result = TrainResult()
     prepared: dict[int, Prepared] = {}
     dropouts = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
     bar = tqdm(total=total_steps, desc=description, disable=not progress, leave=False, unit="step")
     step = 0
+    finite = torch.ones((), dtype=torch.bool, device=device)
     start_time = time.perf_counter()
     try:
         for epoch in range(config.epochs):
@@ -282,15 +326,15 @@ def train(
             result.resolutions.append(size)
             model.train()
             order = torch.randperm(len(data.labels), generator=generator).to(device)
-            for start in range(0, len(order), config.batch_size):
+            for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
                 index = order[start : start + config.batch_size]
                 if len(index) < 2:
                     continue
                 x, y = data.images[index], data.labels[index]
                 if magnitude > 0:
-                    x = data.normalise(randaugment(data.raw[index.cpu()], magnitude, generator))
+                    x = data.normalise(rand_augment(data.raw[index.cpu()], magnitude, generator))
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr * group["lr_scale"] * cosine_lr(step, total_steps, warmup)
+                    group["lr"] = config.peak_lr * group["lr_scale"] * cosine_lr(step, total_steps, warmup)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     if mixup > 0:
                         lam = float(torch.distributions.Beta(mixup, mixup).sample())
@@ -301,22 +345,22 @@ def train(
                         ) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
                     else:
                         loss = F.cross_entropy(step_model(x), y, label_smoothing=config.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower --lr"
-                    )
+                finite &= torch.isfinite(loss.detach())
+                if step % DIVERGENCE_CHECK_STEPS == 0:
+                    check_finite(finite, epoch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
                 result.images_seen += len(y)
                 bar.update(1)
-                if step % 20 == 0:
+                if progress and step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}", res=size)
-            if config.precise_bn:
-                recalibrate_batchnorm(step_model, data, config.precise_bn)
+            check_finite(finite, epoch, step)
+            if calibration is not None:
+                recalibrate_batchnorm(model, calibration, config.precise_bn)
             result.train_seconds = time.perf_counter() - start_time
-            accuracy = evaluate(step_model, val, config.eval_batch_size, amp)
+            accuracy = evaluate(model, val, config.eval_batch_size, amp)
             result.val_acc.append(accuracy)
             result.epochs = epoch + 1
             bar.set_postfix(val_acc=f"{accuracy:.4f}", res=size)

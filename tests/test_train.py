@@ -1,0 +1,125 @@
+"""The training loop's parts: per-image RandAugment, BN statistics at the eval size, progressive stages, the LR schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from scaler.augment import OPS, apply_op, op_strength, rand_augment
+from scaler.data import Dataset, Split
+from scaler.errors import UserError
+from scaler.nn.build import build
+from scaler.scaling import scale
+from scaler.train import Prepared, Progressive, TrainConfig, cosine_lr, recalibrate_batchnorm, train
+from scaler.zoo import base
+
+
+def striped(channels: int = 1, size: int = 28) -> torch.Tensor:
+    """One uint8 image with structure in both directions (so every op changes it)."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    image = ((x * 9 + y * 4) % 200 + 30).to(torch.uint8)
+    image[5:12, 3:20] = 250
+    return image.expand(channels, size, size).clone()
+
+
+def test_every_image_draws_its_own_ops() -> None:
+    copies = striped().expand(64, 1, 28, 28).clone()
+    out = rand_augment(copies, 9, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == copies.shape
+    distinct = {bytes(image.numpy()) for image in out}
+    assert len(distinct) > 20, f"only {len(distinct)} distinct images out of 64 copies"
+
+
+def test_augmentation_is_reproducible_from_the_seed_and_leaves_the_global_rng() -> None:
+    copies = striped(3, 32).expand(16, 3, 32, 32).clone()
+    state = torch.get_rng_state()
+    first = rand_augment(copies, 12, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG was drawn from"
+    assert torch.equal(first, rand_augment(copies, 12, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, rand_augment(copies, 12, torch.Generator().manual_seed(8)))
+    assert torch.equal(rand_augment(copies, 0, torch.Generator().manual_seed(7)), copies)
+
+
+REFERENCE = {
+    "brightness": lambda img, m: TF.adjust_brightness(img, 1 + m),
+    "color": lambda img, m: TF.adjust_saturation(img, 1 + m),
+    "contrast": lambda img, m: TF.adjust_contrast(img, 1 + m),
+    "sharpness": lambda img, m: TF.adjust_sharpness(img, 1 + m),
+    "posterize": lambda img, m: TF.posterize(img, int(m)),
+    "solarize": lambda img, m: TF.solarize(img, m),
+    "autocontrast": lambda img, m: TF.autocontrast(img),
+    "equalize": lambda img, m: TF.equalize(img),
+    "translate_x": lambda img, m: TF.affine(img, angle=0.0, translate=[int(m), 0], scale=1.0, shear=[0.0, 0.0]),
+    "translate_y": lambda img, m: TF.affine(img, angle=0.0, translate=[0, int(m)], scale=1.0, shear=[0.0, 0.0]),
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("op", sorted(REFERENCE))
+def test_ops_match_torchvision(op: str, channels: int) -> None:
+    """Each op on one image equals torchvision's functional op at the same strength (within rounding)."""
+    image = striped(channels)
+    if channels == 3:
+        image[1] = image[1].flip(-1)
+        image[2] = 255 - image[2]
+    strength = op_strength(op, 15, 28)
+    if op.startswith("translate"):
+        strength = float(round(strength))
+    ours = apply_op(image[None].float(), op, torch.tensor([strength]))[0].round().clamp(0, 255).to(torch.uint8)
+    theirs = REFERENCE[op](image, strength)
+    assert (ours.int() - theirs.int()).abs().max() <= 1, f"{op}: differs from torchvision"
+
+
+def test_geometric_ops_move_the_image_by_their_strength() -> None:
+    image = striped()[None].float()
+    for op in ("shear_x", "shear_y", "rotate"):
+        moved = apply_op(image, op, torch.tensor([op_strength(op, 15, 28)]))
+        assert not torch.equal(moved, image) and moved.shape == image.shape
+        assert torch.equal(apply_op(image, op, torch.tensor([0.0])), image), f"{op} at strength 0 is the identity"
+    assert len(OPS) == 14
+
+
+def test_progressive_stage_boundaries() -> None:
+    progressive = Progressive()
+    assert [progressive.stages_for(e) for e in (3, 4, 5, 6, 9)] == [1, 2, 2, 3, 3]
+    assert [progressive.stage_of(e, 6) for e in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [progressive.stage_of(e, 5) for e in range(5)] == [0, 0, 0, 1, 1]
+    first, last = progressive.settings(0, 6, 28), progressive.settings(2, 6, 28)
+    assert (first[0], last[0]) == (16, 28) and first[1:3] == (0.1, 5.0) and last[1:3] == pytest.approx((0.3, 15.0))
+    with pytest.raises(UserError, match="at least 4 epochs"):
+        progressive.check(3)
+
+
+def test_cosine_lr() -> None:
+    factors = [cosine_lr(step, 100, 10) for step in range(101)]
+    assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11)
+    assert (
+        factors[10] == pytest.approx(1.0) and factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
+    )
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def tiny_dataset(n: int = 256, size: int = 28) -> Dataset:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, size, size), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    split = Split(images, labels)
+    return Dataset("synthetic", split, split.subset(64, 0), split.subset(64, 1), 10, "test")
+
+
+def test_batchnorm_statistics_are_recomputed_at_the_eval_size() -> None:
+    """After progressive training whose last stage is small, BN statistics are those of full-size images."""
+    dataset = tiny_dataset()
+    spec = scale(base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    model = build(spec, seed=0)
+    config = TrainConfig(epochs=4, batch_size=64, progressive=Progressive(stages=2, start_fraction=0.5), precise_bn=128)
+    result = train(model, dataset, 28, config, progress=False)
+    assert result.resolutions == [14, 14, 28, 28]
+    trained = {name: b.clone() for name, b in model.named_buffers() if "running_mean" in name}
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in dataset.mean_std)
+    head = Split(dataset.train.images[:128], dataset.train.labels[:128])
+    for size, same in ((28, True), (14, False)):
+        recalibrate_batchnorm(model, Prepared(head, mean, std, size, torch.device("cpu"), True), 128)
+        now = {name: b for name, b in model.named_buffers() if "running_mean" in name}
+        assert all(torch.allclose(trained[k], now[k], atol=1e-5) for k in trained) == same, size
