@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from scaler.nn.depthwise import DepthwiseConv2d
 from scaler.spec import SpecError
 
 ActFactory = Callable[[int], nn.Module]
@@ -17,7 +18,7 @@ class FReLU(nn.Module):
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.conv = DepthwiseConv2d(channels, 3)
         self.bn: nn.Module = nn.BatchNorm2d(channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from scaler.nn.activations import ActFactory
+from scaler.nn.depthwise import DepthwiseConv2d
 
 Pointwise = Callable[[int, int], nn.Module]
 
@@ -40,7 +41,11 @@ def conv_bn(
     eps: float = 1e-5,
 ) -> ConvBN:
     """kxk convolution (padding k//2, no bias) + BN + activation."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
+    conv: nn.Conv2d
+    if groups == in_channels == out_channels > 1 and kernel > 1:
+        conv = DepthwiseConv2d(in_channels, kernel, stride)
+    else:
+        conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
     return ConvBN(conv, out_channels, act, eps)
 
 
