@@ -129,11 +129,20 @@ def cmd_profile(args: argparse.Namespace, argv: Argv) -> int:
     return 0
 
 
-def add_train_args(parser: argparse.ArgumentParser, epochs: int | None, subset: int | None = None) -> None:
+def add_train_args(
+    parser: argparse.ArgumentParser, epochs: int | None, subset: int | None = None, batch_size: int | None = 64
+) -> None:
     """Options of the one training loop (a default of None is resolved by the command, e.g. by --quick)."""
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs or 3})")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule, 50 warm-up steps)")
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"images per step (default {batch_size or 256})"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=0.05,
+        help="peak learning rate at batch 64, scaled linearly with --batch-size (cosine schedule, warm-up)",
+    )
     parser.add_argument(
         "--optimizer", choices=("sgd", "rmsprop"), default="sgd", help="SGD with Nesterov momentum, or RMSProp"
     )
@@ -154,35 +163,43 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int | None, subset: 
         "--subset",
         type=int,
         default=subset,
-        help=f"train on N images of the training split (default {subset or 3000}; 0 = all 54000)",
+        help=f"train on N images of the training split (default {subset or 'all'}; 0 = all 54000)",
     )
     parser.add_argument(
         "--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed: initialisation and data order")
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="seed of the train/validation split and subsets (fixed across --seed)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def train_config(args: argparse.Namespace, epochs: int | None = None) -> TrainConfig:
-    """TrainConfig from the training options (checked); `epochs` overrides --epochs."""
+def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size: int | None = None) -> TrainConfig:
+    """TrainConfig from the training options (checked); `epochs` and `batch_size` override the options."""
     from scaler.train import Progressive, TrainConfig, check_device
 
     epochs = args.epochs if epochs is None else epochs
-    if epochs < 1 or args.batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
+    batch_size = args.batch_size if batch_size is None else batch_size
+    if epochs < 1 or batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --assignment-lr-scale >= 0")
-    if args.seed < 0 or (args.threads is not None and args.threads < 1):
-        raise UserError(f"--seed must be >= 0 and --threads >= 1 (got {args.seed}, {args.threads})")
+    if min(args.seed, args.data_seed) < 0 or (args.threads is not None and args.threads < 1):
+        raise UserError(
+            f"--seed and --data-seed must be >= 0 and --threads >= 1 (got {args.seed}, {args.data_seed}, {args.threads})"
+        )
     for option in ("subset", "val_size", "test_size"):
         if (getattr(args, option, 0) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')} must be >= 0 (0 = the whole split)")
     check_device(args.device)
+    if args.progressive:
+        Progressive().check(epochs)
     scale = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
     return TrainConfig(
         **scale,
         epochs=epochs,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
         progressive=Progressive() if args.progressive else None,
@@ -193,8 +210,25 @@ def train_config(args: argparse.Namespace, epochs: int | None = None) -> TrainCo
     )
 
 
-SEARCH_DEFAULTS: dict[str, Any] = {"subset": 3000, "val_size": 1000, "epochs": 3, "n_trials": None, "confirm": 3}
-QUICK: dict[str, Any] = {"subset": 1000, "val_size": 300, "epochs": 1, "n_trials": 4, "confirm": 2}
+# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), the whole 54,000-image
+# training split, the whole 6,000-image validation split, 2 epochs at batch 256 (benchmarks/proxy_resolution.py).
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "width": 0.25,
+    "subset": 0,
+    "val_size": 0,
+    "epochs": 2,
+    "batch_size": 256,
+    "n_trials": None,
+    "confirm": 3,
+}
+QUICK: dict[str, Any] = SEARCH_DEFAULTS | {
+    "subset": 1000,
+    "val_size": 300,
+    "epochs": 1,
+    "batch_size": 64,
+    "n_trials": 4,
+    "confirm": 2,
+}
 
 
 def search_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,6 +241,8 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
     """Every search option that can be wrong without touching data or storage: one line, exit 2."""
     from scaler.search import max_workers
 
+    if not math.isfinite(settings["width"]) or settings["width"] <= 0:
+        raise UserError(f"--width must be a finite number > 0 (got {settings['width']})")
     if not math.isfinite(args.phi) or args.phi <= 0:
         raise UserError(f"--phi must be a finite number > 0 for a search (got {args.phi})")
     if settings["n_trials"] is not None and settings["n_trials"] < 1:
@@ -230,6 +266,7 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
     check_search_args(args, settings)
     config = SearchConfig(
         base=args.base,
+        width=settings["width"],
         dataset=args.dataset,
         variant=variant_of(args),
         phi=args.phi,
@@ -247,9 +284,10 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         study=args.study,
         storage=args.storage,
         seed=args.seed,
+        data_seed=args.data_seed,
         heartbeat=args.heartbeat or None,
         workers=args.workers,
-        train=train_config(args, epochs=settings["epochs"]),
+        train=train_config(args, epochs=settings["epochs"], batch_size=settings["batch_size"]),
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
@@ -328,11 +366,15 @@ def experiment_config(
         raise UserError("give --study NAME (a finished scaler search) or all of --alpha --beta --gamma")
     compound(*coefficients, 1.0)
     base = args.base or (info.base if info else "mobilenet")
+    width = args.width if args.width is not None else (info.width if info else 1.0)
+    if not math.isfinite(width) or width <= 0:
+        raise UserError(f"--width must be a finite number > 0 (got {width})")
     dataset = args.dataset or (info.dataset if info else "fashion-mnist")
     folder = info.folder if info else study_folder(args.out or f"{base}-{dataset}")
     config = RunConfig(
         command=args.command,
         base=base,
+        width=width,
         dataset=dataset,
         task=dataset_task(dataset),
         folder=folder,
@@ -350,6 +392,7 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
         "subset": args.subset or None,
         "val_size": args.val_size or None,
         "test_size": args.test_size or None,
+        "data_seed": args.data_seed,
         "train": train_config(args),
         "progress": args.progress,
     }
@@ -367,6 +410,7 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     parser.add_argument("--beta", type=float)
     parser.add_argument("--gamma", type=float)
     parser.add_argument("--base", help="base network (default: the study's, else mobilenet)")
+    parser.add_argument("--width", type=float, help="width multiplier of the base (default: the study's, else 1)")
     parser.add_argument("--dataset", help="dataset (default: the study's, else fashion-mnist)")
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
@@ -460,10 +504,12 @@ def cmd_ladder(args: argparse.Namespace, argv: Argv) -> int:
     """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU."""
     from scaler.experiments import ladder
     from scaler.run import setup, write
+    from scaler.train import Progressive
     from scaler.variants import apply_variant
 
     config, coefficients = experiment_config(args, argv)
     apply_variant(config.base_spec(), "fused+" + args.frelu)
+    Progressive().check(config.train.epochs)
     run = setup(config)
     frames = ladder.run(ladder.plan(coefficients, args.frelu, run.spec.name), run)
     write(run.folder, config, argv, run.started, frames, options=options_of(args))
@@ -573,6 +619,7 @@ def make_parser() -> Parser:
     )
     add_architecture_args(p)
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (1x28x28), mnist, cifar10 (3x32x32)")
+    p.add_argument("--width", type=float, help="width multiplier of the base network before the search (default 0.25)")
     p.add_argument("--phi", type=float, default=1.0)
     p.add_argument("--step", type=float, default=0.1, help="grid step (0.1: 20 candidates; 0.05: 108)")
     p.add_argument("--tolerance", type=float, default=0.1, help="keep |alpha*beta^2*gamma^2 - 2| <= this")
@@ -605,11 +652,11 @@ def make_parser() -> Parser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke preset where not given explicitly: 1000 images, 1 epoch, 4 trials (< 2 min)",
+        help="smoke preset where not given explicitly: 1000 images, 1 epoch at batch 64, 4 trials (< 2 min)",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--val-size", type=int, help="validation images per epoch (default 1000; 0 = the whole 10 %% split)")
-    add_train_args(p, epochs=None, subset=None)
+    p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 6,000-image split)")
+    add_train_args(p, epochs=None, subset=None, batch_size=None)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(

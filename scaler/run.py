@@ -61,6 +61,8 @@ class RunConfig:
         variant: '+'-joined variants applied to the base.
         dataset, data_dir: where the images come from; task: their shape and classes.
         subset, val_size, test_size: images kept per split (None: the whole split).
+        data_seed: the seed of the train/validation split and of the subsets, fixed across training seeds
+            so that runs with different seeds are compared on the same images.
         train: how every network of the run is trained (the seed included).
         folder: where the run's frames, figures and run.json go.
         latency_runs: timed forward passes per latency measurement.
@@ -77,6 +79,7 @@ class RunConfig:
     subset: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    data_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     folder: Path = STUDIES_DIR / "run"
     latency_runs: int = 20
@@ -85,7 +88,7 @@ class RunConfig:
 
     @property
     def seed(self) -> int:
-        """The run's seed: initialisation, data order, subsets."""
+        """The run's training seed: initialisation and data order."""
         return self.train.seed
 
     def base_spec(self) -> NetSpec:
@@ -96,11 +99,11 @@ class RunConfig:
 
     def load_dataset(self) -> Dataset:
         """The dataset with the training subset and the validation and test splits cut to size (seeded)."""
-        dataset = load_dataset(self.dataset, self.data_dir, subset=self.subset, seed=self.seed)
+        dataset = load_dataset(self.dataset, self.data_dir, subset=self.subset, seed=self.data_seed)
         if self.val_size:
-            dataset = replace(dataset, val=dataset.val.subset(self.val_size, self.seed))
+            dataset = replace(dataset, val=dataset.val.subset(self.val_size, self.data_seed))
         if self.test_size:
-            dataset = replace(dataset, test=dataset.test.subset(self.test_size, self.seed))
+            dataset = replace(dataset, test=dataset.test.subset(self.test_size, self.data_seed))
         return dataset
 
     def to_json(self) -> dict[str, Any]:
@@ -436,6 +439,7 @@ class StudyInfo:
 
     name: str
     base: str
+    width: float
     dataset: str
     alpha: float
     beta: float
@@ -462,6 +466,9 @@ def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
         )
     grid = summary.get("grid") or {}
     alpha, beta, gamma = (float(value) for value in coefficients)
-    return StudyInfo(
-        name, grid.get("base", "mobilenet"), grid.get("dataset", "fashion-mnist"), alpha, beta, gamma, folder
+    base, width, dataset = (
+        grid.get("base", "mobilenet"),
+        float(grid.get("width", 1.0)),
+        grid.get("dataset", "fashion-mnist"),
     )
+    return StudyInfo(name, base, width, dataset, alpha, beta, gamma, folder)

@@ -68,6 +68,7 @@ class SearchConfig:
     """Everything one `scaler search` needs."""
 
     base: str = "mobilenet"
+    width: float = 1.0
     dataset: str = "fashion-mnist"
     variant: str = "relu"
     phi: float = 1.0
@@ -86,6 +87,7 @@ class SearchConfig:
     storage: str | None = None
     studies_dir: Path = STUDIES_DIR
     seed: int = 0
+    data_seed: int = 0
     heartbeat: int | None = 10
     workers: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -94,10 +96,11 @@ class SearchConfig:
 
     @property
     def study_name(self) -> str:
-        """--study, or '<base>-<dataset>[-<variant>][-phiN]'."""
+        """--study, or '<base>[-wW]-<dataset>[-<variant>][-phiN]'."""
         if self.study:
             return self.study
-        name = f"{self.base}-{self.dataset}"
+        name = self.base if self.width == 1 else f"{self.base}-w{self.width:g}"
+        name = f"{name}-{self.dataset}"
         if self.variant != "relu":
             name += "-" + self.variant.replace(":", "").replace(",", "").replace("+", "-")
         return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
@@ -141,12 +144,14 @@ class SearchConfig:
         return RunConfig(
             command="search",
             base=self.base,
+            width=self.width,
             variant=self.variant,
             dataset=self.dataset,
             task=dataset_task(self.dataset),
             data_dir=self.data_dir,
             subset=self.subset,
             val_size=self.val_size,
+            data_seed=self.data_seed,
             train=self.train,
             folder=self.folder,
             latency_runs=15,
@@ -214,7 +219,7 @@ class TrialBudget:
 
 def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
     """What makes two searches the same study."""
-    return {
+    fingerprint = {
         "base": config.base,
         "dataset": config.dataset,
         "variant": config.variant,
@@ -222,6 +227,7 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "step": config.step,
         "tolerance": config.tolerance,
     }
+    return fingerprint if config.width == 1 else fingerprint | {"width": config.width}
 
 
 def interruption(error: BaseException) -> str:

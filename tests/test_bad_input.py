@@ -172,7 +172,13 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
         "training diverged",
         no_setup,
     ),
-    ("ladder diverging", ["ladder", *COEFFS, "--out", "div", "--lr", "1e30", *TINY], "training diverged", no_setup),
+    (
+        "ladder diverging",
+        ["ladder", *COEFFS, "--out", "div", "--lr", "1e30", *TINY, "--epochs", "4"],
+        "training diverged",
+        no_setup,
+    ),
+    ("ladder too short to ramp", ["ladder", *COEFFS, "--out", "short", *TINY], "at least 4 epochs", no_setup),
     (
         "compare-scaling diverging",
         ["compare-scaling", *COEFFS, "--out", "div", "--lr", "1e30", *TINY],

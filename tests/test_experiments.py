@@ -116,7 +116,7 @@ def test_notebooks_execute(study: Path, notebook: str, monkeypatch: pytest.Monke
 
 def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["ladder", *COEFFS, "--out", "lad", "--frelu", "frelu:1,2", *TINY]) == 0
+    assert main(["ladder", *COEFFS, "--out", "lad", "--frelu", "frelu:1,2", *TINY, "--epochs", "4"]) == 0
     ladder = pd.read_csv(tmp_path / "studies" / "lad" / "ladder.csv")
     assert ladder.step.tolist() == [0, 1, 2, 3]
     assert ladder.macs[1] > ladder.macs[0] and ladder.macs[3] > ladder.macs[2]
@@ -125,5 +125,7 @@ def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(compare.rule) == {"base", "depth", "width", "resolution", "compound", "dWr"}
     assert compare[compare.rule != "base"].macs_ratio.between(1.3, 3.5).all()
     assert (tmp_path / "studies" / "cmp" / "compare_scaling.png").exists()
-    for folder in ("lad", "cmp"):
-        assert json.loads((tmp_path / "studies" / folder / "run.json").read_text())["config"]["train"]["epochs"] == 1
+    for folder, epochs in (("lad", 4), ("cmp", 1)):
+        assert (
+            json.loads((tmp_path / "studies" / folder / "run.json").read_text())["config"]["train"]["epochs"] == epochs
+        )

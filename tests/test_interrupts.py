@@ -31,7 +31,9 @@ from scaler.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 STEP, TOLERANCE = 0.25, 0.2
 LABELS = [c.label for c in feasible_grid(STEP, TOLERANCE)]
-SMALL = [
+SMALL = [  # width 1: a trial lasts long enough to be stopped in its second epoch
+    "--width",
+    "1",
     "--step",
     str(STEP),
     "--tolerance",
