@@ -412,8 +412,6 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     parser.add_argument("--base", help="base network (default: the study's, else mobilenet)")
     parser.add_argument("--width", type=float, help="width multiplier of the base (default: the study's, else 1)")
     parser.add_argument("--dataset", help="dataset (default: the study's, else fashion-mnist)")
-    parser.add_argument("--input", help=argparse.SUPPRESS)
-    parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--out", help="output folder name under studies/ when no --study is given")
     parser.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
     parser.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
@@ -614,7 +612,7 @@ def make_parser() -> Parser:
         help="Optuna grid search of alpha, beta, gamma at phi with real proxy training",
         description="Grid-search alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step, keeping "
         "|alpha*beta^2*gamma^2 - 2| <= --tolerance (step 0.1 leaves 20 candidates, step 0.05 leaves 108; "
-        "the default 0.1 fits the 15-minute budget on 2 CPU cores). Each candidate is built at phi, its "
+        "the default 0.1 keeps a search near 30 minutes on 2 CPU cores). Each candidate is built at phi, its "
         "MACs measured with fvcore; out of --ratio-range it is infeasible and not trained.",
     )
     add_architecture_args(p)
