@@ -134,6 +134,20 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     return (SQLAlchemyError, OSError, RuntimeError, ValueError)
 
 
+def opening_errors() -> tuple[type[BaseException], ...]:
+    """What opening a storage can raise that is the user's to fix: a missing driver, or `storage_errors`."""
+    return (ImportError, *storage_errors())
+
+
+def cannot_open(url: str, error: BaseException) -> UserError:
+    """The one-line error of a storage that could not be opened: a missing driver, or the database's own reason."""
+    if isinstance(error, ImportError):
+        reason = "its database driver is not installed (pip install 'scaler[postgres]')"
+    else:
+        reason = describe_error(error, url)
+    return UserError(f"cannot open storage {redact(url)}: {reason}")
+
+
 def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for a checked `url` (heartbeats re-queue dead workers' trials); errors in one line."""
     try:
@@ -148,12 +162,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
                 if heartbeat
                 else None,
             )
-    except ImportError:
-        raise UserError(
-            f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')"
-        ) from None
-    except storage_errors() as error:
-        raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
+    except opening_errors() as error:
+        raise cannot_open(url, error) from None
 
 
 @contextlib.contextmanager
@@ -181,12 +191,8 @@ def study_lock(url: str, study: str) -> Iterator[None]:
         engine = create_engine(url, **engine_kwargs(url))
         connection = engine.connect()
         connection.execute(text("select pg_advisory_lock(:key)"), {"key": key})
-    except ImportError:
-        raise UserError(
-            f"cannot open storage {redact(url)}: its database driver is not installed (pip install 'scaler[postgres]')"
-        ) from None
-    except storage_errors() as error:
-        raise UserError(f"cannot open storage {redact(url)}: {describe_error(error, url)}") from None
+    except opening_errors() as error:
+        raise cannot_open(url, error) from None
     try:
         yield
     finally:
