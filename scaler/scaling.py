@@ -58,10 +58,11 @@ def _scale_stage(stage: Stage, depth: float, width: float) -> Stage:
     )
 
 
-def scale(
-    spec: NetSpec, depth: float, width: float, resolution: float, resolution_multiple: int = RESOLUTION_MULTIPLE
-) -> NetSpec:
-    """Scale a network: repeats by ceil(n*d), channels (stem, stages, head) by w, input size by r."""
+def scale(spec: NetSpec, depth: float, width: float, resolution: float) -> NetSpec:
+    """Scale a network: repeats by ceil(n*d), channels (stem, stages, head) by w, input size by r.
+
+    The input size rounds to the nearest multiple of `spec.resolution_multiple`.
+    """
     for name, value in (("depth", depth), ("width", width), ("resolution", resolution)):
         if not math.isfinite(value) or value <= 0:
             raise SpecError(f"{name} multiplier must be > 0 (got {value})")
@@ -74,7 +75,7 @@ def scale(
         stem=stem,
         stages=tuple(_scale_stage(stage, depth, width) for stage in spec.stages),
         head=head,
-        resolution=round_resolution(spec.resolution * resolution, resolution_multiple),
+        resolution=round_resolution(spec.resolution * resolution, spec.resolution_multiple),
     )
 
 

@@ -82,7 +82,11 @@ class Head:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A whole network: input, stem, stages, head and classes; `activation` is the stem/head one."""
+    """A whole network: input, stem, stages, head and classes; `activation` is the stem/head one.
+
+    `resolution_multiple`: the input sizes scaling may give it are multiples of this (its total stride on
+    small inputs, so that every feature map grows with the input and MACs follow r^2).
+    """
 
     name: str
     stem: Stem
@@ -93,6 +97,7 @@ class NetSpec:
     num_classes: int = 1000
     activation: str = "relu"
     norm_eps: float = 1e-5
+    resolution_multiple: int = 2
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -103,6 +108,14 @@ class NetSpec:
             )
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation {self.activation!r}")
+
+    @property
+    def total_stride(self) -> int:
+        """Input size over the last feature map's size (stem, max-pool and stage strides)."""
+        stride = self.stem.stride * (2 if self.stem.maxpool else 1)
+        for stage in self.stages:
+            stride *= stage.stride
+        return stride
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

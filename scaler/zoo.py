@@ -8,7 +8,8 @@ from dataclasses import replace
 from scaler.scaling import scale
 from scaler.spec import Head, NetSpec, SpecError, Stage, Stem
 
-MIN_FEATURE_MAP = 2
+MIN_FEATURE_MAP = 4
+SMALL_INPUT = 64  # below this many pixels a base gets the CIFAR stem, fitted strides and a stride-multiple size
 
 
 def mobilenet() -> NetSpec:
@@ -138,7 +139,7 @@ def efficientnet(variant: str) -> NetSpec:
 def fit_strides(spec: NetSpec, min_feature_map: int = MIN_FEATURE_MAP) -> NetSpec:
     """Drop the strides that would shrink the feature map below `min_feature_map` at this input size.
 
-    At 224 px nothing changes; at 28 px MobileNet keeps /16 and ends on 2x2 instead of 1x1.
+    At 224 px nothing changes; at 32 px MobileNet keeps /8 and ends on 4x4 instead of 1x1.
     """
     size = spec.resolution
 
@@ -165,10 +166,18 @@ def base(
     """Base network `name` for this input, strides fitted to the resolution.
 
     `cifar` swaps ResNet's 7x7/2 + max-pool stem for a 3x3/1 one; by default it does so below 64 px.
+    Below 64 px the input also grows to the next multiple of the fitted total stride (28 -> 32 px for a /8
+    network) and scaling keeps it a multiple of that stride: every feature map then grows in proportion
+    to the input, so MACs follow r^2 instead of jumping where a 2x2 map becomes 3x3.
     """
     if name not in BASES:
         raise SpecError(f"unknown base {name!r}; choose from {', '.join(BASES)}")
     spec = BASES[name]().with_input(in_channels, resolution, num_classes)
-    if (cifar if cifar is not None else resolution < 64) and spec.stem.maxpool:
+    small = resolution < SMALL_INPUT
+    if (cifar if cifar is not None else small) and spec.stem.maxpool:
         spec = cifar_stem(spec)
-    return fit_strides(spec)
+    fitted = fit_strides(spec)
+    if not small:
+        return fitted
+    stride = fitted.total_stride
+    return replace(fitted, resolution=-(-resolution // stride) * stride, resolution_multiple=stride)

@@ -28,11 +28,12 @@ def test_forward_backward_small_input(name: str, variant: str) -> None:
 
 @pytest.mark.parametrize("name", list(BASES))
 def test_strides_fit_small_inputs(name: str) -> None:
-    """At 28 px no stride shrinks the map below 2x2; at 224 px the paper's strides are untouched."""
+    """At 28 px no stride shrinks the map below 4x4 and the input is a multiple of the stride; at 224 px the paper's strides are untouched."""
     spec = base(name, 1, 28, 10)
+    assert spec.resolution == 32 and spec.resolution_multiple == spec.total_stride
     model = build(spec).eval()
-    features = model.stages(model.stem(torch.randn(1, 1, 28, 28)))
-    assert min(features.shape[2:]) >= 2
+    features = model.stages(model.stem(torch.randn(1, 1, 32, 32)))
+    assert min(features.shape[2:]) == 32 // spec.total_stride >= 4
     full = base(name)
     assert [s.stride for s in full.stages] == [s.stride for s in BASES[name]().stages]
 

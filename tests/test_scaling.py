@@ -90,3 +90,22 @@ def test_variants_are_spec_functions() -> None:
         apply_variant(spec, "frelu:9")
     with pytest.raises(SpecError):
         apply_variant(spec, "sparkly")
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "resnet50", "efficientnet-b0"])
+def test_macs_follow_resolution_squared_on_small_inputs(name: str) -> None:
+    """At 28 px every gamma^phi of the grid (phi 1 and 2) builds an input whose MACs track r^2 within 10 %."""
+    from scaler.complexity import count_macs
+    from scaler.grid import GAMMA_RANGE
+    from scaler.nn.build import build
+
+    spec = scale(base(name, in_channels=1, resolution=28, num_classes=10), 1.0, 0.25, 1.0)
+    assert spec.resolution == 32 and spec.resolution % spec.total_stride == 0
+    macs0 = count_macs(build(spec), spec.input_shape)
+    sizes = {scale(spec, 1, 1, g**phi).resolution for phi in (1, 2) for g in (1.0, 1.1, 1.2, 1.3, 1.4, GAMMA_RANGE[1])}
+    assert len(sizes) >= 4
+    for size in sorted(sizes):
+        grown = scale(spec, 1, 1, size / spec.resolution)
+        assert grown.resolution == size and size % spec.total_stride == 0
+        ratio = count_macs(build(grown), grown.input_shape) / macs0
+        assert ratio == pytest.approx((size / spec.resolution) ** 2, rel=0.10), size
