@@ -1,12 +1,15 @@
 """Does the search's proxy resolve a doubling of FLOPs? The base and its phi = 1 network, paired by seed.
 
 Trains the search's base network (phi = 0) and the phi = 1 network of EfficientNet's coefficients
-(1.2, 1.1, 1.15) with the same training seeds, on the same split, through scaler's one evaluate path,
+(1.2, 1.1, 1.15), snapped as the search snaps its control to the nearest network of the grid whose
+measured MACs are within the search's band of 2x, with the same training seeds, on the same split,
+through scaler's one evaluate path,
 and prints each seed's validation accuracy, the paired gain with its t interval, the seed std of each
 network, wall time per trial and images/s. Last line:
 gain=<points> ci95=<lo>,<hi> seed_std=<points> seconds_per_trial=<s>
 
     python benchmarks/proxy_resolution.py [--seeds 3] [--width 0.25] [--epochs 2] [--subset 0] [--val-size 0]
+        [--step 0.05] [--ratio-tolerance 0.05]
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaler.complexity import count_macs, count_params
+from scaler.grid import control_network, space
+from scaler.nn.build import build
 from scaler.run import RunConfig, evaluate, setup, write
 from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
+from scaler.spec import NetSpec
 from scaler.stats import paired_difference
 from scaler.train import TrainConfig
 
@@ -39,6 +46,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=0, help="training images (0: the whole 54,000)")
     parser.add_argument("--val-size", type=int, default=0, help="validation images (0: the whole 6,000 split)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--step", type=float, default=0.05, help="the search's grid step")
+    parser.add_argument("--ratio-tolerance", type=float, default=0.05, help="the search's MACs band around 2x")
     parser.add_argument("--out", default=str(RESULTS / "proxy_resolution"))
     args = parser.parse_args()
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile)
@@ -55,10 +64,18 @@ def main() -> None:
         argv=tuple(sys.argv),
     )
     run = setup(config)
-    networks = {"phi0": run.spec, "phi1": scale_compound(run.spec, *EFFICIENTNET_COEFFICIENTS, 1.0)}
+
+    def count(spec: NetSpec) -> tuple[int, int]:
+        model = build(spec)
+        return count_macs(model, spec.input_shape), count_params(model)
+
+    control, snapped = control_network(space(run.spec, 1.0, args.step, args.ratio_tolerance, count))
+    c = control.candidate
+    networks = {"phi0": run.spec, "phi1": scale_compound(run.spec, c.alpha, c.beta, c.gamma, 1.0)}
     assert run.dataset is not None
     print(
-        f"# {args.base} x{args.width:g} width, EfficientNet's (α, β, γ) = {EFFICIENTNET_COEFFICIENTS} at φ = 1; "
+        f"# {args.base} x{args.width:g} width, EfficientNet's (α, β, γ) = {EFFICIENTNET_COEFFICIENTS} at φ = 1"
+        f"{f', snapped to {control.label} (measured MACs x{control.macs_ratio})' if snapped else ''}; "
         f"{len(run.dataset.train)} training images x {args.epochs} epochs, {len(run.dataset.val)} validation images "
         f"(one split for every seed), batch {args.batch_size}, lr {train.peak_lr:g}"
     )

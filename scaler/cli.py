@@ -219,15 +219,18 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "epochs": 2,
     "batch_size": 256,
     "n_trials": None,
+    "step": 0.05,
     "confirm": 3,
+    "confirm_seeds": 3,
 }
 QUICK: dict[str, Any] = SEARCH_DEFAULTS | {
     "subset": 1000,
     "val_size": 300,
     "epochs": 1,
     "batch_size": 64,
-    "n_trials": 4,
-    "confirm": 2,
+    "step": 0.1,
+    "confirm": 1,
+    "confirm_seeds": 2,
 }
 
 
@@ -246,11 +249,11 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
     if not math.isfinite(args.phi) or args.phi <= 0:
         raise UserError(f"--phi must be a finite number > 0 for a search (got {args.phi})")
     if settings["n_trials"] is not None and settings["n_trials"] < 1:
-        raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every grid point")
+        raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every job")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be > 0 seconds (got {args.timeout}); leave it out for no limit")
-    if settings["confirm"] < 0 or args.confirm_seeds < 0 or args.heartbeat < 0:
-        raise UserError("--confirm, --confirm-seeds and --heartbeat must be >= 0")
+    if args.heartbeat < 0:
+        raise UserError(f"--heartbeat must be >= 0 (got {args.heartbeat})")
     limit = max_workers()
     if not 1 <= args.workers <= limit:
         raise UserError(
@@ -270,14 +273,13 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         dataset=args.dataset,
         variant=variant_of(args),
         phi=args.phi,
-        step=args.step,
-        tolerance=args.tolerance,
-        ratio_range=tuple(args.ratio_range),
-        pruner=args.pruner,
+        step=settings["step"],
+        ratio_tolerance=args.ratio_tolerance,
+        halving=args.halving,
         n_trials=settings["n_trials"],
         timeout=args.timeout,
         confirm=settings["confirm"],
-        confirm_seeds=args.confirm_seeds,
+        confirm_seeds=settings["confirm_seeds"],
         subset=settings["subset"] or None,
         val_size=settings["val_size"] or None,
         data_dir=args.data_dir,
@@ -291,6 +293,7 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
+    config.check()
     check_study_name(config.study_name)
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
@@ -303,45 +306,75 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
 
 
 def print_search_summary(summary: dict[str, Any], config: Any) -> None:
-    """Human summary of a finished search."""
+    """Human summary of a finished search: the space, the screen, the confirmation with its intervals."""
     from scaler.storage import redact
 
-    ref = summary.get("reference") or {}
+    control = summary["control"]
+    snapped = f", snapped to {control['network']}" if control["snapped"] else ""
     print(
-        f"\n# {summary['study']}: {summary['trials']} trials, {summary['feasible_trained']} trained, "
-        f"{summary['pruned']} pruned by the {config.pruner} pruner, {summary['infeasible']} infeasible, {summary['failed']} failed"
+        f"\n# {summary['study']}: {summary['networks']} distinct networks on the grid, {summary['feasible']} within "
+        f"{config.ratio_tolerance:.0%} of {2**config.phi:g}x MACs; {summary['stages']['screen']} screen and "
+        f"{summary['stages']['confirm']} confirmation trainings, {summary['failed']} failed"
     )
-    print(f"# {CONVENTION}")
+    print(f"# {CONVENTION}; control: EfficientNet (1.2, 1.1, 1.15){snapped}")
+    verdict = summary["confirmation"]
     if summary["alpha"] is None:
-        print("no feasible candidate has trained yet: rerun the same command to go on")
+        print("the confirmation has not finished: rerun the same command to go on")
     else:
         print(
-            f"best: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f}  "
-            f"val_acc {summary['val_acc']:.4f}  MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.2f} of φ=0)  "
-            f"params {summary['params'] / 1e6:.2f} M  latency {summary['latency_ms']:.2f} ms"
+            f"winner: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f} "
+            f"(built: depth x{summary['depth']:.2f}, width x{summary['width']:.2f}, resolution x{summary['resolution']:.2f})  "
+            f"MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.3f} of φ=0)  params {summary['params'] / 1e6:.2f} M  "
+            f"latency {summary['latency_ms']:.2f} ms"
         )
-    if ref:
         print(
-            f"base φ=0: val_acc {ref['val_acc']:.4f}  MACs {ref['macs'] / 1e6:.2f} M  "
-            f"params {ref['params'] / 1e6:.2f} M  latency {ref['latency_ms']:.2f} ms"
+            f"{'network':<22}{'role':<11}{'mean val_acc':>13}{'95% CI':>20}{'vs winner (95% CI)':>30}{'vs base (95% CI)':>30}{'P(best)':>9}"
         )
-    sig = summary.get("significance") or {}
-    if sig.get("ranking"):
-        for row in sig["ranking"]:
-            print(f"  confirmed {row['candidate']}: mean val_acc {row['mean_val_acc']:.4f} over {row['seeds']} seeds")
-        if sig.get("seed_std") is not None and sig.get("gap") is not None:
-            verdict = "significant" if sig["significant"] else "NOT significant: within seed noise"
+        for row in summary["ranking"]:
+            cells = []
+            for name in ("winner", "base"):
+                if isinstance(row.get(f"vs_{name}"), float) and not math.isnan(row[f"vs_{name}"]):
+                    cells.append(
+                        f"{100 * row[f'vs_{name}']:+.2f} [{100 * row[f'vs_{name}_low']:+.2f}, {100 * row[f'vs_{name}_high']:+.2f}] pt"
+                    )
+                else:
+                    cells.append("")
+            p_best = "" if math.isnan(row.get("p_best", math.nan)) else f"{row['p_best']:.2f}"
+            interval = f"[{row['ci95_low']:.4f}, {row['ci95_high']:.4f}]"
             print(
-                f"winner vs runner-up: gap {sig['gap']:.4f}, seed-to-seed std {sig['seed_std']:.4f} -> {verdict} (gap > 2 std)"
+                f"{row['network']:<22}{row['role']:<11}{row['mean_val_acc']:>13.4f}"
+                f"{interval:>20}{cells[0]:>30}{cells[1]:>30}{p_best:>9}"
             )
+        if "significant" in verdict:
+            word = "significant" if verdict["significant"] else "NOT significant (the CI includes 0)"
+            low, high = verdict["gap_ci95"]
+            print(
+                f"winner vs runner-up {verdict['runner_up']}: {100 * verdict['gap']:+.2f} points, 95% CI "
+                f"[{100 * low:+.2f}, {100 * high:+.2f}] over {len(verdict['seeds'])} paired seeds -> {word}"
+            )
+    surface = summary["surface"]
+    if surface.get("fitted"):
+        verdict = (
+            f"best {surface['best']}, predicted {surface['predicted_val_acc']:.4f}"
+            if surface["skill"]
+            else "no skill (predicting the mean does as well), so its argmax means nothing"
+        )
+        print(
+            f"response surface ({surface['model']}, {surface['points']} points, leave-one-out error "
+            f"{100 * surface['loo_rmse']:.2f} points against {100 * surface['mean_loo_rmse']:.2f} for the mean): {verdict}"
+        )
+    else:
+        print(f"response surface not fitted: {surface['reason']}")
+    per_trial = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary["seconds_per_trial"].items())
+    print(f"time: {summary['wall_seconds']:.0f} s wall; per training: {per_trial or 'none yet'}")
     print(
-        f"time: {summary['wall_seconds']:.0f} s wall, {summary['seconds_per_trial']} s per trained trial, {summary['trial_epochs']} trial-epochs"
+        f"wrote {config.folder}/trials.csv, grid.csv, confirm.csv, search.png, summary.json, run.json; "
+        f"storage {redact(config.storage_url)}"
     )
-    print(f"wrote {config.folder}/trials.csv, search.png, summary.json, run.json; storage {redact(config.storage_url)}")
 
 
 def cmd_worker(args: argparse.Namespace, argv: Argv) -> int:
-    """scaler worker: run queued grid points of an existing study."""
+    """scaler worker: run the queued trainings of an existing study."""
     from scaler.search import join_study
 
     check_study_name(args.study)
@@ -610,36 +643,40 @@ def make_parser() -> Parser:
     p = sub.add_parser(
         "search",
         help="Optuna grid search of alpha, beta, gamma at phi with real proxy training",
-        description="Grid-search alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step, keeping "
-        "|alpha*beta^2*gamma^2 - 2| <= --tolerance (step 0.1 leaves 20 candidates, step 0.05 leaves 108; "
-        "the default 0.1 keeps a search near 30 minutes on 2 CPU cores). Each candidate is built at phi, its "
-        "MACs measured with fvcore; out of --ratio-range it is infeasible and not trained.",
+        description="Builds every alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step at phi, keeps each "
+        "distinct network once and measures its MACs with fvcore; networks within --ratio-tolerance of 2^phi the "
+        "base's MACs are feasible. With more than --confirm of them, each is screened on 1/--halving of the "
+        "training budget; the best --confirm and EfficientNet's (1.2, 1.1, 1.15) as a control are then trained "
+        "with the full budget on --confirm-seeds fresh seeds beside the base, paired by seed, and the winner is "
+        "reported with 95 %% confidence intervals.",
     )
     add_architecture_args(p)
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (1x28x28), mnist, cifar10 (3x32x32)")
     p.add_argument("--width", type=float, help="width multiplier of the base network before the search (default 0.25)")
     p.add_argument("--phi", type=float, default=1.0)
-    p.add_argument("--step", type=float, default=0.1, help="grid step (0.1: 20 candidates; 0.05: 108)")
-    p.add_argument("--tolerance", type=float, default=0.1, help="keep |alpha*beta^2*gamma^2 - 2| <= this")
+    p.add_argument("--step", type=float, help="grid step of alpha, beta, gamma (default 0.05)")
     p.add_argument(
-        "--ratio-range",
+        "--ratio-tolerance",
         type=float,
-        nargs=2,
-        default=[1.7, 2.3],
-        metavar=("LOW", "HIGH"),
-        help="feasible measured MACs(phi=1)/MACs(phi=0)",
+        default=0.05,
+        help="feasible: measured MACs within this fraction of 2^phi times the base's (default 0.05)",
     )
-    p.add_argument("--pruner", default="median", help="median | hyperband | none (on per-epoch validation accuracy)")
-    p.add_argument("--n-trials", type=int, help="run at most N grid points this time (the rest on a rerun)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--confirm", type=int, help="retrain the top K candidates with more seeds (default 3)")
     p.add_argument(
-        "--confirm-seeds", type=int, default=1, help="extra seeds per confirmed candidate (default 1: two seeds each)"
+        "--halving",
+        type=int,
+        default=3,
+        help="the screen trains each network on 1/halving of the budget's images (2 or 3; default 3)",
+    )
+    p.add_argument("--n-trials", type=int, help="run at most N trainings this time (the rest on a rerun)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--confirm", type=int, help="networks the screen passes to the confirmation (default 3)")
+    p.add_argument(
+        "--confirm-seeds", type=int, help="fresh seeds of the confirmation, paired across networks (default 3)"
     )
     p.add_argument("--study", help="study name (default <base>-<dataset>)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument(
-        "--workers", type=int, default=1, help="local worker processes sharing the study (each grid point runs once)"
+        "--workers", type=int, default=1, help="local worker processes sharing the study (each training runs once)"
     )
     p.add_argument(
         "--heartbeat",
@@ -650,7 +687,8 @@ def make_parser() -> Parser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke preset where not given explicitly: 1000 images, 1 epoch at batch 64, 4 trials (< 2 min)",
+        help="smoke preset where not given explicitly: step 0.1, 1000 images, 1 epoch at batch 64, "
+        "1 finalist on 2 seeds (about a minute)",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 6,000-image split)")
@@ -716,7 +754,7 @@ def make_parser() -> Parser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(
-        "worker", help="join a study started by scaler search (e.g. on PostgreSQL) and run its queued grid points"
+        "worker", help="join a study started by scaler search (e.g. on PostgreSQL) and run its queued trainings"
     )
     p.add_argument("--study", required=True)
     p.add_argument("--storage", required=True, help="the study's Optuna RDB URL, e.g. postgresql://user@host/db")

@@ -1,14 +1,20 @@
-"""The candidate grid of (alpha, beta, gamma) with alpha * beta^2 * gamma^2 close to 2."""
+"""The search space: every (alpha, beta, gamma) of a grid, built, deduplicated and measured with fvcore."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from scaler.errors import UserError
+from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
+from scaler.spec import NetSpec
 
 ALPHA_RANGE = (1.0, 2.0)
 BETA_RANGE = (1.0, 1.5)
 GAMMA_RANGE = (1.0, 1.5)
+UNREACHABLE = 0.5  # rounding never brings measured MACs below half the nominal alpha*beta^2*gamma^2 (see space())
 
 
 @dataclass(frozen=True, order=True)
@@ -26,7 +32,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """Stable text key, e.g. 'a1.20_b1.10_g1.15' (the Optuna grid parameter)."""
+        """Stable text key, e.g. 'a1.20_b1.10_g1.15'."""
         return f"a{self.alpha:.2f}_b{self.beta:.2f}_g{self.gamma:.2f}"
 
     @classmethod
@@ -35,27 +41,135 @@ class Candidate:
         a, b, g = (float(part[1:]) for part in label.split("_"))
         return cls(a, b, g)
 
+    def distance(self, other: Candidate) -> float:
+        """Euclidean distance in (log alpha, log beta, log gamma)."""
+        return math.dist(
+            [math.log(v) for v in (self.alpha, self.beta, self.gamma)],
+            [math.log(v) for v in (other.alpha, other.beta, other.gamma)],
+        )
 
-def _axis(low: float, high: float, step: float) -> list[float]:
+
+CONTROL = Candidate(*EFFICIENTNET_COEFFICIENTS)
+
+
+@dataclass(frozen=True)
+class Network:
+    """One distinct network of the space: the grid points that build it, its cost and its multipliers as built.
+
+    `label` is the member whose nominal alpha*beta^2*gamma^2 is nearest the target: the coefficients a
+    later `scaler scale` carries to other phi. `depth`, `width`, `resolution` are the built network's
+    repeats, stage channels and input size over the base's. `macs` is None when the nominal product is
+    so far above the target that no rounding could bring it into the band (not measured).
+    """
+
+    label: str
+    members: tuple[str, ...]
+    depth: float
+    width: float
+    resolution: float
+    macs: int | None
+    macs_ratio: float | None
+    params: int | None
+    feasible: bool
+
+    @property
+    def candidate(self) -> Candidate:
+        """The representative grid point."""
+        return Candidate.from_label(self.label)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for the study's storage."""
+        return asdict(self) | {"members": list(self.members)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Network:
+        """Inverse of `to_json`."""
+        return cls(**(data | {"members": tuple(data["members"])}))
+
+
+def axis(low: float, high: float, step: float) -> list[float]:
+    """low, low + step, ... up to high."""
     count = int(round((high - low) / step))
     return [round(low + i * step, 6) for i in range(count + 1) if low + i * step <= high + 1e-9]
 
 
-def feasible_grid(step: float = 0.1, tolerance: float = 0.1, target: float = 2.0) -> list[Candidate]:
-    """Grid points of alpha in [1, 2], beta and gamma in [1, 1.5] with |a*b^2*g^2 - target| <= tolerance."""
-    if not 0 < step <= 0.5:
-        raise UserError(f"--step must be in (0, 0.5] (got {step})")
-    if tolerance < 0:
-        raise UserError(f"--tolerance must be >= 0 (got {tolerance})")
-    points = [
+def grid_points(step: float) -> list[Candidate]:
+    """Every alpha in [1, 2] and beta, gamma in [1, 1.5] at `step`."""
+    if not 0 < step <= 0.5 or abs(step * 100 - round(step * 100)) > 1e-6:
+        raise UserError(f"--step must be a multiple of 0.01 in (0, 0.5] (got {step}): labels keep two decimals")
+    return [
         Candidate(a, b, g)
-        for a in _axis(*ALPHA_RANGE, step)
-        for b in _axis(*BETA_RANGE, step)
-        for g in _axis(*GAMMA_RANGE, step)
+        for a in axis(*ALPHA_RANGE, step)
+        for b in axis(*BETA_RANGE, step)
+        for g in axis(*GAMMA_RANGE, step)
     ]
-    feasible = [c for c in points if abs(c.product - target) <= tolerance]
-    if not feasible:
+
+
+def built_multipliers(spec: NetSpec, base: NetSpec) -> tuple[float, float, float]:
+    """(depth, width, resolution) of `spec` over `base`: total repeats, total stage channels, input size."""
+    depth = sum(s.repeats for s in spec.stages) / sum(s.repeats for s in base.stages)
+    width = sum(s.out_channels for s in spec.stages) / sum(s.out_channels for s in base.stages)
+    return round(depth, 4), round(width, 4), round(spec.resolution / base.resolution, 4)
+
+
+def space(
+    base: NetSpec,
+    phi: float,
+    step: float,
+    ratio_tolerance: float,
+    count_macs: Callable[[NetSpec], tuple[int, int]],
+    extra: Iterable[Candidate] = (CONTROL,),
+) -> list[Network]:
+    """Every distinct network the grid (and `extra` points) builds at `phi`, measured, feasible within the band.
+
+    Feasible: measured MACs within `ratio_tolerance` of 2^phi times the base's. `count_macs(spec)` returns
+    (MACs, params). Channels round at most 10 % down (MACs at most 19 %) and the input size by half a
+    stride, so a network whose nominal product is over twice the band's top is not measured.
+    """
+    if not 0 < ratio_tolerance < 0.5:
         raise UserError(
-            f"no grid point has |alpha*beta^2*gamma^2 - {target}| <= {tolerance} at step {step}; raise --tolerance"
+            f"--ratio-tolerance must be in (0, 0.5) (got {ratio_tolerance}): at 0.5 the base itself would be feasible"
         )
-    return feasible
+    target = 2.0**phi
+    low, high = target * (1 - ratio_tolerance), target * (1 + ratio_tolerance)
+    groups: dict[NetSpec, list[Candidate]] = {}
+    for candidate in dict.fromkeys([*grid_points(step), *extra]):
+        spec = scale_compound(base, candidate.alpha, candidate.beta, candidate.gamma, phi)
+        groups.setdefault(spec, []).append(candidate)
+    base_macs, _ = count_macs(base)
+    networks = []
+    for spec, members in groups.items():
+        representative = min(members, key=lambda c: (abs(math.log(c.product**phi / target)), c.label))
+        macs = params = ratio = None
+        if representative.product**phi * UNREACHABLE <= high:
+            macs, params = count_macs(spec)
+            ratio = round(macs / base_macs, 4)
+        networks.append(
+            Network(
+                label=representative.label,
+                members=tuple(sorted(c.label for c in members)),
+                depth=built_multipliers(spec, base)[0],
+                width=built_multipliers(spec, base)[1],
+                resolution=built_multipliers(spec, base)[2],
+                macs=macs,
+                macs_ratio=ratio,
+                params=params,
+                feasible=ratio is not None and low <= ratio <= high,
+            )
+        )
+    if not any(n.feasible for n in networks):
+        raise UserError(
+            f"no network of the grid at step {step} has measured MACs within {ratio_tolerance:.0%} of {target:g}x "
+            "the base's; use a finer --step or a wider --ratio-tolerance"
+        )
+    return sorted(networks, key=lambda n: n.label)
+
+
+def control_network(networks: list[Network], control: Candidate = CONTROL) -> tuple[Network, bool]:
+    """The feasible network EfficientNet's (1.2, 1.1, 1.15) builds, or the nearest one (and whether it was snapped)."""
+    feasible = [n for n in networks if n.feasible]
+    for network in feasible:
+        if control.label in network.members:
+            return network, False
+    nearest = min(feasible, key=lambda n: (min(control.distance(Candidate.from_label(m)) for m in n.members), n.label))
+    return nearest, True

@@ -16,60 +16,47 @@ def plain_log_axis(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
 
 
-def search_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> Figure:
-    """Validation accuracy of every candidate (pruned hollow, infeasible as x), best starred."""
-    frame = frame.dropna(subset=["alpha"]).sort_values(["alpha", "beta", "gamma"]).reset_index(drop=True)
-    labels = [f"{a:.2f}/{b:.2f}/{g:.2f}" for a, b, g in zip(frame.alpha, frame.beta, frame.gamma)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(frame) + 2), 4.2))
-    x = range(len(frame))
-    feasible = (frame.constraint <= 0).to_numpy()
-    done = (frame.state == "COMPLETE").to_numpy() & feasible
-    pruned = (frame.state == "PRUNED").to_numpy()
-    acc = frame.val_acc.fillna(0).to_numpy()
-    floor = acc[done | pruned].min() - 0.01 if (done | pruned).any() else 0.0
-    scatter = ax.scatter(
-        [i for i in x if done[i]], acc[done], c=frame.macs_ratio[done], cmap="viridis", s=45, label="trained", zorder=3
-    )
-    ax.scatter(
-        [i for i in x if pruned[i]],
-        acc[pruned],
-        facecolors="none",
-        edgecolors="tab:gray",
-        s=45,
-        label="pruned (last epoch)",
-    )
-    ax.scatter(
-        [i for i in x if not feasible[i]],
-        [floor] * int((~feasible).sum()),
-        marker="x",
-        c="tab:red",
-        label="infeasible MACs ratio",
-    )
-    best = [
-        i
-        for i in x
-        if done[i]
-        and frame.alpha[i] == summary["alpha"]
-        and frame.beta[i] == summary["beta"]
-        and frame.gamma[i] == summary["gamma"]
-    ]
-    if best:
-        ax.scatter(best, acc[best], marker="*", s=300, c="tab:orange", edgecolors="k", zorder=4, label="best")
-    reference = summary.get("reference") or {}
-    if "val_acc" in reference:
-        ax.axhline(reference["val_acc"], ls="--", c="k", lw=1, label="base φ=0")
-    if done.any():
-        fig.colorbar(scatter, ax=ax, label="measured MACs ratio φ=1 / φ=0")
-    ax.set_xticks(list(x), labels, rotation=70, fontsize=7)
-    ax.set_xlabel("candidate α/β/γ")
-    ax.set_ylabel("validation accuracy")
-    best_text = (
-        f"best α={summary['alpha']}, β={summary['beta']}, γ={summary['gamma']}"
-        if summary["alpha"]
-        else "no feasible trial trained yet"
-    )
-    ax.set_title(f"{summary['study']}: {best_text}")
-    ax.legend(fontsize=7, loc="lower right")
+def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict[str, Any]) -> Figure:
+    """Left: every screened network's accuracy by MACs ratio. Right: the finalists' means with 95 % CIs."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    screened = frame[(frame.stage == "screen") & (frame.state == "COMPLETE")]
+    if not screened.empty:
+        points = left.scatter(
+            screened.macs_ratio, screened.val_acc, c=screened.depth, cmap="viridis", s=45, zorder=3
+        )
+        for row in screened.itertuples():
+            left.annotate(
+                str(row.network), (row.macs_ratio, row.val_acc), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
+        fig.colorbar(points, ax=left, label="depth as built / base (blocks)")
+        left.set_title(f"screen: {len(screened)} networks, {int(screened.images.iloc[0])} images each", fontsize=9)
+    else:
+        left.set_title("no screen (every feasible network is confirmed)", fontsize=9)
+    left.set_xlabel("measured MACs ratio φ=1 / φ=0")
+    left.set_ylabel("validation accuracy (selection seed)")
+    left.grid(alpha=0.3)
+    if not confirmation.empty:
+        rows = confirmation.iloc[::-1].reset_index(drop=True)
+        colours = ["tab:gray" if r == "base" else "tab:orange" if r == "control" else "tab:blue" for r in rows.role]
+        right.errorbar(
+            rows.mean_val_acc,
+            range(len(rows)),
+            xerr=[rows.mean_val_acc - rows.ci95_low, rows.ci95_high - rows.mean_val_acc],
+            fmt="none",
+            ecolor="k",
+            capsize=3,
+        )
+        right.scatter(rows.mean_val_acc, range(len(rows)), c=colours, s=50, zorder=3)
+        right.set_yticks(list(range(len(rows))), [f"{n} ({r})" for n, r in zip(rows.network, rows.role)], fontsize=7)
+        right.set_xlabel(f"mean validation accuracy over {int(rows.seeds.iloc[0])} fresh seeds, 95 % CI")
+        verdict = summary.get("confirmation") or {}
+        if "significant" in verdict:
+            word = "significant" if verdict["significant"] else "not significant"
+            right.set_title(f"winner {verdict['winner']} vs runner-up: {word}", fontsize=9)
+        right.grid(alpha=0.3)
+    else:
+        right.set_title("confirmation not finished", fontsize=9)
+    fig.suptitle(summary["study"])
     fig.tight_layout()
     return fig
 

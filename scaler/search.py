@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -16,70 +17,93 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from scaler.complexity import count_macs, count_params
 from scaler.errors import RunFailed, UserError
-from scaler.grid import Candidate, feasible_grid
+from scaler.grid import CONTROL, Candidate, Network, control_network, space
 from scaler.guard import check_fits
-from scaler.run import RunConfig, evaluate, measure, present, setup, write
+from scaler.nn.build import build
+from scaler.run import Cost, RunConfig, evaluate, measure, present, setup, write
 from scaler.scaling import scale_compound
 from scaler.spec import NetSpec
+from scaler.stats import bootstrap_p_best, mean_interval, paired_difference
 from scaler.storage import (
     INTERRUPTED,
     STUDIES_DIR,
     GridExhausted,
     QueueStudy,
+    check_url,
     default_url,
     describe_error,
     enqueue_missing,
+    holds_its_point,
     open_study,
     redact,
+    sqlite_path,
     storage_errors,
     study_folder,
+    study_lock,
 )
+from scaler.surface import best_of, fit_surface
 from scaler.tasks import dataset_task
 from scaler.train import Progressive, TrainConfig, TrainingDiverged
 
 TRIAL_COLUMNS = [
     "number",
     "state",
+    "stage",
+    "network",
+    "role",
+    "seed",
     "alpha",
     "beta",
     "gamma",
-    "constraint",
+    "depth",
+    "width",
+    "resolution",
+    "pixels",
     "macs",
     "macs_ratio",
     "params",
     "latency_ms",
+    "images",
     "val_acc",
     "epochs",
     "train_seconds",
     "failure",
 ]
-PRUNERS = ("median", "hyperband", "none")
+SCREEN, CONFIRM = "screen", "confirm"
+BASE = "base"
 TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_second")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything one `scaler search` needs."""
+    """Everything one `scaler search` needs.
+
+    The search measures every distinct network of the grid at `phi` and keeps those within
+    `ratio_tolerance` of 2^phi the base's MACs. With more of them than `confirm`, each is screened on
+    1/`halving` of the training budget at `seed`; the best `confirm` (and EfficientNet's point, the control)
+    are then trained with the full budget on `confirm_seeds` fresh seeds, beside the base on the same seeds.
+    """
 
     base: str = "mobilenet"
     width: float = 1.0
     dataset: str = "fashion-mnist"
     variant: str = "relu"
     phi: float = 1.0
-    step: float = 0.1
-    tolerance: float = 0.1
-    ratio_range: tuple[float, float] = (1.7, 2.3)
-    pruner: str = "median"
+    step: float = 0.05
+    ratio_tolerance: float = 0.05
+    halving: int = 3
     n_trials: int | None = None
     timeout: float | None = None
     confirm: int = 3
-    confirm_seeds: int = 1
+    confirm_seeds: int = 3
     subset: int | None = 3000
     val_size: int | None = 1000
     data_dir: str | None = None
@@ -105,6 +129,11 @@ class SearchConfig:
             name += "-" + self.variant.replace(":", "").replace(",", "").replace("+", "-")
         return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
 
+    @property
+    def confirm_seed_list(self) -> list[int]:
+        """The fresh seeds of the confirmation: the next ones after the selection seed."""
+        return [self.seed + offset for offset in range(1, self.confirm_seeds + 1)]
+
     def to_json(self) -> dict[str, Any]:
         """Plain dict a worker elsewhere can rebuild the search from."""
         data = asdict(self)
@@ -120,11 +149,16 @@ class SearchConfig:
                 k: tuple(v) if isinstance(v, list) else v for k, v in train_data["progressive"].items()
             }
             train_data["progressive"] = Progressive(**progressive)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(
+                f"this study was made by an older scaler search (it has {', '.join(sorted(unknown))}); "
+                "start a new study or use the scaler version that made it"
+            )
         fields = {
             **data,
             "train": TrainConfig(**train_data),
             "studies_dir": Path(data["studies_dir"]),
-            "ratio_range": tuple(data["ratio_range"]),
             "argv": tuple(data.get("argv", ())),
         }
         return replace(cls(**fields), **overrides)
@@ -165,31 +199,79 @@ class SearchConfig:
         data["storage"] = redact(self.storage) if self.storage else None
         return data
 
+    def check(self) -> None:
+        """The options that can be wrong on their own: one line, before anything is built."""
+        if not 2 <= self.halving <= 3:
+            raise UserError(
+                f"--halving must be 2 or 3 (got {self.halving}): the screen trains on 1/halving of the budget, "
+                "at least a third, so that it ranks networks by more than their first steps"
+            )
+        if self.train.progressive:
+            raise UserError(
+                "the search trains without --progressive: its screen cuts runs short, which would leave progressive "
+                "learning in its first, smallest stage; use it in scale or ladder"
+            )
+        if self.confirm < 1 or self.confirm_seeds < 2:
+            raise UserError(
+                f"--confirm must be >= 1 and --confirm-seeds >= 2 (got {self.confirm}, {self.confirm_seeds}): "
+                "the winner is chosen on fresh seeds with a confidence interval"
+            )
 
-class AfterTrained(optuna.pruners.BasePruner):
-    """Ask `inner` only once `startup` trials have trained to the end.
 
-    Optuna's own n_startup_trials counts every COMPLETE trial, and infeasible grid points complete
-    without training, so pruning would start after a single trained trial.
-    """
+def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
+    """What makes two searches the same study: the space, the selection and how every network is trained."""
+    train = {k: v for k, v in asdict(config.train).items() if k not in ("threads", "device", "max_images")}
+    fingerprint = {
+        "base": config.base,
+        "width": config.width,
+        "dataset": config.dataset,
+        "variant": config.variant,
+        "phi": config.phi,
+        "step": config.step,
+        "ratio_tolerance": config.ratio_tolerance,
+        "halving": config.halving,
+        "confirm": config.confirm,
+        "confirm_seeds": config.confirm_seeds,
+        "seed": config.seed,
+        "data_seed": config.data_seed,
+        "subset": config.subset,
+        "val_size": config.val_size,
+        "train": train,
+    }
+    return dict(json.loads(json.dumps(fingerprint)))
 
-    def __init__(self, inner: optuna.pruners.BasePruner, startup: int) -> None:
-        self.inner, self.startup = inner, startup
 
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.intermediate_values]
-        return len(trained) >= self.startup and self.inner.prune(study, trial)
+def differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys (nested ones as train.lr) whose values differ between two fingerprints."""
+    keys = sorted(set(stored) | set(wanted))
+    found = []
+    for key in keys:
+        old, new = stored.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key} {old!r} -> {new!r}")
+    return found
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """median (after 3 trained trials), hyperband (1..epochs), or none."""
-    if name == "median":
-        return AfterTrained(optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0), startup=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise UserError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
+@dataclass(frozen=True)
+class Job:
+    """One training of the search: a network at a stage (screen or confirm) with a seed."""
+
+    stage: str
+    network: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The queued Optuna parameter, e.g. 'screen:a1.35_b1.10_g1.00:0'."""
+        return f"{self.stage}:{self.network}:{self.seed}"
+
+    @classmethod
+    def parse(cls, key: str) -> Job:
+        """Inverse of `key`."""
+        stage, network, seed = key.split(":")
+        return cls(stage, network, int(seed))
 
 
 class TrialBudget:
@@ -217,31 +299,18 @@ class TrialBudget:
                 self.remaining.value += 1
 
 
-def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
-    """What makes two searches the same study."""
-    fingerprint = {
-        "base": config.base,
-        "dataset": config.dataset,
-        "variant": config.variant,
-        "phi": config.phi,
-        "step": config.step,
-        "tolerance": config.tolerance,
-    }
-    return fingerprint if config.width == 1 else fingerprint | {"width": config.width}
-
-
 def interruption(error: BaseException) -> str:
-    """How a trial stopped from outside is recorded: it is not final, its grid point is queued again."""
+    """How a trial stopped from outside is recorded: it is not final, its job is queued again."""
     return f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ") + " (queued again)"
 
 
 def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
-    """The objective, marking a trial stopped from outside (signal, crash) so that its point is queued again."""
+    """The objective, marking a trial stopped from outside (signal, crash) so that its job is queued again."""
 
     def recorded(trial: optuna.Trial) -> Any:
         try:
             return objective(trial)
-        except (optuna.TrialPruned, TrainingDiverged):
+        except TrainingDiverged:
             raise
         except BaseException as error:
             trial.set_user_attr(INTERRUPTED, interruption(error))
@@ -251,34 +320,66 @@ def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callabl
 
 
 class GridSearch:
-    """One study: reference training, grid trials, confirmation seeds, outputs."""
+    """One study: the measured space, the screen, the confirmation on fresh seeds, the outputs."""
 
     def __init__(self, config: SearchConfig, log: Callable[[str], None] = print, enqueue: bool = True) -> None:
+        config.check()
         self.config = config
         self.log = log
-        self.grid = feasible_grid(config.step, config.tolerance)
-        if config.pruner not in PRUNERS:
-            raise UserError(f"unknown pruner {config.pruner!r}; choose from {', '.join(PRUNERS)}")
-        lo, hi = config.ratio_range
-        if not 0 < lo < hi:
-            raise UserError(f"--ratio-range must be two numbers 0 < low < high (got {lo} {hi})")
         self.setup = setup(config.run_config(), data=False)
         self.base = self.setup.spec
-        for candidate in self.grid:
-            check_fits(self.candidate_spec(candidate), config.train.batch_size, training=True)
-        self.base_cost = measure(self.base, runs=self.setup.config.latency_runs)
+        self.costs: dict[str, Cost] = {}
+        stored = None
+        if not enqueue:  # a worker joins a study whose space was measured by the command that made it
+            self.study = self.open(create=False)
+            stored = self.study.user_attrs.get("space")
+        else:
+            stored = self.stored_space()
+        self.networks = (
+            [Network.from_json(data) for data in stored]
+            if stored
+            else space(self.base, config.phi, config.step, config.ratio_tolerance, self.count, extra=(CONTROL,))
+        )
+        self.feasible = {n.label: n for n in self.networks if n.feasible}
+        self.control, self.control_snapped = control_network(self.networks)
+        for network in self.feasible.values():
+            check_fits(self.spec_of(network.label), config.train.batch_size, training=True)
         self.setup = self.setup.with_data()
-        self.study = self.open(create=enqueue)
         if enqueue:
+            self.study = self.open(create=True)
+            if "space" not in self.study.user_attrs:
+                self.study.set_user_attr("space", [network.to_json() for network in self.networks])
             queued = self.enqueue_missing()
             waiting, running = self.pending()
+            snapped = f", snapped to {self.control.label}" if self.control_snapped else ""
             self.log(
-                f"study {config.study_name}: {len(self.grid)} feasible candidates, {queued} newly queued, "
-                f"{waiting} waiting, {running} running elsewhere"
+                f"study {config.study_name}: {len(self.networks)} distinct networks on the grid, "
+                f"{len(self.feasible)} within {config.ratio_tolerance:.0%} of {2**config.phi:g}x MACs; "
+                f"control {CONTROL.label}{snapped}; {queued} newly queued, {waiting} waiting, {running} running elsewhere"
             )
 
+    def stored_space(self) -> list[dict[str, Any]] | None:
+        """The space a resumed study was made with (None for a new study), so that a rerun trains the same networks."""
+        url = self.config.storage_url
+        check_url(url)
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            return None
+        try:
+            study = open_study(url, self.config.study_name, create=False)
+        except UserError:
+            return None
+        if study.user_attrs.get("grid") not in (None, grid_fingerprint(self.config)):
+            return None  # open() refuses it in one line
+        return study.user_attrs.get("space")
+
+    def count(self, spec: NetSpec) -> tuple[int, int]:
+        """fvcore MACs and parameters of a spec as built."""
+        model = build(spec)
+        return count_macs(model, spec.input_shape), count_params(model)
+
     def open(self, create: bool) -> QueueStudy:
-        """The study, created (or resumed) with this grid under the study's lock; a mismatched grid is an error."""
+        """The study, created (or resumed) with this fingerprint under the study's lock; a mismatch is an error."""
         config = self.config
         study = open_study(
             config.storage_url,
@@ -286,7 +387,7 @@ class GridSearch:
             create=create,
             heartbeat=config.heartbeat,
             sampler=optuna.samplers.RandomSampler(seed=config.seed),
-            pruner=make_pruner(config.pruner, config.train.epochs),
+            pruner=optuna.pruners.NopPruner(),
         )
         assert isinstance(study, QueueStudy)
         fingerprint = grid_fingerprint(config)
@@ -294,7 +395,8 @@ class GridSearch:
             existing = study.user_attrs.get("grid")
             if existing and existing != fingerprint and create:
                 raise UserError(
-                    f"study {config.study_name!r} was made for {existing}; choose another --study for {fingerprint}"
+                    f"study {config.study_name!r} was made with other settings ({'; '.join(differences(existing, fingerprint))}); "
+                    "choose another --study or rerun with the same options"
                 )
             if not existing:
                 study.set_user_attr("grid", fingerprint)
@@ -305,45 +407,90 @@ class GridSearch:
             ) from None
         return study
 
-    def candidate_spec(self, candidate: Candidate) -> NetSpec:
-        """The base scaled by a candidate's coefficients at the search's phi."""
-        return scale_compound(self.base, candidate.alpha, candidate.beta, candidate.gamma, self.config.phi)
+    def spec_of(self, network: str) -> NetSpec:
+        """The base (label 'base') or the base scaled by a network's representative coefficients at phi."""
+        if network == BASE:
+            return self.base
+        c = Candidate.from_label(network)
+        return scale_compound(self.base, c.alpha, c.beta, c.gamma, self.config.phi)
 
-    def reference(self) -> dict[str, Any]:
-        """The base network (phi = 0), trained once per study."""
-        if "reference" not in self.study.user_attrs:
-            self.log(f"training the base {self.base.name} (phi=0) as the reference")
-            row = evaluate(self.base, self.setup, test=False, cost=self.base_cost, description="base φ=0")
-            self.study.set_user_attr("reference", row.record())
-        return self.study.user_attrs["reference"]
+    def cost_of(self, network: str) -> Cost:
+        """fvcore counts and eager latency of a network, measured once per process."""
+        if network not in self.costs:
+            self.costs[network] = measure(self.spec_of(network), runs=self.setup.config.latency_runs)
+        return self.costs[network]
+
+    def role(self, network: str) -> str:
+        """base, control (EfficientNet's point, as built or snapped) or candidate."""
+        return BASE if network == BASE else "control" if network == self.control.label else "candidate"
+
+    def screens(self) -> bool:
+        """Whether there are more feasible networks than the confirmation takes, so that a screen pays."""
+        return len(self.feasible) > self.config.confirm
+
+    def screen_jobs(self) -> list[Job]:
+        """Every feasible network once, at the selection seed."""
+        return [Job(SCREEN, label, self.config.seed) for label in sorted(self.feasible)] if self.screens() else []
+
+    def confirm_jobs(self, finalists: list[str]) -> list[Job]:
+        """The finalists and the base, each on every fresh seed (paired: seed by seed the same data order)."""
+        return [Job(CONFIRM, label, seed) for seed in self.config.confirm_seed_list for label in finalists]
+
+    def all_jobs(self) -> list[str]:
+        """Every job this study could ever queue (the categorical distribution of the 'job' parameter)."""
+        everything = [*sorted(self.feasible), BASE]
+        return [j.key for j in self.screen_jobs()] + [j.key for j in self.confirm_jobs(everything)]
+
+    def finalists(self) -> list[str] | None:
+        """The networks the confirmation trains: decided once the screen has finished (None before)."""
+        stored = self.study.user_attrs.get("finalists")
+        if stored is not None:
+            return list(stored)
+        if self.screens():
+            return None
+        return [*sorted(self.feasible), BASE]
+
+    def queued_jobs(self) -> list[Job]:
+        """The jobs of the stages decided so far."""
+        finalists = self.finalists()
+        return self.screen_jobs() + (self.confirm_jobs(finalists) if finalists else [])
+
+    def budget(self, stage: str) -> TrainConfig:
+        """Training of a stage: the full budget, or 1/halving of its images for the screen."""
+        config = self.config.train
+        if stage == SCREEN:
+            assert self.setup.dataset is not None
+            images = len(self.setup.dataset.train) * config.epochs // self.config.halving
+            return replace(config, max_images=max(1, images // config.batch_size) * config.batch_size)
+        return config
 
     def objective(self, trial: optuna.Trial) -> float:
-        """`evaluate_candidate`, recording an interruption or crash so that its grid point is queued again."""
-        return recording_interruptions(self.evaluate_candidate)(trial)
+        """`evaluate_job`, recording an interruption or crash so that its job is queued again."""
+        return recording_interruptions(self.evaluate_job)(trial)
 
-    def evaluate_candidate(self, trial: optuna.Trial) -> float:
-        """Measure the phi-scaled candidate; train it only when its measured MACs ratio is in range."""
-        candidate = Candidate.from_label(trial.suggest_categorical("candidate", [c.label for c in self.grid]))
-        spec = self.candidate_spec(candidate)
-        cost = measure(spec, runs=self.setup.config.latency_runs)
-        ratio = cost.macs / self.base_cost.macs
-        lo, hi = self.config.ratio_range
-        target = 2.0**self.config.phi
-        violation = max(lo * target / 2 - ratio, ratio - hi * target / 2) if self.config.phi else 0.0
-        for key, value in asdict(candidate).items():
+    def evaluate_job(self, trial: optuna.Trial) -> float:
+        """Train one network at one stage and seed; its validation accuracy."""
+        job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
+        cost = self.cost_of(job.network)
+        info = self.feasible.get(job.network)
+        base_macs = self.cost_of(BASE).macs
+        config = replace(self.budget(job.stage), seed=job.seed)
+        coefficients = asdict(info.candidate) if info else {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}
+        multipliers = {"depth": info.depth, "width": info.width, "resolution": info.resolution} if info else {}
+        attrs = {
+            **present(asdict(cost)),
+            "pixels": cost.resolution,
+            "stage": job.stage,
+            "network": job.network,
+            "role": self.role(job.network),
+            "seed": job.seed,
+            **coefficients,
+            **(multipliers or {"depth": 1.0, "width": 1.0, "resolution": 1.0}),
+            "macs_ratio": round(cost.macs / base_macs, 4),
+            "images": config.max_images or len(self.setup.dataset.train) * config.epochs,  # type: ignore[union-attr]
+        }
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        trial.set_user_attr("product", round(candidate.product, 4))
-        trial.set_user_attr("macs_ratio", round(ratio, 4))
-        for key, value in present(asdict(cost)).items():
-            trial.set_user_attr(key, value)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a retried trial carries its first run's constraint
-            trial.set_constraint("macs_ratio", violation)
-        if violation > 0:
-            self.log(
-                f"trial {trial.number}: {candidate.label} measured MACs ratio {ratio:.3f} outside [{lo}, {hi}]: infeasible, not trained"
-            )
-            return 0.0
         started = time.perf_counter()
 
         def report(epoch: int, accuracy: float) -> None:
@@ -351,37 +498,75 @@ class GridSearch:
             trial.set_user_attr("val_acc", accuracy)
             trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
             trial.report(accuracy, epoch)
-            if trial.should_prune():
-                self.log(
-                    f"trial {trial.number}: {candidate.label} pruned after epoch {epoch + 1} at val_acc {accuracy:.4f}"
-                )
-                raise optuna.TrialPruned()
 
+        description = f"{job.stage} {job.network} seed {job.seed}"
         try:
             row = evaluate(
-                spec,
+                self.spec_of(job.network),
                 self.setup,
+                config,
                 report=report,
                 test=False,
                 cost=cost,
-                description=f"trial {trial.number} {candidate.label}",
+                description=description,
             )
         except TrainingDiverged as error:
-            self.log(f"trial {trial.number}: {candidate.label} failed: {error}")
+            self.log(f"trial {trial.number}: {description} failed: {error}")
             trial.set_user_attr("failure", str(error))
             raise
         for key in TRAINED_ATTRS:
             trial.set_user_attr(key, getattr(row, key) if key != "val_curve" else list(row.val_curve))
         self.log(
-            f"trial {trial.number}: {candidate.label} ratio {ratio:.3f} val_acc {row.val_acc:.4f} ({row.epochs} epochs, {row.train_seconds:.0f} s)"
+            f"trial {trial.number}: {description}: MACs x{attrs['macs_ratio']:.3f}, "
+            f"val_acc {row.val_acc:.4f} ({attrs['images']} images, {row.train_seconds:.0f} s)"
         )
         return row.val_acc
 
     def enqueue_missing(self) -> int:
-        """Queue, in a seeded order, every grid point no trial holds (interrupted ones again); how many were queued."""
-        labels = [c.label for c in self.grid]
-        random.Random(self.config.seed).shuffle(labels)
-        return enqueue_missing(self.study, self.config.storage_url, "candidate", labels)
+        """Queue, in a seeded order, every job of the decided stages no trial holds (interrupted ones again)."""
+        keys = [job.key for job in self.queued_jobs()]
+        random.Random(self.config.seed).shuffle(keys)
+        return enqueue_missing(self.study, self.config.storage_url, "job", keys)
+
+    def advance(self) -> int:
+        """Once every screen job has finished, choose the finalists and queue the confirmation; how many jobs queued."""
+        if self.finalists() is not None:
+            return self.enqueue_missing()
+        with study_lock(self.config.storage_url, self.config.study_name):
+            if "finalists" in self.study.user_attrs:
+                finalists = list(self.study.user_attrs["finalists"])
+            else:
+                trials = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == SCREEN]
+                finished = {
+                    t.user_attrs["network"]
+                    for t in trials
+                    if t.state in (TrialState.COMPLETE, TrialState.FAIL) and holds_its_point(t)
+                }
+                if not set(self.feasible) <= finished:
+                    return self.enqueue_missing()
+                frame = trials_frame(self.study)
+                screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
+                ranked = list(
+                    dict.fromkeys(screened.sort_values(["val_acc", "network"], ascending=[False, True]).network)
+                )
+                finalists = ranked[: self.config.confirm]
+                if self.control.label not in finalists:
+                    finalists.append(self.control.label)
+                finalists.append(BASE)
+                self.study.set_user_attr("finalists", finalists)
+                self.log(f"screen done: confirming {', '.join(finalists)} on seeds {self.config.confirm_seed_list}")
+        return self.enqueue_missing()
+
+    def trials(self) -> pd.DataFrame:
+        """trials.csv: `trials_frame` with each network's multipliers and input size as built, from the space."""
+        frame = trials_frame(self.study)
+        for column in ("depth", "width", "resolution"):
+            values = {label: getattr(network, column) for label, network in self.feasible.items()} | {BASE: 1.0}
+            frame[column] = frame.network.map(values)
+        frame["pixels"] = [
+            self.spec_of(label).resolution if isinstance(label, str) else None for label in frame.network
+        ]
+        return frame
 
     def pending(self) -> tuple[int, int]:
         """(waiting, running) trials in the study."""
@@ -389,9 +574,10 @@ class GridSearch:
         return states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
 
     def run_queue(self, budget: TrialBudget | None = None) -> int:
-        """Claim and run queued grid points until none is left or the budget is spent; how many this process ran.
+        """Claim and run queued jobs until none is left or the budget is spent; how many this process ran.
 
-        An interrupted or crashed trial goes back to the queue before the interruption goes on up.
+        When the queue runs dry with nothing running, the next stage is queued (the confirmation after the
+        screen). An interrupted or crashed trial goes back to the queue before the interruption goes on up.
         """
         budget = budget or TrialBudget(None, None)
         ran = 0
@@ -402,6 +588,8 @@ class GridSearch:
                 budget.give_back()
                 waiting, running = self.pending()
                 if not waiting and not running:
+                    if self.advance() or self.pending()[0]:
+                        continue
                     break
                 time.sleep(max(1, (self.config.heartbeat or 10) // 2))
                 with warnings.catch_warnings():
@@ -418,65 +606,24 @@ class GridSearch:
             ran += 1
         return ran
 
-    def confirm(self) -> dict[str, dict[str, Any]]:
-        """Retrain the top --confirm candidates with --confirm-seeds more seeds each."""
-        frame = trials_frame(self.study)
-        done = frame[(frame.state == "COMPLETE") & (frame.constraint <= 0)].sort_values("val_acc", ascending=False)
-        confirmations: dict[str, dict[str, Any]] = dict(self.study.user_attrs.get("confirm", {}))
-        for _, row in done.head(self.config.confirm).iterrows():
-            candidate = Candidate(row.alpha, row.beta, row.gamma)
-            entry = confirmations.get(candidate.label, {"seeds": {str(self.config.seed): row.val_acc}})
-            for offset in range(1, self.config.confirm_seeds + 1):
-                seed = self.config.seed + offset
-                if str(seed) in entry["seeds"]:
-                    continue
-                config = replace(self.config.train, seed=seed)
-                row = evaluate(
-                    self.candidate_spec(candidate),
-                    self.setup,
-                    config,
-                    test=False,
-                    description=f"confirm {candidate.label} seed {seed}",
-                )
-                entry["seeds"][str(seed)] = row.val_acc
-                self.log(f"confirm {candidate.label} seed {seed}: val_acc {row.val_acc:.4f}")
-                confirmations[candidate.label] = entry
-                self.study.set_user_attr("confirm", confirmations)
-            confirmations[candidate.label] = entry
-        self.study.set_user_attr("confirm", confirmations)
-        return confirmations
-
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per started trial with the columns of trials.csv (plus product, resolution, candidate)."""
+    """One row per started trial with the columns of trials.csv."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
             continue
         attrs = t.user_attrs
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "alpha": attrs.get("alpha"),
-                "beta": attrs.get("beta"),
-                "gamma": attrs.get("gamma"),
-                "constraint": t.constraints.get("macs_ratio", math.nan) if hasattr(t, "constraints") else math.nan,
-                "macs": attrs.get("macs"),
-                "macs_ratio": attrs.get("macs_ratio"),
-                "params": attrs.get("params"),
-                "latency_ms": attrs.get("latency_ms"),
-                "val_acc": attrs.get("val_acc", math.nan),
-                "epochs": attrs.get("epochs", 0),
-                "train_seconds": attrs.get("train_seconds", 0.0),
-                "failure": attrs.get("failure") or attrs.get(INTERRUPTED) or failure_of_stale(t),
-                "product": attrs.get("product"),
-                "resolution": attrs.get("resolution"),
-                "candidate": t.params.get("candidate"),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["product", "resolution", "candidate"])
-    return frame.astype({"constraint": float, "val_acc": float, "train_seconds": float})
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for column in TRIAL_COLUMNS[2:]:
+            row[column] = attrs.get(column)
+        row["val_acc"] = attrs.get("val_acc", math.nan)
+        row["epochs"] = attrs.get("epochs", 0)
+        row["train_seconds"] = attrs.get("train_seconds", 0.0)
+        row["failure"] = attrs.get("failure") or attrs.get(INTERRUPTED) or failure_of_stale(t)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return frame.astype({"val_acc": float, "train_seconds": float})
 
 
 def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -486,71 +633,175 @@ def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
     return "worker stopped answering (heartbeat); queued again"
 
 
-def significance(confirmations: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Seed-to-seed std (pooled) beside the gap between the best and the runner-up mean accuracy."""
-    stats = []
-    for label, entry in confirmations.items():
-        accs = list(entry["seeds"].values())
-        stats.append((statistics.fmean(accs), label, accs))
-    stats.sort(reverse=True)
-    stds = [statistics.stdev(a) for _, _, a in stats if len(a) > 1]
-    pooled = math.sqrt(statistics.fmean([s**2 for s in stds])) if stds else math.nan
-    gap = stats[0][0] - stats[1][0] if len(stats) > 1 else math.nan
+def confirmation(
+    frame: pd.DataFrame, finalists: list[str], seeds: list[int], roles: dict[str, str]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Each finalist on the fresh seeds: mean with its CI, paired differences to the winner and the base, P(best).
+
+    A finalist whose training diverged on a seed is left out (`diverged`); of the others, only seeds every one
+    has finished are used, so every comparison is paired. `complete` once every remaining finalist has every
+    seed. The winner is the best mean among the scaled networks (the base is the reference, not a candidate);
+    `significant` means the winner's paired CI against the runner-up excludes zero.
+    """
+    confirm = frame[frame.stage == CONFIRM]
+    final_failure = confirm.failure.fillna("").str.contains("loss became")
+    diverged = sorted(set(confirm[(confirm.state == "FAIL") & final_failure].network))
+    done = confirm[(confirm.state == "COMPLETE") & ~confirm.network.isin(diverged)]
+    table = done.pivot_table(index="seed", columns="network", values="val_acc", aggfunc="first").dropna()
+    table.index = table.index.astype(int)
+    remaining = [label for label in finalists if label not in diverged]
+    complete = set(table.columns) == set(remaining) and sorted(table.index) == sorted(seeds)
+    if table.empty or len(table) < 2 or len(table.columns) < 2:
+        return pd.DataFrame(), {"seeds": [int(s) for s in table.index], "complete": False, "diverged": diverged}
+    scaled = [label for label in table.columns if label != BASE]
+    means = table.mean()
+    ranked = sorted(scaled, key=lambda label: (-means[label], label))
+    winner = ranked[0]
+    p_best = bootstrap_p_best({label: table[label].tolist() for label in scaled})
+    rows = []
+    for label in [*ranked, *([BASE] if BASE in table else [])]:
+        mean, low, high = mean_interval(table[label].tolist())
+        row: dict[str, Any] = {
+            "network": label,
+            "role": roles.get(label, "candidate"),
+            "seeds": len(table),
+            "mean_val_acc": round(mean, 5),
+            "ci95_low": round(low, 5),
+            "ci95_high": round(high, 5),
+            "std": round(statistics.stdev(table[label]), 5),
+            "p_best": round(p_best.get(label, math.nan), 4) if label in p_best else math.nan,
+        }
+        for other, name in ((winner, "winner"), (BASE, "base")):
+            if other in table and other != label:
+                diff = paired_difference(table[other].tolist(), table[label].tolist())
+                row |= {
+                    f"vs_{name}": round(diff.mean, 5),
+                    f"vs_{name}_low": round(diff.low, 5),
+                    f"vs_{name}_high": round(diff.high, 5),
+                }
+        rows.append(row)
+    result: dict[str, Any] = {
+        "seeds": [int(s) for s in table.index],
+        "complete": complete,
+        "diverged": diverged,
+        "winner": winner,
+    }
+    if len(ranked) > 1:
+        diff = paired_difference(table[ranked[1]].tolist(), table[winner].tolist())
+        result |= {
+            "runner_up": ranked[1],
+            "gap": round(diff.mean, 5),
+            "gap_ci95": [round(diff.low, 5), round(diff.high, 5)],
+            "significant": diff.significant,
+        }
+    return pd.DataFrame(rows), result
+
+
+def response_surface(frame: pd.DataFrame, networks: dict[str, Network]) -> dict[str, Any]:
+    """A polynomial over the screened networks' log (depth, width, resolution) as built: its best network and fit error."""
+    screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
+    if screened.empty:
+        screened = frame[(frame.stage == CONFIRM) & (frame.state == "COMPLETE") & (frame.network != BASE)]
+        screened = screened.groupby("network", as_index=False).val_acc.mean()
+    labels = [label for label in screened.network if label in networks]
+    if not labels:
+        return {"fitted": False, "reason": "no trained network yet"}
+    coordinates = np.log(
+        [[networks[label].depth, networks[label].width, networks[label].resolution] for label in labels]
+    )
+    values = screened.set_index("network").loc[labels].val_acc.to_numpy(dtype=float)
+    surface = fit_surface(coordinates, values)
+    if surface is None:
+        return {"fitted": False, "reason": f"{len(labels)} trained networks are too few for a surface"}
+    feasible = sorted(networks)
+    grid = np.log([[networks[label].depth, networks[label].width, networks[label].resolution] for label in feasible])
+    best, predicted = best_of(surface, grid, feasible)
+    mean_rmse = float(np.std(values, ddof=1) * np.sqrt(len(values) / (len(values) - 1)))  # leave-one-out of the mean
     return {
-        "ranking": [
-            {"candidate": label, "mean_val_acc": round(mean, 4), "seeds": len(accs)} for mean, label, accs in stats
-        ],
-        "seed_std": round(pooled, 4) if not math.isnan(pooled) else None,
-        "gap": round(gap, 4) if not math.isnan(gap) else None,
-        "significant": bool(gap > 2 * pooled) if stds and len(stats) > 1 else None,
+        "fitted": True,
+        "skill": surface.loo_rmse < mean_rmse,
+        "mean_loo_rmse": round(mean_rmse, 5),
+        "model": surface.model,
+        "points": surface.n,
+        "parameters": surface.parameters,
+        "loo_rmse": round(surface.loo_rmse, 5),
+        "fit_rmse": round(surface.fit_rmse, 5),
+        "best": best,
+        "predicted_val_acc": round(predicted, 5),
     }
 
 
-def summarise(search: GridSearch, confirmations: dict[str, dict[str, Any]], wall_seconds: float) -> dict[str, Any]:
-    """The best candidate (None while no feasible trial has trained) and what the user needs to judge it."""
-    frame = trials_frame(search.study)
-    feasible = frame[(frame.state == "COMPLETE") & (frame.constraint <= 0)]
-    sig = significance(confirmations) if confirmations else {}
-    trained = frame[frame.epochs > 0]
+def space_frame(search: GridSearch) -> pd.DataFrame:
+    """grid.csv: every distinct network of the grid, its members, measured MACs ratio and feasibility."""
+    rows = []
+    for network in search.networks:
+        data = network.to_json()
+        data["members"] = " ".join(network.members)
+        data["role"] = search.role(network.label) if network.feasible else ""
+        rows.append(data)
+    return pd.DataFrame(rows)
+
+
+def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The winner (None until the confirmation is done), the confirmation table and what the user needs to judge it."""
+    frame = search.trials()
+    roles = {label: search.role(label) for label in [*search.feasible, BASE]}
+    table, verdict = confirmation(frame, search.finalists() or [], search.config.confirm_seed_list, roles)
     summary: dict[str, Any] = {
-        key: None for key in ("alpha", "beta", "gamma", "val_acc", "macs", "macs_ratio", "params", "latency_ms")
+        key: None for key in ("alpha", "beta", "gamma", "val_acc", "ci95", "macs", "macs_ratio", "params", "latency_ms")
     }
-    if not feasible.empty:
-        best_label = sig["ranking"][0]["candidate"] if sig else feasible.sort_values("val_acc").iloc[-1].candidate
-        best = feasible[feasible.candidate == best_label].iloc[0]
+    winner = verdict.get("winner") if verdict.get("complete") else None
+    if winner:
+        network = search.feasible[winner]
+        row = table.set_index("network").loc[winner]
+        cost = search.cost_of(winner)
         summary.update(
-            alpha=float(best.alpha),
-            beta=float(best.beta),
-            gamma=float(best.gamma),
-            val_acc=round(float(sig["ranking"][0]["mean_val_acc"] if sig else best.val_acc), 4),
-            macs=int(best.macs),
-            macs_ratio=float(best.macs_ratio),
-            params=int(best.params),
-            latency_ms=float(best.latency_ms),
+            asdict(network.candidate),
+            val_acc=float(row.mean_val_acc),
+            ci95=[float(row.ci95_low), float(row.ci95_high)],
+            macs=cost.macs,
+            macs_ratio=network.macs_ratio,
+            params=cost.params,
+            latency_ms=cost.latency_ms,
+            depth=network.depth,
+            width=network.width,
+            resolution=network.resolution,
+            members=list(network.members),
         )
+    trained = frame[frame.epochs > 0]
+    stage_counts = {stage: int((frame.stage == stage).sum()) for stage in (SCREEN, CONFIRM)}
     return summary | {
         "study": search.config.study_name,
         "grid": search.study.user_attrs.get("grid"),
         "trials": int(len(frame)),
-        "grid_points": len(search.grid),
-        "feasible_trained": int(len(feasible)),
-        "infeasible": int((frame.constraint > 0).sum()),
-        "pruned": int((frame.state == "PRUNED").sum()),
+        "networks": len(search.networks),
+        "feasible": len(search.feasible),
+        "control": {
+            "network": search.control.label,
+            "coefficients": asdict(CONTROL),
+            "snapped": search.control_snapped,
+        },
+        "finalists": search.finalists(),
+        "stages": stage_counts,
         "failed": int((frame.state == "FAIL").sum()),
         "failures": [
-            {"number": int(row.number), "candidate": row.candidate, "reason": row.failure}
+            {"number": int(row.number), "job": f"{row.stage}:{row.network}:{row.seed}", "reason": row.failure}
             for row in frame[frame.state == "FAIL"].itertuples()
         ],
-        "trial_epochs": int(frame.epochs.sum()),
-        "seconds_per_trial": round(float(trained.train_seconds.mean()), 1) if len(trained) else None,
-        "reference": search.study.user_attrs.get("reference"),
-        "significance": sig,
+        "confirmation": verdict,
+        "ranking": [present({str(k): v for k, v in row.items()}) for row in table.to_dict("records")],
+        "surface": response_surface(frame, search.feasible),
+        "seconds_per_trial": {
+            stage: round(float(trained[trained.stage == stage].train_seconds.mean()), 1)
+            for stage in (SCREEN, CONFIRM)
+            if (trained.stage == stage).any()
+        },
         "wall_seconds": round(wall_seconds, 1),
-    }
+    }, table
 
 
 def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole search: reference, grid, confirmation; writes trials.csv, search.png, summary.json.
+    """The whole search: screen, confirmation; writes trials.csv, grid.csv, confirm.csv, search.png, summary.json.
 
     Interrupted (SIGINT, SIGTERM) it still writes the outputs of what finished before the interruption goes on up.
     """
@@ -558,38 +809,41 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     search = GridSearch(config, log)
     try:
-        search.reference()
         if config.workers > 1:
             crashed = run_workers(config, config.workers, log)
             if crashed:
                 search.enqueue_missing()
                 waiting, _ = search.pending()
-                write_outputs(search, search.study.user_attrs.get("confirm", {}), started)
-                raise RunFailed(f"{crashed}; {waiting} grid point(s) are queued: rerun the same command to finish them")
+                write_outputs(search, started)
+                raise RunFailed(f"{crashed}; {waiting} job(s) are queued: rerun the same command to finish them")
         else:
             search.run_queue(TrialBudget(config.n_trials, config.timeout))
-        confirmations = search.confirm() if config.confirm > 0 else {}
     except KeyboardInterrupt:
-        write_outputs(search, search.study.user_attrs.get("confirm", {}), started)
+        write_outputs(search, started)
         raise
-    return write_outputs(search, confirmations, started)
+    summary = write_outputs(search, started)
+    frame = trials_frame(search.study)
+    diverged = frame.failure.fillna("").str.contains("loss became")
+    if not (frame.state == "COMPLETE").any() and diverged.any():
+        raise UserError(f"every training of the search diverged ({frame.failure[diverged].iloc[0]})")
+    return summary
 
 
-def write_outputs(search: GridSearch, confirmations: dict[str, dict[str, Any]], started: float) -> dict[str, Any]:
-    """trials.csv, search.png and summary.json of the study as it stands; the summary."""
+def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
+    """trials.csv, grid.csv, confirm.csv, search.png and summary.json of the study as it stands; the summary."""
     from scaler.plots import search_figure
 
-    summary = summarise(search, confirmations, time.time() - started)
-    frame = trials_frame(search.study)
+    summary, table = summarise(search, time.time() - started)
+    frame = search.trials()
     write(
         search.config.folder,
         search.config,
         search.config.argv,
         started,
-        frames={"trials": frame[TRIAL_COLUMNS + ["product", "resolution"]]},
-        figures={"search": search_figure(frame, summary)},
+        frames={"trials": frame, "grid": space_frame(search), "confirm": table},
+        figures={"search": search_figure(frame, table, summary)},
         options={"storage": redact(search.config.storage_url)},
-        files={"summary.json": json.dumps(summary, indent=1)},
+        files={"summary.json": json.dumps(summary, indent=1, default=float)},
     )
     return summary
 
@@ -600,7 +854,7 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def worker_main(config_json: dict[str, Any], threads: int, budget: TrialBudget) -> None:
-    """Body of one local worker process: claim and run grid points until the queue or the budget is spent."""
+    """Body of one local worker process: claim and run queued jobs until the queue or the budget is spent."""
     import sys
 
     import torch

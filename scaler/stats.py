@@ -1,12 +1,13 @@
-"""Uncertainty of published numbers: paired differences with t confidence intervals, seed spread."""
+"""Uncertainty of published numbers: paired differences with t confidence intervals, seed spread, bootstrap ranks."""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
 
 
@@ -45,3 +46,28 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
         return mean, mean, mean
     half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
     return mean, mean - half, mean + half
+
+
+def bootstrap_p_best(scores: Mapping[str, Sequence[float]], draws: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """P(each label has the highest mean) when the seeds are resampled with replacement, paired across labels."""
+    labels = list(scores)
+    lengths = {len(scores[label]) for label in labels}
+    if not labels or len(lengths) != 1 or min(lengths) < 2:
+        raise ValueError(
+            f"bootstrap needs equal-length score lists of at least 2 seeds (got lengths {sorted(lengths)})"
+        )
+    if draws < 1:
+        raise ValueError(f"bootstrap needs at least one draw (got {draws})")
+    table = np.array([scores[label] for label in labels], dtype=float)  # (labels, seeds)
+    if not np.all(np.isfinite(table)):
+        raise ValueError("bootstrap scores must be finite")
+    n = table.shape[1]
+    # One set of resampled seed indices per draw, shared by every label; as counts, the means are one product.
+    picks = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+    counts = np.bincount((picks + n * np.arange(draws)[:, None]).ravel(), minlength=draws * n).reshape(draws, n)
+    means = counts @ table.T / n  # (draws, labels)
+    top = means.max(axis=1, keepdims=True)
+    # Ties, up to rounding in the product, share the win equally.
+    best = means >= top - 1e-12 * np.maximum(1.0, np.abs(top))
+    shares = (best / best.sum(axis=1, keepdims=True)).sum(axis=0) / draws
+    return {label: float(share) for label, share in zip(labels, shares)}

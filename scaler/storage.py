@@ -1,4 +1,4 @@
-"""Optuna storage: URLs and study names checked in one line, the atomic queue of grid points, a lock per study."""
+"""Optuna storage: URLs and study names checked in one line, the atomic queue of jobs, a lock per study."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scaler.errors import UserError
 STUDIES_DIR = Path("studies")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
-INTERRUPTED = "interrupted"  # user attribute of a trial stopped from outside; its grid point is queued again
+INTERRUPTED = "interrupted"  # user attribute of a trial stopped from outside; its job is queued again
 
 
 def check_study_name(name: str, option: str = "--study") -> str:
@@ -203,11 +203,11 @@ def study_lock(url: str, study: str) -> Iterator[None]:
 
 
 class GridExhausted(Exception):
-    """No grid point is waiting in the study's queue."""
+    """No job is waiting in the study's queue."""
 
 
 class QueueStudy(optuna.Study):
-    """A study whose trials come only from its queue: each enqueued grid point is claimed atomically once.
+    """A study whose trials come only from its queue: each enqueued job is claimed atomically once.
 
     Optuna's GridSampler hands a point out again when every point has started, so several workers
     repeat work; here `ask` pops a WAITING trial (a compare-and-set in the storage) or stops.
@@ -254,7 +254,7 @@ def queued_key(trial: optuna.trial.FrozenTrial, key: str) -> Any:
 
 
 def holds_its_point(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial accounts for its grid point: all but a FAIL that was interrupted or crashed, not failed on its merits."""
+    """Whether a trial accounts for its job: all but a FAIL that was interrupted or crashed, not failed on its merits."""
     return trial.state != TrialState.FAIL or "failure" in trial.user_attrs
 
 

@@ -78,9 +78,12 @@ class TrainConfig:
 
     `lr` is the peak learning rate and `warmup_steps` the linear warm-up at a batch of 64 images; other
     batch sizes scale the rate linearly (Goyal et al. 2017) and keep the warm-up's length in images.
+    `max_images`, when set, ends training after that many images (the last epoch cut short); the cosine
+    schedule spans the shorter run.
     """
 
     epochs: int = 3
+    max_images: int | None = None
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "sgd"
@@ -276,7 +279,7 @@ def train(
 ) -> TrainResult:
     """Train `model` on `dataset.train` at `resolution`, validating on `dataset.val` after every epoch.
 
-    `report(epoch, val_acc)` is called after each epoch and may raise to stop (a pruner does).
+    `report(epoch, val_acc)` is called after each epoch and may raise to stop (to stop early).
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -304,6 +307,9 @@ def train(
         else math.ceil(len(dataset.train) / config.batch_size)
     )
     total_steps = steps_per_epoch * config.epochs
+    if config.max_images:
+        total_steps = max(1, min(total_steps, config.max_images // config.batch_size))
+    epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = min(math.ceil(config.warmup_steps * LR_REFERENCE_BATCH / config.batch_size), total_steps // 5)
     result = TrainResult()
     prepared: dict[int, Prepared] = {}
@@ -313,7 +319,7 @@ def train(
     finite = torch.ones((), dtype=torch.bool, device=device)
     start_time = time.perf_counter()
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(epochs):
             size, dropout, magnitude, mixup = resolution, None, 0.0, 0.0
             if config.progressive:
                 stage = config.progressive.stage_of(epoch, config.epochs)
@@ -328,7 +334,7 @@ def train(
             order = torch.randperm(len(data.labels), generator=generator).to(device)
             for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
                 index = order[start : start + config.batch_size]
-                if len(index) < 2:
+                if len(index) < 2 or step >= total_steps:
                     continue
                 x, y = data.images[index], data.labels[index]
                 if magnitude > 0:

@@ -3,8 +3,9 @@
 # Each result folder's run.json names the command and commit that made it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S=mobilenet-fashion-mnist
-python benchmarks/pruning.py                       # = scaler search --base mobilenet --phi 1, plus --pruner none
+scaler search --base mobilenet --phi 1 --no-progress   # studies/mobilenet-w0.25-fashion-mnist (about 40 min)
+python benchmarks/proxy_rank.py --study mobilenet-w0.25-fashion-mnist
+S=mobilenet-fashion-mnist   # the old proxy's study (full width, 3,000 images): the experiments below still read it
 scaler scale --study $S --phi 0 0.5 1 1.5 2 3 --variant relu frelu frelu-early fused --train-max-phi 1.5 --subset 3000 --no-progress
 scaler ladder --study $S --subset 6000 --epochs 3 --frelu frelu-early --no-progress
 scaler scale --alpha 1.0 --beta 1.3 --gamma 1.1 --base mobilenet --dataset fashion-mnist --out mobilenet-ladder-ablation \

@@ -16,7 +16,6 @@ import torch
 from optuna.trial import TrialState
 
 from scaler.cli import main
-from scaler.grid import feasible_grid
 from scaler.search import GridSearch, SearchConfig
 from scaler.train import TrainConfig
 
@@ -29,8 +28,14 @@ FAST = [
     "1",
     "--batch-size",
     "64",
+    "--step",
+    "0.5",
+    "--ratio-tolerance",
+    "0.45",
     "--confirm",
-    "0",
+    "1",
+    "--confirm-seeds",
+    "2",
     "--no-progress",
 ]
 SECRET = "s3cret-pw"
@@ -88,7 +93,10 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("unknown base (profile)", ["profile", "--base", "vgg"], "unknown base", no_setup),
     ("unknown dataset", ["profile", "--dataset", "imagenet21k"], "unknown dataset", no_setup),
     ("unknown variant", ["profile", "--variant", "sparkly"], "unknown variant", no_setup),
-    ("no feasible candidate", ["search", "--step", "0.3", "--tolerance", "0.001", *FAST], "no grid point", no_setup),
+    ("no feasible network", ["search", *FAST, "--ratio-tolerance", "0.001"], "no network", no_setup),
+    ("ratio tolerance 0.5", ["search", *FAST, "--ratio-tolerance", "0.5"], "base itself", no_setup),
+    ("halving 1", ["search", *FAST, "--halving", "1"], "--halving", no_setup),
+    ("one confirm seed", ["search", *FAST, "--confirm-seeds", "1"], "--confirm-seeds", no_setup),
     ("missing data directory", ["search", "--data-dir", "/nonexistent", *FAST], "/nonexistent", no_setup),
     ("corrupt study.db", ["search", "--study", "broken", *FAST], "studies/broken/study.db", corrupt_study),
     (
@@ -138,7 +146,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("timeout 0", ["search", "--timeout", "0", *FAST], "--timeout", no_setup),
     ("negative timeout", ["search", "--timeout", "-5", *FAST], "--timeout", no_setup),
     ("negative n-trials", ["search", "--n-trials", "-1", *FAST], "--n-trials", no_setup),
-    ("negative confirm", ["search", *FAST, "--confirm", "-1"], "--confirm", no_setup),
+    ("confirm 0", ["search", *FAST, "--confirm", "0"], "--confirm", no_setup),
     ("workers 0", ["search", "--workers", "0", *FAST], "--workers", no_setup),
     ("workers 10000", ["search", "--workers", "10000", *FAST], "--workers", no_setup),
     ("data dir with 3 of 4 files", ["search", "--data-dir", "data", *FAST], "3 of the 4", three_of_four_idx_files),
@@ -244,12 +252,12 @@ def test_bad_input_is_one_line_exit_2(
 def diverging_config(url: str) -> SearchConfig:
     """A small study whose learning rate makes every trained trial's loss NaN."""
     return SearchConfig(
-        step=0.25,
-        tolerance=0.2,
+        step=0.5,
+        ratio_tolerance=0.45,
         study="nan",
         storage=url,
-        pruner="none",
-        confirm=0,
+        confirm=1,
+        confirm_seeds=2,
         subset=300,
         val_size=100,
         train=TrainConfig(epochs=1, batch_size=64, lr=1e30),
@@ -258,25 +266,24 @@ def diverging_config(url: str) -> SearchConfig:
 
 
 def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> None:
-    """Every trained trial diverges and ends FAIL on its own; the worker still runs every grid point and exits 0."""
+    """Every training diverges and ends FAIL on its own; the worker still runs the screen and the confirmation, exit 0."""
     url = f"sqlite:///{tmp_path / 'nan.db'}"
-    labels = [c.label for c in feasible_grid(0.25, 0.2)]
-    assert GridSearch(diverging_config(url), log=lambda line: None).pending() == (len(labels), 0)
+    search = GridSearch(diverging_config(url), log=lambda line: None)
+    screen = len(search.feasible)
+    assert search.pending() == (screen, 0)
     result = run_cli(["worker", "--study", "nan", "--storage", url], tmp_path, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert f"worker finished: {len(labels)} trial(s) run by this worker" in result.stdout
     trials = optuna.load_study(study_name="nan", storage=url).get_trials()
-    assert sorted(t.params["candidate"] for t in trials) == sorted(labels)
-    trained = [t for t in trials if t.constraints.get("macs_ratio", 1.0) <= 0]
-    infeasible = [t for t in trials if t.constraints.get("macs_ratio", 1.0) > 0]
-    print(
-        f"\n[NaN loss] grid={len(labels)} trained={len(trained)} "
-        f"failed={sum(t.state == TrialState.FAIL for t in trials)} infeasible-complete={len(infeasible)}"
-    )
-    assert trained and infeasible
-    assert all(t.state == TrialState.FAIL for t in trained)
-    assert all(t.state == TrialState.COMPLETE for t in infeasible)
-    for trial in trained:
+    finalists = optuna.load_study(study_name="nan", storage=url).user_attrs["finalists"]
+    assert finalists == [search.control.label, "base"], "nothing ranks, so only the control and the base go on"
+    expected = [f"screen:{label}:0" for label in search.feasible] + [
+        f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)
+    ]
+    assert f"worker finished: {len(expected)} trial(s) run by this worker" in result.stdout
+    assert sorted(t.params["job"] for t in trials) == sorted(expected)
+    print(f"\n[NaN loss] jobs={len(expected)} failed={sum(t.state == TrialState.FAIL for t in trials)}")
+    assert all(t.state == TrialState.FAIL for t in trials)
+    for trial in trials:
         assert "loss became" in trial.user_attrs["failure"]
     assert "Traceback" not in result.stderr
 
@@ -284,7 +291,7 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
 def test_search_whose_every_training_diverges_is_one_line_error(tmp_path: Path) -> None:
     """`scaler search --lr 1e30`: no trial can be trained, which must be one line with exit status 2."""
     result = run_cli(
-        ["search", "--study", "nan", "--step", "0.25", "--tolerance", "0.2", "--lr", "1e30", "--pruner", "none", *FAST],
+        ["search", "--study", "nan", "--lr", "1e30", *FAST],
         tmp_path,
         timeout=240,
     )

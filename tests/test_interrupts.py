@@ -23,28 +23,26 @@ import pytest
 import tomllib
 from optuna.trial import TrialState
 
-from scaler.grid import feasible_grid
+from scaler.grid import grid_points
 from scaler.search import GridSearch, SearchConfig
 from scaler.storage import enqueue_missing, open_study, redact
 from scaler.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP, TOLERANCE = 0.25, 0.2
-LABELS = [c.label for c in feasible_grid(STEP, TOLERANCE)]
-SMALL = [  # width 1: a trial lasts long enough to be stopped in its second epoch
+STEP, TOLERANCE = 0.5, 0.45
+SMALL = [  # width 1: a trial lasts long enough to be stopped in its second epoch; 4 networks, 1 finalist, 2 seeds
     "--width",
     "1",
     "--step",
     str(STEP),
-    "--tolerance",
+    "--ratio-tolerance",
     str(TOLERANCE),
-    "--ratio-range",
-    "1.0",
-    "4.5",
     "--val-size",
     "100",
     "--confirm",
-    "0",
+    "1",
+    "--confirm-seeds",
+    "2",
     "--no-progress",
 ]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
@@ -124,8 +122,16 @@ def no_process_left(session: int) -> bool:
 
 
 def finished_once(trials: list[optuna.trial.FrozenTrial]) -> Counter[str]:
-    """How often each grid point finished COMPLETE or PRUNED."""
-    return Counter(t.params["candidate"] for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    """How often each job finished COMPLETE."""
+    return Counter(t.params["job"] for t in trials if t.state == TrialState.COMPLETE)
+
+
+def every_job(folder: Path) -> Counter[str]:
+    """Each job of a finished search once: every feasible network screened at seed 0, the finalists on seeds 1 and 2."""
+    grid = pd.read_csv(folder / "grid.csv")
+    finalists = json.loads((folder / "summary.json").read_text())["finalists"]
+    screen = [f"screen:{label}:0" for label in grid[grid.feasible].label]
+    return Counter(screen + [f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)])
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -144,8 +150,7 @@ def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signa
     assert stopped.state == TrialState.FAIL
     assert "KeyboardInterrupt" in stopped.user_attrs["interrupted"]
     assert any(
-        t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["candidate"] == victim.params["candidate"]
-        for t in trials
+        t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["job"] == victim.params["job"] for t in trials
     )
     frame = pd.read_csv(tmp_path / "studies" / "int" / "trials.csv")
     assert "queued again" in frame.loc[frame.number == victim.number, "failure"].item()
@@ -159,8 +164,8 @@ def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signa
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     done = finished_once(trials_of(url, "int"))
-    print(f"\n[{stop.name}] killed #{victim.number} {victim.params['candidate']}; after the rerun: {dict(done)}")
-    assert done == Counter(LABELS), done
+    print(f"\n[{stop.name}] killed #{victim.number} {victim.params['job']}; after the rerun: {dict(done)}")
+    assert done == every_job(tmp_path / "studies" / "int"), done
 
 
 def race_to_enqueue(url: str, labels: list[str], errors: Any) -> None:
@@ -176,9 +181,9 @@ def race_to_enqueue(url: str, labels: list[str], errors: Any) -> None:
 def test_searches_started_together_on_a_new_database_queue_each_point_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Four processes create one study and queue one 20-point grid at once: no error (alembic race), 20 trials."""
+    """Four processes create one study and queue one 45-point grid at once: no error (alembic race), 45 trials."""
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
-    labels = [c.label for c in feasible_grid(0.1, 0.1)]
+    labels = [c.label for c in grid_points(0.25)]
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     processes = [context.Process(target=race_to_enqueue, args=(url, labels, errors)) for _ in range(4)]
@@ -253,12 +258,9 @@ def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> No
     assert (tmp_path / "studies" / "term" / "trials.csv").stat().st_size > 0
     trials = trials_of(url, "term")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    held = {
-        t.params.get("candidate") or t.system_attrs["fixed_params"]["candidate"]
-        for t in trials
-        if t.state != TrialState.FAIL
-    }
-    assert held == set(LABELS)
+    held = {t.params.get("job") or t.system_attrs["fixed_params"]["job"] for t in trials if t.state != TrialState.FAIL}
+    grid = pd.read_csv(tmp_path / "studies" / "term" / "grid.csv")
+    assert {f"screen:{label}:0" for label in grid[grid.feasible].label} <= held
 
 
 def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) -> None:
@@ -287,9 +289,9 @@ def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) 
     assert process.returncode == 1, out + err
     failed = [line for line in err.splitlines() if line.startswith("scaler: failed: ")]
     assert len(failed) == 1 and "worker" in failed[0] and "status -9" in failed[0], err
-    assert "0 grid point(s) are queued" in failed[0], err
+    assert "0 job(s) are queued" in failed[0], err
     done = finished_once(trials_of(url, "crash"))
-    assert done == Counter(LABELS), done
+    assert done == every_job(tmp_path / "studies" / "crash"), done
 
 
 def test_stored_config_hides_the_password(postgres_url: str) -> None:
@@ -298,7 +300,7 @@ def test_stored_config_hides_the_password(postgres_url: str) -> None:
     assert "hunter2" in with_password
     config = SearchConfig(
         step=STEP,
-        tolerance=TOLERANCE,
+        ratio_tolerance=TOLERANCE,
         study="pw",
         storage=with_password,
         subset=300,

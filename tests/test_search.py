@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,37 +11,73 @@ import pandas as pd
 import pytest
 
 from scaler.cli import main
-from scaler.grid import Candidate, feasible_grid
+from scaler.complexity import count_macs, count_params
+from scaler.errors import UserError
+from scaler.grid import CONTROL, Candidate, control_network, grid_points, space
+from scaler.nn.build import build
+from scaler.scaling import scale, scale_compound
 from scaler.search import TRIAL_COLUMNS
+from scaler.spec import NetSpec
+from scaler.zoo import base as zoo_base
 
 FAST = [
     "--subset",
     "300",
+    "--val-size",
+    "100",
     "--epochs",
     "1",
     "--batch-size",
     "64",
+    "--step",
+    "0.5",
+    "--ratio-tolerance",
+    "0.45",
     "--confirm",
-    "2",
-    "--confirm-seeds",
     "1",
+    "--confirm-seeds",
+    "2",
     "--no-progress",
 ]
 
 
-def test_grid_counts_match_the_issue() -> None:
-    assert len(feasible_grid(0.1, 0.1)) == 20
-    assert len(feasible_grid(0.05, 0.1)) == 108
-    for c in feasible_grid(0.05, 0.1):
-        assert abs(c.product - 2) <= 0.1
-        assert 1 <= c.alpha <= 2 and 1 <= c.beta <= 1.5 and 1 <= c.gamma <= 1.5
-    assert Candidate.from_label(Candidate(1.2, 1.1, 1.15).label) == Candidate(1.2, 1.1, 1.15)
+def count(spec: NetSpec) -> tuple[int, int]:
+    """fvcore MACs and parameters, as the search counts them."""
+    model = build(spec)
+    return count_macs(model, spec.input_shape), count_params(model)
 
 
-def test_grid_tolerance_zero_keeps_exact_points() -> None:
-    exact = feasible_grid(0.1, 0.0)
-    assert Candidate(2.0, 1.0, 1.0) in exact
-    assert all(abs(c.product - 2) < 1e-9 for c in exact)
+def test_space_holds_each_built_network_once_with_its_measured_ratio() -> None:
+    base = scale(zoo_base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    networks = space(base, 1.0, 0.1, 0.05, count)
+    members = [m for n in networks for m in n.members]
+    assert len(members) == len(set(members)) == len(grid_points(0.1)) + 1  # + the control
+    specs = {}
+    for network in networks:
+        for label in network.members:
+            c = Candidate.from_label(label)
+            specs.setdefault(network.label, set()).add(scale_compound(base, c.alpha, c.beta, c.gamma, 1.0))
+    assert all(len(built) == 1 for built in specs.values()), "one network, one spec"
+    assert len({next(iter(built)) for built in specs.values()}) == len(networks), "two networks build the same spec"
+    feasible = [n for n in networks if n.feasible]
+    assert feasible and all(abs(n.macs_ratio - 2) <= 0.1 for n in feasible)
+    assert all(n.macs_ratio is None or not 1.9 <= n.macs_ratio <= 2.1 for n in networks if not n.feasible)
+    for network in feasible:
+        c = network.candidate
+        spec = scale_compound(base, c.alpha, c.beta, c.gamma, 1.0)
+        assert count(spec)[0] / count(base)[0] == pytest.approx(network.macs_ratio, abs=1e-3)
+        assert network.resolution == spec.resolution / base.resolution
+    control, snapped = control_network(networks)
+    assert snapped and control.feasible and CONTROL.label not in control.members
+    assert Candidate.from_label(CONTROL.label) == CONTROL
+
+
+def test_space_refuses_a_band_without_networks_and_a_band_holding_the_base() -> None:
+    base = scale(zoo_base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    with pytest.raises(UserError, match="no network"):
+        space(base, 1.0, 0.5, 0.001, count)
+    with pytest.raises(UserError, match="base itself"):
+        space(base, 1.0, 0.5, 0.5, count)
 
 
 @pytest.fixture()
@@ -51,41 +86,56 @@ def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "studies" / "t"
 
 
-def test_search_writes_outputs_and_resumes(study_dir: Path, capsys) -> None:
-    wide = ["--ratio-range", "1.0", "4.5"]  # every candidate trains, so trained rows are checked too
-    assert main(["search", "--study", "t", "--n-trials", "3", "--json", *wide, *FAST]) == 0
+def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, capsys) -> None:
+    assert main(["search", "--study", "t", "--n-trials", "3", "--json", *FAST]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"alpha", "beta", "gamma", "val_acc", "macs", "study", "trials"}
-    assert result["study"] == "t" and result["trials"] == 3
-    for name in ("study.db", "trials.csv", "search.png", "summary.json"):
+    assert result["study"] == "t" and result["trials"] == 3 and result["alpha"] is None
+    for name in ("study.db", "trials.csv", "grid.csv", "search.png", "summary.json"):
         assert (study_dir / name).stat().st_size > 0, name
+    grid = pd.read_csv(study_dir / "grid.csv")
+    feasible = set(grid[grid.feasible].label)
+    assert len(feasible) == 4 and grid.label.is_unique
     first = pd.read_csv(study_dir / "trials.csv")
-    assert list(first.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
-    assert len(first) == 3
-    assert (first.constraint <= 0).all() and len(first) == 3
-    assert first.val_acc.between(0, 1).all() and (first.epochs == 1).all()
-    assert first.macs_ratio.between(1.0, 4.5).all()
+    assert list(first.columns) == TRIAL_COLUMNS and len(first) == 3
+    assert (first.stage == "screen").all() and (first.seed == 0).all() and (first.images == 64).all()
 
-    assert main(["search", "--study", "t", "--n-trials", "3", "--json", *wide, *FAST]) == 0
-    second = pd.read_csv(study_dir / "trials.csv")
-    assert len(second) == 6
-    keys = list(zip(second.alpha, second.beta, second.gamma))
-    assert len(set(keys)) == 6, "a finished grid point ran again"
-    with sqlite3.connect(study_dir / "study.db") as db:
-        assert db.execute("select count(*) from trials where state != 'WAITING'").fetchone()[0] == 6
+    assert main(["search", "--study", "t", *FAST]) == 0
+    frame = pd.read_csv(study_dir / "trials.csv")
+    screen, confirm = frame[frame.stage == "screen"], frame[frame.stage == "confirm"]
+    assert sorted(screen.network) == sorted(feasible), "each network screened once"
+    summary = json.loads((study_dir / "summary.json").read_text())
+    finalists = summary["finalists"]
+    best_screened = screen.sort_values(["val_acc", "network"], ascending=[False, True]).network.iloc[0]
+    assert finalists[0] == best_screened and finalists[-1] == "base" and summary["control"]["network"] in finalists
+    assert sorted(zip(confirm.network, confirm.seed)) == sorted((f, s) for f in finalists for s in (1, 2))
+    assert (confirm.images == 300).all() and (frame.state == "COMPLETE").all()
+    assert frame.val_acc.between(0, 1).all()
+    table = pd.read_csv(study_dir / "confirm.csv")
+    assert set(table.network) == set(finalists) and (table.seeds == 2).all()
+    assert (table.ci95_low <= table.mean_val_acc).all() and (table.mean_val_acc <= table.ci95_high).all()
+    assert table.p_best.dropna().sum() == pytest.approx(1.0, abs=1e-3)
+    winner = summary["confirmation"]["winner"]
+    assert winner != "base" and table.mean_val_acc.iloc[0] == table[table.network != "base"].mean_val_acc.max()
+    means = confirm.groupby("network").val_acc.mean()
+    assert summary["val_acc"] == pytest.approx(means[winner], abs=1e-5)
+    if len(finalists) > 2:
+        assert isinstance(summary["confirmation"]["significant"], bool)
     record = json.loads((study_dir / "run.json").read_text())
     assert record["command"].startswith("scaler search --study t") and record["config"]["train"]["epochs"] == 1
-    assert set(record["outputs"]) == {"trials.csv", "search.png", "summary.json"} and len(record["earlier"]) == 1
+    assert set(record["outputs"]) == {"trials.csv", "grid.csv", "confirm.csv", "search.png", "summary.json"}
+    assert len(record["earlier"]) == 1
+
+    assert main(["search", "--study", "t", *FAST]) == 0
+    assert len(pd.read_csv(study_dir / "trials.csv")) == len(frame), "a finished job ran again"
 
 
-def test_infeasible_candidates_are_not_trained(study_dir: Path) -> None:
-    assert main(["search", "--study", "t", "--n-trials", "4", "--ratio-range", "1.7", "1.75", *FAST]) == 0
-    frame = pd.read_csv(study_dir / "trials.csv")
-    infeasible = frame[frame.constraint > 0]
-    assert len(infeasible) >= 3
-    assert (infeasible.epochs == 0).all() and infeasible.val_acc.isna().all()
-    assert (~infeasible.macs_ratio.between(1.7, 1.75)).all()
-    assert frame["product"].between(1.9, 2.1).all()
+def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> None:
+    assert main(["search", "--study", "t", "--n-trials", "1", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["search", "--study", "t", "--n-trials", "1", "--lr", "0.01", *FAST]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "train.lr 0.05 -> 0.01" in error[0], error
 
 
 @pytest.mark.parametrize(
@@ -93,16 +143,21 @@ def test_infeasible_candidates_are_not_trained(study_dir: Path) -> None:
     [
         (["search", "--base", "vgg"], "unknown base"),
         (["search", "--alpha", "0.5"], "unrecognized arguments"),
-        (["search", "--tolerance", "0.001", "--step", "0.3"], "no grid point"),
+        (["search", "--ratio-tolerance", "0.001", "--step", "0.5"], "no network"),
+        (["search", "--halving", "4"], "--halving"),
+        (["search", "--confirm-seeds", "1"], "--confirm-seeds"),
         (["search", "--dataset", "mnist", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
         (["search", "--storage", "not a url"], "not a database URL"),
         (["search", "--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot open storage"),
-        (["search", "--pruner", "sometimes"], "unknown pruner"),
     ],
 )
 def test_search_user_errors(args: list[str], needle: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scaler.cli", *args, *FAST], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, "-m", "scaler.cli", args[0], *FAST, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -123,3 +123,18 @@ def test_batchnorm_statistics_are_recomputed_at_the_eval_size() -> None:
         recalibrate_batchnorm(model, Prepared(head, mean, std, size, torch.device("cpu"), True), 128)
         now = {name: b for name, b in model.named_buffers() if "running_mean" in name}
         assert all(torch.allclose(trained[k], now[k], atol=1e-5) for k in trained) == same, size
+
+
+def test_an_image_budget_cuts_the_last_epoch_short() -> None:
+    """max_images=96 at batch 32 over 64 images: 3 steps, two validations (after epoch 1 and the cut epoch 2)."""
+    images = torch.randint(0, 255, (64, 1, 16, 16), dtype=torch.uint8)
+    split = Split(images, torch.randint(0, 10, (64,)))
+    dataset = Dataset("tiny", split, Split(images[:16], split.labels[:16]), split, 10, "memory")
+    spec = scale(base("mobilenet", 1, 16, 10), 1.0, 0.25, 1.0)
+    config = TrainConfig(epochs=5, batch_size=32, max_images=96, precise_bn=0, warmup_steps=0)
+    result = train(build(spec), dataset, spec.resolution, config, progress=False)
+    assert result.images_seen == 96 and result.epochs == 2 and len(result.val_acc) == 2
+    full = train(
+        build(spec), dataset, spec.resolution, TrainConfig(epochs=2, batch_size=32, precise_bn=0), progress=False
+    )
+    assert full.images_seen == 128 and full.epochs == 2

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from scaler.grid import feasible_grid
 from scaler.search import GridSearch, QueueStudy, SearchConfig, max_workers
 from scaler.train import TrainConfig
 
 BACKENDS = ["sqlite", "postgresql"]
-STEP, TOLERANCE = 0.25, 0.3
 FAST = [
     "--subset",
     "300",
@@ -30,12 +29,18 @@ FAST = [
     "1",
     "--batch-size",
     "64",
+    "--step",
+    "0.5",
+    "--ratio-tolerance",
+    "0.45",
     "--confirm",
-    "0",
+    "1",
+    "--confirm-seeds",
+    "2",
     "--no-progress",
 ]
-KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.25, 0.2, 2
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.5, 0.12, 2
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 # measure_latency uses 2 threads in every worker: with OpenMP's default spin-waiting, oversubscribed cores make it ~70x slower.
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -64,15 +69,21 @@ def load_trials(url: str, study: str) -> list[FrozenTrial]:
         storage.engine.dispose()
 
 
-def figures(trials: list[FrozenTrial], labels: list[str]) -> dict[str, int]:
-    """trials (started), duplicates (a candidate finished non-failed more than once), lost (grid points with no finished non-failed trial)."""
+def figures(trials: list[FrozenTrial], jobs: list[str]) -> dict[str, int]:
+    """trials (started), duplicates (a job completed more than once), lost (jobs with no completed trial)."""
     started = [t for t in trials if t.state != TrialState.WAITING]
-    done = Counter(t.params.get("candidate") for t in started if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    done = Counter(t.params.get("job") for t in started if t.state == TrialState.COMPLETE)
     return {
         "trials": len(started),
         "duplicates": sum(n - 1 for n in done.values() if n > 1),
-        "lost": sum(1 for label in labels if not done.get(label)),
+        "lost": sum(1 for job in jobs if not done.get(job)),
     }
+
+
+def every_job(feasible: list[str], finalists: list[str], screened: bool) -> list[str]:
+    """The jobs of a finished search: the screen of every feasible network (if any), the finalists on seeds 1 and 2."""
+    screen = [f"screen:{label}:0" for label in feasible] if screened else []
+    return screen + [f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)]
 
 
 def claim_all(url: str, study: str, claimed: Any) -> None:
@@ -117,21 +128,9 @@ def test_racing_processes_claim_each_queued_trial_once(
 def test_several_workers_run_every_grid_point_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """`scaler search --workers N` (as many as the machine allows, up to 4): each candidate once, none lost, no 'database is locked'."""
-    labels = [c.label for c in feasible_grid(STEP, TOLERANCE)]
+    """`scaler search --workers N` (as many as the machine allows, up to 4): each job once, none lost, no 'database is locked'."""
     workers = min(4, max_workers())
-    args = [
-        "search",
-        "--study",
-        "w4",
-        "--workers",
-        str(workers),
-        "--step",
-        str(STEP),
-        "--tolerance",
-        str(TOLERANCE),
-        *FAST,
-    ]
+    args = ["search", "--study", "w4", "--workers", str(workers), *FAST]
     if backend == "postgresql":
         url = request.getfixturevalue("postgres_url")
         args += ["--storage", url]
@@ -148,10 +147,13 @@ def test_several_workers_run_every_grid_point_once(
         assert (tmp_path / "studies" / "w4" / "study.db").stat().st_size > 0
     trials = load_trials(url, "w4")
     started_trials = [t for t in trials if t.state != TrialState.WAITING]
-    counts = Counter(t.params.get("candidate") for t in started_trials)
+    counts = Counter(t.params.get("job") for t in started_trials)
+    grid = pd.read_csv(tmp_path / "studies" / "w4" / "grid.csv")
+    finalists = load_finalists(url, "w4")
+    labels = every_job(sorted(grid[grid.feasible].label), finalists, screened=True)
     numbers = figures(trials, labels)
     print(
-        f"\n[{workers} workers, {backend}] grid={len(labels)} trials={numbers['trials']} "
+        f"\n[{workers} workers, {backend}] jobs={len(labels)} trials={numbers['trials']} "
         f"duplicates={numbers['duplicates']} lost={numbers['lost']} wall={wall:.1f}s"
     )
     assert all(t.state in FINISHED for t in trials), [t.state for t in trials]
@@ -161,16 +163,26 @@ def test_several_workers_run_every_grid_point_once(
     assert not any(t.state == TrialState.FAIL for t in trials)
 
 
+def load_finalists(url: str, study: str) -> list[str]:
+    """The finalists the search stored once its screen was done."""
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        return list(optuna.load_study(study_name=study, storage=storage).user_attrs["finalists"])
+    finally:
+        storage.engine.dispose()
+
+
 def kill_config(url: str, study: str) -> SearchConfig:
-    """A 3-point study (one feasible point, about 4 s per epoch on 2 cores) with 2 s heartbeats."""
+    """Two feasible networks (no screen) and the base on 2 seeds, about 4 s per epoch on 2 cores, 2 s heartbeats."""
     return SearchConfig(
         step=KILL_STEP,
-        tolerance=KILL_TOLERANCE,
+        ratio_tolerance=KILL_TOLERANCE,
         study=study,
         storage=url,
         heartbeat=2,
-        pruner="none",
-        confirm=0,
+        confirm=2,
+        confirm_seeds=2,
         subset=400,
         val_size=100,
         train=TrainConfig(epochs=KILL_EPOCHS, batch_size=64),
@@ -187,8 +199,7 @@ def wait_for_training(url: str, study: str, process: subprocess.Popen[bytes], ti
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
             for trial in polled.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                feasible = trial.constraints.get("macs_ratio", 1.0) <= 0
-                if feasible and 1 <= trial.user_attrs.get("epochs", 0) < KILL_EPOCHS:
+                if 1 <= trial.user_attrs.get("epochs", 0) < KILL_EPOCHS:
                     return trial
             time.sleep(0.1)
     finally:
@@ -208,9 +219,10 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(
     """SIGKILL a `scaler worker` mid-training: its trial ends FAIL, a retry completes, nothing lost or duplicated."""
     url = storage_for(backend, tmp_path, request, "kill")
     study = "kill"
-    labels = [c.label for c in feasible_grid(KILL_STEP, KILL_TOLERANCE)]
     started = time.perf_counter()
-    assert GridSearch(kill_config(url, study), log=lambda line: None).pending() == (len(labels), 0)
+    search = GridSearch(kill_config(url, study), log=lambda line: None)
+    labels = every_job([], search.finalists() or [], screened=False)
+    assert len(labels) == 6 and search.pending() == (len(labels), 0)
     command = [sys.executable, "-m", "scaler.cli", "worker", "--study", study, "--storage", url]
     with open(tmp_path / "killed.log", "wb") as log:
         worker = subprocess.Popen(
@@ -237,15 +249,15 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(
     killed = next(t for t in trials if t.number == victim.number)
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     numbers = figures(trials, labels)
-    complete = Counter(t.params.get("candidate") for t in trials if t.state == TrialState.COMPLETE)
+    complete = Counter(t.params.get("job") for t in trials if t.state == TrialState.COMPLETE)
     print(
-        f"\n[SIGKILL, {backend}] grid={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} "
-        f"lost={numbers['lost']} killed=#{victim.number} {victim.params['candidate']} at epoch {victim.user_attrs.get('epochs')} "
+        f"\n[SIGKILL, {backend}] jobs={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} "
+        f"lost={numbers['lost']} killed=#{victim.number} {victim.params['job']} at epoch {victim.user_attrs.get('epochs')} "
         f"-> {killed.state.name}, retries={[(t.number, t.state.name) for t in retries]} wall={wall:.1f}s"
     )
     assert killed.state == TrialState.FAIL
-    assert len(retries) == 1 and retries[0].params["candidate"] == victim.params["candidate"]
-    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(retries) == 1 and retries[0].params["job"] == victim.params["job"]
+    assert retries[0].state == TrialState.COMPLETE
     assert all(t.state in FINISHED for t in trials), [(t.number, t.state.name) for t in trials]
     assert numbers["lost"] == 0 and numbers["duplicates"] == 0, numbers
     assert all(n == 1 for n in complete.values()), complete
