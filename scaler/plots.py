@@ -21,9 +21,7 @@ def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     screened = frame[(frame.stage == "screen") & (frame.state == "COMPLETE")]
     if not screened.empty:
-        points = left.scatter(
-            screened.macs_ratio, screened.val_acc, c=screened.depth, cmap="viridis", s=45, zorder=3
-        )
+        points = left.scatter(screened.macs_ratio, screened.val_acc, c=screened.depth, cmap="viridis", s=45, zorder=3)
         for row in screened.itertuples():
             left.annotate(
                 str(row.network), (row.macs_ratio, row.val_acc), fontsize=6, xytext=(3, 3), textcoords="offset points"
