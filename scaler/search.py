@@ -374,7 +374,8 @@ class GridSearch:
         return study.user_attrs.get("space")
 
     def count(self, spec: NetSpec) -> tuple[int, int]:
-        """fvcore MACs and parameters of a spec as built."""
+        """fvcore MACs and parameters of a spec as built (refused in one line, unbuilt, when it cannot fit in memory)."""
+        check_fits(spec, self.config.train.batch_size, training=True)
         model = build(spec)
         return count_macs(model, spec.input_shape), count_params(model)
 
