@@ -47,12 +47,23 @@ def main() -> None:
     long_config = replace(config.train, epochs=config.train.epochs * args.factor, seed=config.seed)
     started = time.time()
     run = replace(search.setup, config=replace(search.setup.config, folder=Path(args.out), argv=tuple(sys.argv)))
-    rows = []
+    progress = Path(args.out) / "long_runs.csv"  # one row per finished long run: a rerun goes on from there
+    done = (
+        pd.read_csv(progress)
+        if progress.is_file()
+        else pd.DataFrame(columns=["network", "long_val_acc", "train_seconds"])
+    )
+    progress.parent.mkdir(parents=True, exist_ok=True)
     for label in sorted(search.feasible):
+        if label in set(done.network):
+            print(f"{label}: long run already done ({progress})")
+            continue
         row = evaluate(search.spec_of(label), run, long_config, test=False, description=f"long {label}")
-        rows.append({"network": label, "long_val_acc": row.val_acc, "train_seconds": row.train_seconds})
+        result = {"network": label, "long_val_acc": row.val_acc, "train_seconds": row.train_seconds}
+        done = pd.concat([done, pd.DataFrame([result])], ignore_index=True)
+        done.to_csv(progress, index=False)
         print(f"{label}: long ({long_config.epochs} epochs) val_acc {row.val_acc:.4f} in {row.train_seconds:.0f} s")
-    frame = pd.DataFrame(rows).set_index("network")
+    frame = done.set_index("network").astype(float)
     frame["screen_val_acc"] = screen
     frame["confirm_mean_val_acc"] = confirm_means
     frame = frame.sort_values("long_val_acc", ascending=False)

@@ -23,12 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaler.complexity import count_macs, count_params
 from scaler.grid import control_network, space
-from scaler.nn.build import build
-from scaler.run import RunConfig, evaluate, setup, write
+from scaler.run import RunConfig, count, evaluate, setup, write
 from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
-from scaler.spec import NetSpec
 from scaler.stats import paired_difference
 from scaler.train import TrainConfig
 
@@ -64,10 +61,6 @@ def main() -> None:
         argv=tuple(sys.argv),
     )
     run = setup(config)
-
-    def count(spec: NetSpec) -> tuple[int, int]:
-        model = build(spec)
-        return count_macs(model, spec.input_shape), count_params(model)
 
     control, snapped = control_network(space(run.spec, 1.0, args.step, args.ratio_tolerance, count))
     c = control.candidate

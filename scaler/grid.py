@@ -117,12 +117,12 @@ def space(
     phi: float,
     step: float,
     ratio_tolerance: float,
-    count_macs: Callable[[NetSpec], tuple[int, int]],
+    count: Callable[[NetSpec], tuple[int, int]],
     extra: Iterable[Candidate] = (CONTROL,),
 ) -> list[Network]:
     """Every distinct network the grid (and `extra` points) builds at `phi`, measured, feasible within the band.
 
-    Feasible: measured MACs within `ratio_tolerance` of 2^phi times the base's. `count_macs(spec)` returns
+    Feasible: measured MACs within `ratio_tolerance` of 2^phi times the base's. `count(spec)` returns
     (MACs, params). Channels round at most 10 % down (MACs at most 19 %) and the input size by half a
     stride, so a network whose nominal product is over twice the band's top is not measured.
     """
@@ -136,13 +136,13 @@ def space(
     for candidate in dict.fromkeys([*grid_points(step), *extra]):
         spec = scale_compound(base, candidate.alpha, candidate.beta, candidate.gamma, phi)
         groups.setdefault(spec, []).append(candidate)
-    base_macs, _ = count_macs(base)
+    base_macs, _ = count(base)
     networks = []
     for spec, members in groups.items():
         representative = min(members, key=lambda c: (abs(math.log(c.product**phi / target)), c.label))
         macs = params = ratio = None
         if representative.product**phi * UNREACHABLE <= high:
-            macs, params = count_macs(spec)
+            macs, params = count(spec)
             ratio = round(macs / base_macs, 4)
         networks.append(
             Network(

@@ -227,6 +227,13 @@ def measure(
     )
 
 
+def count(spec: NetSpec, batch: int = 1, training: bool = False) -> tuple[int, int]:
+    """fvcore MACs and parameters of a spec as built, untimed; refused in one line, unbuilt, when it cannot fit."""
+    check_fits(spec, batch, training=training)
+    model = build(spec)
+    return count_macs(model, spec.input_shape), count_params(model)
+
+
 def evaluate_model(
     spec: NetSpec,
     setup: Setup,

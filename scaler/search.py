@@ -23,12 +23,10 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from scaler.complexity import count_macs, count_params
 from scaler.errors import RunFailed, UserError
 from scaler.grid import CONTROL, Candidate, Network, control_network, space
 from scaler.guard import check_fits
-from scaler.nn.build import build
-from scaler.run import Cost, RunConfig, evaluate, measure, present, setup, write
+from scaler.run import Cost, RunConfig, count, evaluate, measure, present, setup, write
 from scaler.scaling import scale_compound
 from scaler.spec import NetSpec
 from scaler.stats import bootstrap_p_best, mean_interval, paired_difference
@@ -375,9 +373,7 @@ class GridSearch:
 
     def count(self, spec: NetSpec) -> tuple[int, int]:
         """fvcore MACs and parameters of a spec as built (refused in one line, unbuilt, when it cannot fit in memory)."""
-        check_fits(spec, self.config.train.batch_size, training=True)
-        model = build(spec)
-        return count_macs(model, spec.input_shape), count_params(model)
+        return count(spec, self.config.train.batch_size, training=True)
 
     def open(self, create: bool) -> QueueStudy:
         """The study, created (or resumed) with this fingerprint under the study's lock; a mismatch is an error."""
@@ -823,10 +819,10 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
         write_outputs(search, started)
         raise
     summary = write_outputs(search, started)
-    frame = trials_frame(search.study)
-    diverged = frame.failure.fillna("").str.contains("loss became")
-    if not (frame.state == "COMPLETE").any() and diverged.any():
-        raise UserError(f"every training of the search diverged ({frame.failure[diverged].iloc[0]})")
+    confirm = trials_frame(search.study).query("stage == @CONFIRM")
+    diverged = confirm.failure.fillna("").str.contains("loss became")
+    if len(confirm) and diverged.all():
+        raise UserError(f"every confirmation training diverged ({confirm.failure[diverged].iloc[0]})")
     return summary
 
 

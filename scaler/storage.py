@@ -218,7 +218,14 @@ class QueueStudy(optuna.Study):
         trial_id = self._pop_waiting_trial_id()
         if trial_id is None:
             raise GridExhausted()
-        return optuna.Trial(self, trial_id)
+        try:
+            return optuna.Trial(self, trial_id)
+        except BaseException as error:  # stopped between the claim and the objective: fail it so it is queued again
+            self._storage.set_trial_user_attr(
+                trial_id, INTERRUPTED, f"{type(error).__name__} while starting (queued again)"
+            )
+            self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            raise
 
     def _pop_waiting_trial_id(self) -> int | None:
         """Claim one WAITING trial with a conditional UPDATE, atomic on every backend.

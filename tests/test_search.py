@@ -49,9 +49,9 @@ def count(spec: NetSpec) -> tuple[int, int]:
 
 def test_space_holds_each_built_network_once_with_its_measured_ratio() -> None:
     base = scale(zoo_base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
-    networks = space(base, 1.0, 0.1, 0.05, count)
+    networks = space(base, 1.0, 0.25, 0.15, count)
     members = [m for n in networks for m in n.members]
-    assert len(members) == len(set(members)) == len(grid_points(0.1)) + 1  # + the control
+    assert len(members) == len(set(members)) == len(grid_points(0.25)) + 1  # + the control
     specs = {}
     for network in networks:
         for label in network.members:
@@ -60,8 +60,8 @@ def test_space_holds_each_built_network_once_with_its_measured_ratio() -> None:
     assert all(len(built) == 1 for built in specs.values()), "one network, one spec"
     assert len({next(iter(built)) for built in specs.values()}) == len(networks), "two networks build the same spec"
     feasible = [n for n in networks if n.feasible]
-    assert feasible and all(abs(n.macs_ratio - 2) <= 0.1 for n in feasible)
-    assert all(n.macs_ratio is None or not 1.9 <= n.macs_ratio <= 2.1 for n in networks if not n.feasible)
+    assert feasible and all(abs(n.macs_ratio - 2) <= 0.3 for n in feasible)
+    assert all(n.macs_ratio is None or not 1.7 <= n.macs_ratio <= 2.3 for n in networks if not n.feasible)
     for network in feasible:
         c = network.candidate
         spec = scale_compound(base, c.alpha, c.beta, c.gamma, 1.0)
