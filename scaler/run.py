@@ -249,7 +249,7 @@ def evaluate_model(
     """Build, train (unless `train_config` is False), test and measure a spec: the row and the model it made.
 
     `train_config` True trains with the run's TrainConfig; a TrainConfig trains with that one. `cost`, when
-    given, is the network's already measured cost. `report(epoch, val_acc)` may raise to stop (to stop early).
+    given, is the network's already measured cost. `report(epoch, val_acc)` may raise to stop training early.
     """
     config = setup.config.train if train_config is True else train_config
     if config is False:

@@ -279,7 +279,7 @@ def train(
 ) -> TrainResult:
     """Train `model` on `dataset.train` at `resolution`, validating on `dataset.val` after every epoch.
 
-    `report(epoch, val_acc)` is called after each epoch and may raise to stop (to stop early).
+    `report(epoch, val_acc)` is called after each epoch and may raise to stop training early.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
