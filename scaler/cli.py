@@ -293,7 +293,6 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
-    config.check()
     check_study_name(config.study_name)
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
@@ -354,14 +353,14 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             )
     surface = summary["surface"]
     if surface.get("fitted"):
-        verdict = (
+        answer = (
             f"best {surface['best']}, predicted {surface['predicted_val_acc']:.4f}"
             if surface["skill"]
             else "no skill (predicting the mean does as well), so its argmax means nothing"
         )
         print(
             f"response surface ({surface['model']}, {surface['points']} points, leave-one-out error "
-            f"{100 * surface['loo_rmse']:.2f} points against {100 * surface['mean_loo_rmse']:.2f} for the mean): {verdict}"
+            f"{100 * surface['loo_rmse']:.2f} points against {100 * surface['mean_loo_rmse']:.2f} for the mean): {answer}"
         )
     else:
         print(f"response surface not fitted: {surface['reason']}")

@@ -144,13 +144,14 @@ def space(
         if representative.product**phi * UNREACHABLE <= high:
             macs, params = count(spec)
             ratio = round(macs / base_macs, 4)
+        depth, width, resolution = built_multipliers(spec, base)
         networks.append(
             Network(
                 label=representative.label,
                 members=tuple(sorted(c.label for c in members)),
-                depth=built_multipliers(spec, base)[0],
-                width=built_multipliers(spec, base)[1],
-                resolution=built_multipliers(spec, base)[2],
+                depth=depth,
+                width=width,
+                resolution=resolution,
                 macs=macs,
                 macs_ratio=ratio,
                 params=params,

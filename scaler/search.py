@@ -470,20 +470,16 @@ class GridSearch:
         job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
         cost = self.cost_of(job.network)
         info = self.feasible.get(job.network)
-        base_macs = self.cost_of(BASE).macs
         config = replace(self.budget(job.stage), seed=job.seed)
         coefficients = asdict(info.candidate) if info else {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}
-        multipliers = {"depth": info.depth, "width": info.width, "resolution": info.resolution} if info else {}
-        attrs = {
+        attrs = {  # depth, width, resolution and pixels as built come from the space (`trials`)
             **present(asdict(cost)),
-            "pixels": cost.resolution,
             "stage": job.stage,
             "network": job.network,
             "role": self.role(job.network),
             "seed": job.seed,
             **coefficients,
-            **(multipliers or {"depth": 1.0, "width": 1.0, "resolution": 1.0}),
-            "macs_ratio": round(cost.macs / base_macs, 4),
+            "macs_ratio": info.macs_ratio if info else 1.0,
             "images": config.max_images or len(self.setup.dataset.train) * config.epochs,  # type: ignore[union-attr]
         }
         for key, value in attrs.items():
@@ -630,6 +626,11 @@ def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
     return "worker stopped answering (heartbeat); queued again"
 
 
+def diverged(frame: pd.DataFrame) -> pd.Series:
+    """Trials that failed on their own merits: the loss diverged (final, never queued again)."""
+    return (frame.state == "FAIL") & frame.failure.fillna("").str.contains("loss became")
+
+
 def confirmation(
     frame: pd.DataFrame, finalists: list[str], seeds: list[int], roles: dict[str, str]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -641,15 +642,14 @@ def confirmation(
     `significant` means the winner's paired CI against the runner-up excludes zero.
     """
     confirm = frame[frame.stage == CONFIRM]
-    final_failure = confirm.failure.fillna("").str.contains("loss became")
-    diverged = sorted(set(confirm[(confirm.state == "FAIL") & final_failure].network))
-    done = confirm[(confirm.state == "COMPLETE") & ~confirm.network.isin(diverged)]
+    failed = sorted(set(confirm[diverged(confirm)].network))
+    done = confirm[(confirm.state == "COMPLETE") & ~confirm.network.isin(failed)]
     table = done.pivot_table(index="seed", columns="network", values="val_acc", aggfunc="first").dropna()
     table.index = table.index.astype(int)
-    remaining = [label for label in finalists if label not in diverged]
+    remaining = [label for label in finalists if label not in failed]
     complete = set(table.columns) == set(remaining) and sorted(table.index) == sorted(seeds)
     if table.empty or len(table) < 2 or len(table.columns) < 2:
-        return pd.DataFrame(), {"seeds": [int(s) for s in table.index], "complete": False, "diverged": diverged}
+        return pd.DataFrame(), {"seeds": [int(s) for s in table.index], "complete": False, "diverged": failed}
     scaled = [label for label in table.columns if label != BASE]
     means = table.mean()
     ranked = sorted(scaled, key=lambda label: (-means[label], label))
@@ -680,7 +680,7 @@ def confirmation(
     result: dict[str, Any] = {
         "seeds": [int(s) for s in table.index],
         "complete": complete,
-        "diverged": diverged,
+        "diverged": failed,
         "winner": winner,
     }
     if len(ranked) > 1:
@@ -703,16 +703,16 @@ def response_surface(frame: pd.DataFrame, networks: dict[str, Network]) -> dict[
     labels = [label for label in screened.network if label in networks]
     if not labels:
         return {"fitted": False, "reason": "no trained network yet"}
-    coordinates = np.log(
-        [[networks[label].depth, networks[label].width, networks[label].resolution] for label in labels]
-    )
+
+    def coordinates(names: list[str]) -> np.ndarray:
+        return np.log([[networks[name].depth, networks[name].width, networks[name].resolution] for name in names])
+
     values = screened.set_index("network").loc[labels].val_acc.to_numpy(dtype=float)
-    surface = fit_surface(coordinates, values)
+    surface = fit_surface(coordinates(labels), values)
     if surface is None:
         return {"fitted": False, "reason": f"{len(labels)} trained networks are too few for a surface"}
     feasible = sorted(networks)
-    grid = np.log([[networks[label].depth, networks[label].width, networks[label].resolution] for label in feasible])
-    best, predicted = best_of(surface, grid, feasible)
+    best, predicted = best_of(surface, coordinates(feasible), feasible)
     mean_rmse = float(np.std(values, ddof=1) * np.sqrt(len(values) / (len(values) - 1)))  # leave-one-out of the mean
     return {
         "fitted": True,
@@ -820,9 +820,8 @@ def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict
         raise
     summary = write_outputs(search, started)
     confirm = trials_frame(search.study).query("stage == @CONFIRM")
-    diverged = confirm.failure.fillna("").str.contains("loss became")
-    if len(confirm) and diverged.all():
-        raise UserError(f"every confirmation training diverged ({confirm.failure[diverged].iloc[0]})")
+    if len(confirm) and diverged(confirm).all():
+        raise UserError(f"every confirmation training diverged ({confirm.failure.iloc[0]})")
     return summary
 
 
