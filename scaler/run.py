@@ -371,6 +371,13 @@ def _iso(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def command_line(argv: tuple[str, ...]) -> str:
+    """The shell command a run came from: `scaler ARGS`, or `python SCRIPT.py ARGS` for a benchmark script."""
+    if argv and argv[0].endswith(".py"):
+        return shlex.join(["python", *argv])
+    return shlex.join(["scaler", *argv])
+
+
 def provenance(
     config: Recorded, argv: tuple[str, ...], started: float, outputs: list[str], options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -379,7 +386,7 @@ def provenance(
     data = config.to_json()
     ended = time.time()
     return {
-        "command": shlex.join(["scaler", *argv]),
+        "command": command_line(argv),
         "config": data,
         "options": dict(options),
         "git_commit": commit,

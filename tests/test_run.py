@@ -159,3 +159,10 @@ def test_every_committed_result_has_a_run_json(folder: Path) -> None:
     made_by = record["command"].startswith(("scaler ", "python ")) or record.get("reconstructed")
     assert made_by and record["outputs"] and record["git_commit"]
     assert all((folder / name).exists() for name in record["outputs"])
+
+
+def test_command_line_names_the_program() -> None:
+    from scaler.run import command_line
+
+    assert command_line(("search", "--study", "a b")) == "scaler search --study 'a b'"
+    assert command_line(("benchmarks/proxy_rank.py", "--factor", "3")) == "python benchmarks/proxy_rank.py --factor 3"
