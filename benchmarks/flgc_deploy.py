@@ -129,6 +129,7 @@ def main() -> None:
         with torch.no_grad():
             layer.in_logits.normal_()
             layer.out_logits.normal_()
+        layer.freeze()  # with --duplicate, channels whose weights to a group beat its top members' join it
         layer.eval()
         sizes = [n_in for n_in, _ in layer.group_sizes()]
         dense = masked_dense(layer)

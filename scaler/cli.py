@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
 from scaler.errors import RunFailed, UserError
 from scaler.scaling import EFFICIENTNET_COEFFICIENTS, compound
-from scaler.spec import DUPLICATE_TOP_K
+from scaler.spec import DUPLICATE_TOP_K, GROUPING_ARMS
 from scaler.storage import check_study_name, study_folder
 from scaler.tasks import Task, dataset_task, parse_input
 from scaler.variants import VARIANT_HELP
@@ -152,6 +152,12 @@ def add_train_args(
         help="FLGC group-assignment logits learn at this multiple of --lr (default: TrainConfig's)",
     )
     parser.add_argument(
+        "--duplicate-after",
+        type=float,
+        help="fraction of training after which FLGC assignments are fixed and duplicates added; the rest "
+        "fine-tunes (default: TrainConfig's, 0.5)",
+    )
+    parser.add_argument(
         "--progressive",
         action="store_true",
         help="EfficientNetV2 progressive learning: size and regularisation ramp up",
@@ -195,9 +201,13 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
     check_device(args.device)
     if args.progressive:
         Progressive().check(epochs)
-    scale = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
+    flgc = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
+    if args.duplicate_after is not None:
+        if not 0.0 <= args.duplicate_after <= 1.0:
+            raise UserError(f"--duplicate-after must be a fraction of training in [0, 1] (got {args.duplicate_after})")
+        flgc["assignment_freeze"] = args.duplicate_after
     return TrainConfig(
-        **scale,
+        **flgc,
         epochs=epochs,
         batch_size=batch_size,
         lr=args.lr,
@@ -587,15 +597,17 @@ def cmd_compare_scaling(args: argparse.Namespace, argv: Argv) -> int:
 
 
 def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
-    """scaler flgc: plain FLGC vs FLGC with duplication as the group count grows."""
+    """scaler flgc: dense, fixed groups, FLGC and FLGC with duplication as the group count grows, over seeds."""
     from scaler.experiments import flgc
     from scaler.plots import flgc_figure
-    from scaler.run import RunConfig, setup, write
+    from scaler.run import RunConfig, buildable, grouped_share, setup, write
+    from scaler.variants import apply_variant
 
-    if any(g < 1 for g in args.groups) or args.top_k < 1:
-        raise UserError(f"--groups and --top-k must be >= 1 (got {args.groups}, {args.top_k})")
+    if any(g < 1 for g in args.groups) or args.top_k < 1 or args.seeds < 1:
+        raise UserError(f"--groups, --top-k and --seeds must be >= 1 (got {args.groups}, {args.top_k}, {args.seeds})")
     if not args.width > 0:
         raise UserError(f"--width must be > 0 (got {args.width})")
+    arms = tuple(args.arms)
     config = RunConfig(
         command="flgc",
         base=args.base,
@@ -606,16 +618,27 @@ def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
         argv=argv,
         **data_options(args),
     )
+    seeds = list(range(args.seed, args.seed + (1 if args.profile_only else args.seeds)))
+    points = flgc.plan(args.groups, seeds, args.top_k, args.spatial, arms)
+    base_spec = config.base_spec()
+    specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
     run = setup(config, data=not args.profile_only)
-    frames = flgc.run(flgc.plan(args.groups, args.top_k), run)
-    write(run.folder, config, argv, run.started, frames, {"flgc": flgc_figure(frames["flgc"])}, options_of(args))
-    print(
-        f"# {run.spec.name} x{args.width:g} width on {args.dataset}; {CONVENTION}; MACs, params and latency of the deployed model"
+    frames = flgc.run(points, run, args.top_k, args.spatial)
+    grouped = points[points.arm != "dense"]
+    share = grouped_share(base_spec, specs[grouped.variant.iloc[-1]]) if len(grouped) else 0.0
+    write(
+        run.folder, config, argv, run.started, frames, {"flgc": flgc_figure(frames["flgc_summary"])}, options_of(args)
     )
-    print(frames["flgc"].drop(columns=["val_curve"]).to_string(index=False))
     print(
-        f"wrote {run.folder / 'flgc.csv'}, {run.folder / 'flgc_layers.csv'}, {run.folder / 'flgc.png'}, {run.folder / 'run.json'}"
+        f"# {run.spec.name} x{args.width:g} width on {args.dataset}, seeds {seeds}; {CONVENTION}; "
+        f"{share:.1%} of the dense MACs are in grouped convolutions; MACs, params and latency of the deployed model"
     )
+    print(frames["flgc_summary"].round(4).to_string(index=False))
+    if not frames["flgc_probe"].empty:
+        print("\n# zero-shot duplication on the trained FLGC models (validation gain, paired by seed):")
+        print(frames["flgc_probe"].round(4).to_string(index=False))
+    written = ", ".join(str(run.folder / f"{name}.csv") for name in frames)
+    print(f"wrote {written}, {run.folder / 'flgc.png'}, {run.folder / 'run.json'}")
     return 0
 
 
@@ -730,10 +753,21 @@ def make_parser() -> Parser:
     p.add_argument("--factors", type=float, nargs="+", default=[2.0, 4.0], help="FLOPs factors")
     p.set_defaults(func=cmd_compare_scaling)
 
-    p = sub.add_parser("flgc", help="FLGC with and without duplication as the number of groups grows")
+    p = sub.add_parser("flgc", help="dense, fixed groups, FLGC and FLGC + duplication as the number of groups grows")
     p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
     add_task_args(p)
-    p.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--groups", type=int, nargs="+", default=[2, 4, 8, 16], help="group counts G (dense is G = 1)")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=GROUPING_ARMS,
+        default=list(GROUPING_ARMS),
+        help="dense (G = 1), fixed (contiguous groups, as ResNeXt), flgc, flgc-dup (default: all four)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="training seeds from --seed on, paired across arms (default 3)")
+    p.add_argument(
+        "--spatial", action="store_true", help="group the bottleneck's kxk conv too (not only the 1x1 convs)"
+    )
     p.add_argument(
         "--top-k",
         type=int,

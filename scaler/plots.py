@@ -147,18 +147,22 @@ def accuracy_vs_macs(frame: pd.DataFrame, group: str, accuracy_col: str = "test_
     return fig
 
 
-def flgc_figure(frame: pd.DataFrame) -> Figure:
-    """Accuracy and deployed MACs as the number of groups grows, plain FLGC against duplication."""
+def flgc_figure(summary: pd.DataFrame) -> Figure:
+    """Left: test accuracy (mean, 95 % CI over seeds) as G grows, per arm. Right: deployed MACs per arm."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    dense = frame[frame.variant == "dense"]
-    for duplicate, label in ((False, "FLGC"), (True, "FLGC + duplication")):
-        rows = pd.concat([dense, frame[(frame.variant != "dense") & (frame.duplicate == duplicate)]]).sort_values(
-            "groups"
-        )
-        if "test_acc" in rows:
-            left.plot(rows.groups, rows.test_acc, marker="o", label=label)
-        right.plot(rows.groups, rows.macs / 1e6, marker="o", label=label)
-    for ax, ylabel in ((left, "test accuracy"), (right, "deployed MACs (M)")):
+    dense = summary[summary.arm == "dense"]
+    for arm, rows in summary[summary.arm != "dense"].groupby("arm", sort=False):
+        rows = rows.sort_values("groups")
+        if "ci_low" in rows:
+            errors = [rows.test_acc - rows.ci_low, rows.ci_high - rows.test_acc]
+            left.errorbar(rows.groups, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
+        right.plot(rows.groups, rows.macs / 1e6, marker="o", label=str(arm))
+    if not dense.empty:
+        if "ci_low" in dense:
+            left.axhline(float(dense.test_acc.iloc[0]), color="black", lw=1, label="dense")
+            left.axhspan(float(dense.ci_low.iloc[0]), float(dense.ci_high.iloc[0]), color="black", alpha=0.1)
+        right.axhline(float(dense.macs.iloc[0]) / 1e6, color="black", lw=1, label="dense")
+    for ax, ylabel in ((left, "test accuracy (mean, 95 % CI)"), (right, "deployed MACs (M)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("groups G")
         ax.set_ylabel(ylabel)

@@ -234,6 +234,31 @@ def count(spec: NetSpec, batch: int = 1, training: bool = False) -> tuple[int, i
     return count_macs(model, spec.input_shape), count_params(model)
 
 
+def buildable(spec: NetSpec) -> NetSpec:
+    """The spec, once it is known to fit in memory and to build (a grouping that does not divide fails here)."""
+    check_fits(spec)
+    build(spec)
+    return spec
+
+
+def grouped_share(dense: NetSpec, grouped: NetSpec) -> float:
+    """Share of the dense network's MACs in the convolutions the grouped spec groups (FLGC or fixed groups)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from scaler.nn.flgc import FLGCConv2d
+
+    dense_model, grouped_model = build(dense).eval(), build(grouped).eval()
+    names = {
+        name
+        for name, m in grouped_model.named_modules()
+        if isinstance(m, FLGCConv2d) or (isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels)
+    }
+    analysis = FlopCountAnalysis(dense_model, torch.zeros(1, *dense.input_shape))
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_module = analysis.by_module()
+    return sum(by_module.get(name, 0) for name in names) / count_macs(dense_model, dense.input_shape)
+
+
 def evaluate_model(
     spec: NetSpec,
     setup: Setup,

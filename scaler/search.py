@@ -216,9 +216,14 @@ class SearchConfig:
             )
 
 
+FINGERPRINT_TRAIN = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("threads", "device", "max_images")
+)
+
+
 def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
     """What makes two searches the same study: the space, the selection and how every network is trained."""
-    train = {k: v for k, v in asdict(config.train).items() if k not in ("threads", "device", "max_images")}
+    train = {k: v for k, v in asdict(config.train).items() if k in FINGERPRINT_TRAIN}
     fingerprint = {
         "base": config.base,
         "width": config.width,
@@ -237,6 +242,12 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "train": train,
     }
     return dict(json.loads(json.dumps(fingerprint)))
+
+
+def recorded_fingerprint(stored: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored fingerprint with the training settings it predates filled in at their defaults."""
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    return stored | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
 
 
 def differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
@@ -367,7 +378,8 @@ class GridSearch:
             study = open_study(url, self.config.study_name, create=False)
         except UserError:
             return None
-        if study.user_attrs.get("grid") not in (None, grid_fingerprint(self.config)):
+        stored = study.user_attrs.get("grid")
+        if stored is not None and recorded_fingerprint(stored) != grid_fingerprint(self.config):
             return None  # open() refuses it in one line
         return study.user_attrs.get("space")
 
@@ -390,9 +402,10 @@ class GridSearch:
         fingerprint = grid_fingerprint(config)
         try:
             existing = study.user_attrs.get("grid")
-            if existing and existing != fingerprint and create:
+            if existing and recorded_fingerprint(existing) != fingerprint and create:
+                changed = differences(recorded_fingerprint(existing), fingerprint)
                 raise UserError(
-                    f"study {config.study_name!r} was made with other settings ({'; '.join(differences(existing, fingerprint))}); "
+                    f"study {config.study_name!r} was made with other settings ({'; '.join(changed)}); "
                     "choose another --study or rerun with the same options"
                 )
             if not existing:

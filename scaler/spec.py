@@ -8,6 +8,8 @@ from typing import Literal
 from scaler.errors import UserError
 
 DUPLICATE_TOP_K = 3  # FLGC duplication threshold: mean score of a group's top K members
+GROUPINGS: tuple[str, ...] = ("flgc", "fixed")
+GROUPING_ARMS: tuple[str, ...] = ("dense", "fixed", "flgc", "flgc-dup")  # what `scaler flgc` compares
 
 BlockType = Literal["dsconv", "mbconv", "fused", "bottleneck"]
 BLOCK_TYPES: tuple[str, ...] = ("dsconv", "mbconv", "fused", "bottleneck")
@@ -38,7 +40,9 @@ class Stage:
         se_ratio: squeeze channels as a fraction of the block's input channels (0 = no SE).
         activation: relu, relu6, silu or frelu, for every block of the stage.
         block_activations: per-block override of `activation` (a mask over repeats), or None.
-        groups: FLGC groups of the 1x1 convolutions (1 = dense).
+        groups: groups of the blocks' 1x1 convolutions (1 = dense).
+        grouping: flgc (channels and filters learn their group) or fixed (contiguous groups, as ResNeXt).
+        group_spatial: the bottleneck's kxk convolution is grouped the same way too.
         duplicate: FLGC duplicates important input channels into several groups.
         duplicate_top_k: members whose mean score is the duplication threshold.
     """
@@ -53,6 +57,8 @@ class Stage:
     activation: str = "relu"
     block_activations: tuple[str, ...] | None = None
     groups: int = 1
+    grouping: str = "flgc"
+    group_spatial: bool = False
     duplicate: bool = False
     duplicate_top_k: int = DUPLICATE_TOP_K
 
@@ -66,6 +72,10 @@ class Stage:
             raise SpecError(f"block_activations has {len(self.block_activations)} entries for {self.repeats} blocks")
         if self.repeats < 1 or self.out_channels < 1 or self.groups < 1 or self.duplicate_top_k < 1:
             raise SpecError(f"stage needs repeats, channels and groups >= 1, got {self}")
+        if self.grouping not in GROUPINGS:
+            raise SpecError(f"unknown grouping {self.grouping!r}; choose from {', '.join(GROUPINGS)}")
+        if self.duplicate and self.grouping != "flgc":
+            raise SpecError("only learned (flgc) groups duplicate channels")
 
     def activation_of(self, index: int) -> str:
         """Activation of block `index` of this stage."""

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from scaler.augment import rand_augment
 from scaler.data import Dataset, Split
 from scaler.errors import UserError
-from scaler.nn.flgc import assignment_parameters
+from scaler.nn.flgc import assignment_parameters, flgc_layers, freeze_assignments
 
 
 class TrainingDiverged(UserError):
@@ -79,7 +79,8 @@ class TrainConfig:
     `lr` is the peak learning rate and `warmup_steps` the linear warm-up at a batch of 64 images; other
     batch sizes scale the rate linearly (Goyal et al. 2017) and keep the warm-up's length in images.
     `max_images`, when set, ends training after that many images (the last epoch cut short); the cosine
-    schedule spans the shorter run.
+    schedule spans the shorter run. FLGC assignments learn for the first `assignment_freeze` of the steps,
+    are then fixed (duplicates added) and the rest of the run fine-tunes the weights.
     """
 
     epochs: int = 3
@@ -90,6 +91,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-5
     assignment_lr_scale: float = 1.0
+    assignment_freeze: float = 0.5
     label_smoothing: float = 0.1
     warmup_steps: int = 50
     progressive: Progressive | None = None
@@ -295,6 +297,8 @@ def train(
     val = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
     if config.progressive:
         config.progressive.check(config.epochs)
+    if not 0.0 <= config.assignment_freeze <= 1.0:
+        raise UserError(f"--duplicate-after must be a fraction of training in [0, 1] (got {config.assignment_freeze})")
     calibration = None
     if config.precise_bn:
         head = Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
@@ -311,6 +315,7 @@ def train(
         total_steps = max(1, min(total_steps, config.max_images // config.batch_size))
     epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = min(math.ceil(config.warmup_steps * LR_REFERENCE_BATCH / config.batch_size), total_steps // 5)
+    freeze_step = round(config.assignment_freeze * total_steps) if flgc_layers(model) else None
     result = TrainResult()
     prepared: dict[int, Prepared] = {}
     dropouts = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
@@ -336,6 +341,8 @@ def train(
                 index = order[start : start + config.batch_size]
                 if len(index) < 2 or step >= total_steps:
                     continue
+                if step == freeze_step:
+                    freeze_assignments(model)
                 x, y = data.images[index], data.labels[index]
                 if magnitude > 0:
                     x = data.normalise(rand_augment(data.raw[index.cpu()], magnitude, generator))
@@ -363,6 +370,8 @@ def train(
                 if progress and step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}", res=size)
             check_finite(finite, epoch, step)
+            if freeze_step is not None and step >= freeze_step:
+                freeze_assignments(model)
             if calibration is not None:
                 recalibrate_batchnorm(model, calibration, config.precise_bn)
             result.train_seconds = time.perf_counter() - start_time
@@ -378,6 +387,20 @@ def train(
         for module, p in dropouts.items():
             module.p = p
     return result
+
+
+def recalibrated_accuracy(
+    model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()
+) -> float:
+    """Validation accuracy after BN statistics are recomputed on training images, as `train` validates."""
+    device = next(model.parameters()).device
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
+    if config.precise_bn:
+        head = Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
+        calibration = Prepared(head, mean, std, resolution, device, config.channels_last)
+        recalibrate_batchnorm(model, calibration, config.precise_bn)
+    data = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
+    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
 
 
 def test_accuracy(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()) -> float:

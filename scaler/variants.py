@@ -9,9 +9,10 @@ from scaler.spec import DUPLICATE_TOP_K, NetSpec, SpecError
 VARIANT_HELP = (
     "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "
     "frelu-late (second half), frelu-all-but-last, frelu:1,2 (stages numbered from 1), "
-    "fused (Fused-MBConv in the first two stages), fused:K, flgc:G (learnable groups in every 1x1 conv), "
-    "flgc-dup:G or flgc-dup:G:K (duplication of important channels, threshold = mean score of a group's top K "
-    "members, default 3); join with '+', e.g. fused+frelu:1,2"
+    "fused (Fused-MBConv in the first two stages), fused:K, flgc:G (learnable groups in every block's 1x1 "
+    "conv), flgc-dup:G or flgc-dup:G:K (duplication of important channels, threshold = mean score of a group's "
+    "top K members, default 3), fixed:G (contiguous groups, as ResNeXt), spatial (after flgc or fixed: the "
+    "bottleneck's kxk conv grouped too); join with '+', e.g. fused+frelu:1,2 or flgc:4+spatial"
 )
 
 
@@ -43,12 +44,28 @@ def fuse_early(spec: NetSpec, count: int = 2) -> NetSpec:
     return spec.with_stages(new_stages)
 
 
-def with_flgc(spec: NetSpec, groups: int, duplicate: bool, top_k: int = DUPLICATE_TOP_K) -> NetSpec:
-    """FLGC with `groups` learnable groups in every stage's 1x1 convolutions."""
+def with_flgc(
+    spec: NetSpec, groups: int, duplicate: bool, top_k: int = DUPLICATE_TOP_K, grouping: str = "flgc"
+) -> NetSpec:
+    """`groups` groups (learned, or fixed and contiguous) in every block's 1x1 convolutions."""
     if groups < 1 or top_k < 1:
-        raise SpecError(f"FLGC needs at least 1 group and top-k >= 1 (got {groups}, {top_k})")
+        raise SpecError(f"grouping needs at least 1 group and top-k >= 1 (got {groups}, {top_k})")
     return spec.with_stages(
-        [replace(stage, groups=groups, duplicate=duplicate, duplicate_top_k=top_k) for stage in spec.stages]
+        [
+            replace(stage, groups=groups, grouping=grouping, duplicate=duplicate, duplicate_top_k=top_k)
+            for stage in spec.stages
+        ]
+    )
+
+
+def with_grouped_spatial(spec: NetSpec) -> NetSpec:
+    """The bottleneck's kxk convolution grouped as the stage's 1x1 convolutions are."""
+    if not any(stage.block == "bottleneck" and stage.groups > 1 for stage in spec.stages):
+        raise SpecError(
+            "variant 'spatial' groups the kxk conv of grouped bottleneck stages: write it after flgc:G or fixed:G on a ResNet"
+        )
+    return spec.with_stages(
+        [replace(stage, group_spatial=stage.block == "bottleneck" and stage.groups > 1) for stage in spec.stages]
     )
 
 
@@ -92,6 +109,13 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
             if len(numbers) > (2 if duplicate else 1):
                 raise SpecError(f"variant {variant!r}: write {prefix}G{':K' if duplicate else ''}")
             return with_flgc(spec, groups, duplicate, top_k)
+    if variant.startswith("fixed:"):
+        try:
+            return with_flgc(spec, int(variant[len("fixed:") :]), False, grouping="fixed")
+        except ValueError:
+            raise SpecError(f"variant {variant!r}: fixed:G takes a group count") from None
+    if variant == "spatial":
+        return with_grouped_spatial(spec)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
 
 

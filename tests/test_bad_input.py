@@ -199,6 +199,10 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
         "training diverged",
         no_setup,
     ),
+    ("flgc fixed groups not dividing", ["flgc", "--groups", "3", "--width", "0.25", *TINY], "divisible", no_setup),
+    ("flgc duplicate-after 2", ["flgc", "--duplicate-after", "2", *TINY], "--duplicate-after", no_setup),
+    ("flgc spatial on mobilenet", ["flgc", "--base", "mobilenet", "--spatial", *TINY], "after flgc:G", no_setup),
+    ("flgc seeds 0", ["flgc", "--seeds", "0", *TINY], "--seeds", no_setup),
 ]
 CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
 

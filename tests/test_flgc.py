@@ -1,4 +1,4 @@
-"""FLGC: gradients, deployment to real grouped convs (exact outputs, MACs, BN folding), training, build."""
+"""FLGC: gradients, freezing and duplication, deployment to real grouped convs (exact outputs, MACs, BN folding)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from scaler.nn.flgc import (
     FLGCConv2d,
     deploy_flgc,
     flgc_macs,
-    flgc_pointwise,
+    freeze_assignments,
+    grouped_macs,
 )
 from scaler.spec import NetSpec
 from scaler.zoo import base
@@ -25,15 +26,14 @@ from scaler.zoo import base
 
 @torch.no_grad()
 def perturb(layer: FLGCConv2d, seed: int = 0) -> FLGCConv2d:
-    """Random low-confidence logits (unequal groups); channel 0 made to score ~1/2 for a second, non-empty group."""
+    """Random logits (unequal groups), channel 0's weights made 10x larger; a duplicating layer is then frozen,
+    so channel 0 is duplicated into the other groups (its weights to their filters beat their members')."""
     generator = torch.Generator().manual_seed(seed)
-    layer.in_logits.copy_(0.15 * torch.randn(layer.in_logits.shape, generator=generator))
+    layer.in_logits.copy_(torch.randn(layer.in_logits.shape, generator=generator))
     layer.out_logits.copy_(torch.randn(layer.out_logits.shape, generator=generator))
-    if layer.groups >= 3:
-        neighbour_group = int(layer.in_logits[1].argmax())
-        layer.in_logits[0] = -5.0
-        layer.in_logits[0, (neighbour_group + 1) % layer.groups] = 5.0
-        layer.in_logits[0, neighbour_group] = 4.999
+    layer.weight[:, 0] *= 10
+    if layer.duplicate:
+        layer.freeze()
     return layer
 
 
@@ -42,23 +42,90 @@ def deployed_copy(layer: nn.Module, strategy: str) -> nn.Module:
     return deploy_flgc(copy.deepcopy(layer), strategy)
 
 
-@pytest.mark.parametrize("duplicate", [False, True])
-def test_gradients_reach_logits_and_weight(duplicate: bool) -> None:
+def test_gradients_reach_logits_and_masked_weights() -> None:
+    """Logits learn through the straight-through one-hot; weights a filter does not see get the gradient they
+    would get if connected (so a connection that appears is trained), and the output ignores them."""
     torch.manual_seed(0)
-    layer = perturb(FLGCConv2d(12, 10, 4, duplicate=duplicate))
-    layer(torch.randn(2, 12, 5, 5)).square().mean().backward()
+    layer = FLGCConv2d(12, 10, 4)
+    x, upstream = torch.randn(2, 12, 5, 5), torch.randn(2, 10, 5, 5)
+    (layer(x) * upstream).sum().backward()
     for name in ("weight", "in_logits", "out_logits"):
         grad = getattr(layer, name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+    masked = layer.mask() == 0
+    dense_grad = torch.autograd.grad((nn.functional.conv2d(x, layer.weight) * upstream).sum(), layer.weight)[0]
+    assert masked.any()
+    torch.testing.assert_close(layer.weight.grad, dense_grad)
+    with torch.no_grad():
+        before = layer(x)
+        layer.weight[masked] += 1.0
+        torch.testing.assert_close(layer(x), before)
 
 
-def test_initial_assignment_is_balanced_and_mask_is_interleaved() -> None:
+def test_initial_assignment_is_random_and_recorded() -> None:
+    """Logits start N(0, 1) (as the paper and its reimplementation): groups differ by seed and are unequal;
+    the start is recorded so that `moved` counts what left it."""
     torch.manual_seed(0)
-    layer = FLGCConv2d(12, 8, 4)
-    assert layer.group_sizes() == [(3, 2)] * 4
-    expected = (torch.arange(8)[:, None] % 4 == torch.arange(12)[None, :] % 4).float()
-    assert torch.equal(layer.mask(), expected)
+    first, second = FLGCConv2d(64, 48, 4), FLGCConv2d(64, 48, 4)
+    assert not torch.equal(first.start_in, second.start_in)
+    assert torch.equal(first.start_in, first.in_logits.argmax(1)) and first.moved() == 0
+    assert len({n_in for n_in, _ in first.group_sizes()}) > 1
+    with torch.no_grad():
+        first.in_logits[0, (int(first.start_in[0]) + 1) % 4] += 10
+        first.out_logits[3, (int(first.start_out[3]) + 1) % 4] += 10
+    assert first.moved() == 2
     assert torch.equal(FLGCConv2d(5, 3, 1).mask(), torch.ones(3, 5))
+
+
+def by_hand_layer(score: str) -> FLGCConv2d:
+    """G = 2: channels 0-2 and filters 0-1 in group 0, channels 3-5 and filters 2-3 in group 1."""
+    layer = FLGCConv2d(6, 4, 2, duplicate=True, top_k=3, score=score)
+    with torch.no_grad():
+        layer.in_logits.copy_(torch.tensor([[2.0, 0], [1.5, 0], [1.0, 0], [0, 1.0], [0, 1.0], [0, 1.0]]))
+        layer.out_logits.copy_(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]]))
+        # |W| summed over a group's filters, per channel: group 0 sees 3, 2, 1 from its members (mean 2),
+        # 2.5 from channel 3 (beats it) and 1.5 from channel 4; group 1 sees 1 from each member, 0.5 from others.
+        to_group_0 = torch.tensor([3.0, 2.0, 1.0, 2.5, 1.5, 0.2])
+        to_group_1 = torch.tensor([0.5, 0.5, 0.5, 1.0, 1.0, 1.0])
+        weight = torch.stack([to_group_0 / 2, -to_group_0 / 2, to_group_1 / 2, to_group_1 / 2])
+        layer.weight.copy_(weight[:, :, None, None])
+    return layer
+
+
+def test_duplication_rule_by_hand() -> None:
+    """Weight score: a channel outside a group whose L1 weight to the group beats the mean of the group's top 3
+    members is duplicated into it, and nothing else; logit score: the raw logits, not normalised over groups."""
+    layer = by_hand_layer("weight")
+    assert layer.duplication_margin() == pytest.approx((2.5 - 2.0) / 2.0)
+    layer.freeze()
+    member_in, member_out = layer.assignment()
+    expected = torch.tensor([[1, 0], [1, 0], [1, 0], [1, 1], [0, 1], [0, 1]], dtype=torch.bool)
+    assert torch.equal(member_in, expected) and layer.duplicated_channels() == 1
+    assert layer.group_sizes() == [(4, 2), (3, 2)]
+    logit = by_hand_layer("logit")  # group 0: members 2, 1.5, 1 (mean 1.5), no outsider above 0; group 1: mean 1
+    assert logit.duplication_margin() == pytest.approx(0.0 - 1.0)
+    logit.freeze()
+    assert logit.duplicated_channels() == 0
+
+
+def test_freeze_fixes_the_assignment() -> None:
+    """After freezing, the logits no longer matter or learn; the frozen state survives a state_dict round trip."""
+    torch.manual_seed(1)
+    layer = perturb(FLGCConv2d(16, 12, 4, duplicate=True))
+    assert layer.frozen and layer.duplicated_channels() > 0
+    mask = layer.mask().clone()
+    x = torch.randn(2, 16, 3, 3)
+    layer(x).square().mean().backward()
+    assert layer.in_logits.grad is None or layer.in_logits.grad.abs().sum() == 0
+    with torch.no_grad():
+        layer.in_logits.normal_()
+    assert torch.equal(layer.mask(), mask)
+    copy_ = FLGCConv2d(16, 12, 4, duplicate=True)
+    copy_.load_state_dict(layer.state_dict())
+    assert copy_.frozen and torch.equal(copy_.mask(), mask)
+    plain = FLGCConv2d(16, 12, 4)
+    freeze_assignments(nn.Sequential(plain))
+    assert plain.frozen and plain.duplicated_channels() == 0
 
 
 @pytest.mark.parametrize("duplicate", [False, True])
@@ -69,7 +136,7 @@ def test_deployed_equals_training_form(groups: int, duplicate: bool) -> None:
     sizes = layer.group_sizes()
     assert sum(n_out for _, n_out in sizes) == 20
     assert sum(n_in for n_in, _ in sizes) == 24 + layer.duplicated_channels()
-    if duplicate and groups >= 3:
+    if duplicate and groups >= 2:
         assert layer.duplicated_channels() > 0
     if groups > 1:
         assert len(set(sizes)) > 1
@@ -145,6 +212,7 @@ def test_fvcore_macs_of_deployed_layers() -> None:
     )
     assert expected < (10 * 14 * 9 + 14 * 8) * 25
     assert count_macs(model, (10, 9, 9)) == expected  # training form counted as deployed per group
+    assert grouped_macs(model, (10, 9, 9)) == expected
     assert isinstance(model[0], FLGCConv2d)
     assert flgc_macs(deployed_copy(first, "per_group"), 5, 5) == flgc_macs(first, 5, 5)
     for strategy in STRATEGIES:
@@ -181,21 +249,12 @@ def small_spec(groups: int, duplicate: bool) -> NetSpec:
     return dataclasses.replace(spec, stages=stages)
 
 
-def test_pointwise_factory_and_build() -> None:
-    layer = flgc_pointwise(3, True)(10, 14)
-    assert isinstance(layer, FLGCConv2d)
-    assert (layer.in_channels, layer.out_channels, layer.groups, layer.kernel_size, layer.duplicate) == (
-        10,
-        14,
-        3,
-        1,
-        True,
-    )
+def test_build_and_deploy() -> None:
     spec = small_spec(groups=4, duplicate=False)
     torch.manual_seed(5)
     model = build(spec).eval()
     layers = [m for m in model.modules() if isinstance(m, FLGCConv2d)]
-    assert layers
+    assert layers and {(m.groups, m.kernel_size, m.duplicate) for m in layers} == {(4, 1, False)}
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         expected = model(x)
@@ -224,14 +283,19 @@ def test_deploy_pipeline_keeps_outputs() -> None:
 
 @pytest.mark.parametrize("groups", [2, 4, 8])
 def test_duplication_margin_says_whether_duplication_fires(groups: int) -> None:
-    """margin > 0 exactly when some channel is duplicated; at the balanced start it is negative."""
-    torch.manual_seed(0)
-    layer = FLGCConv2d(24, 16, groups, duplicate=True)
-    assert layer.duplication_margin() < 0 and layer.duplicated_channels() == 0
+    """margin > 0 exactly when freezing duplicates some channel; with weight scores it fires at G = 2 too.
+    Equal weights tie every channel with the threshold: nothing is duplicated."""
     fired = []
     for seed in range(12):
-        perturb(layer, seed)
+        torch.manual_seed(seed)
+        layer = FLGCConv2d(24, 16, groups, duplicate=True)
+        with torch.no_grad():
+            if seed % 2:
+                layer.weight[:, seed] *= 4
+            else:
+                layer.weight.fill_(0.1)
         margin = layer.duplication_margin()
+        layer.freeze()
         assert (margin > 0) == (layer.duplicated_channels() > 0), (seed, margin)
         fired.append(margin > 0)
-    assert any(fired) == (groups >= 3)
+    assert any(fired) and not all(fired)

@@ -1,4 +1,5 @@
-"""FLGC as a variant of whole networks: trains, deploys to the same outputs, costs fewer MACs; `scaler flgc` runs."""
+"""Grouping as a variant of whole networks (FLGC, fixed, spatial): trains, freezes, deploys to the same outputs,
+costs fewer MACs; `scaler flgc` runs its four arms over seeds and resumes."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import torch
 from scaler.cli import main
 from scaler.complexity import count_macs
 from scaler.data import Dataset, Split
+from scaler.experiments.flgc import plan
 from scaler.nn.build import build
 from scaler.nn.deploy import deploy
-from scaler.nn.flgc import FLGCConv2d, assignment_parameters
+from scaler.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
+from scaler.run import grouped_share
 from scaler.scaling import scale
+from scaler.spec import SpecError
 from scaler.train import TrainConfig, make_optimizer, train
 from scaler.variants import apply_variant
 from scaler.zoo import base
@@ -39,6 +43,8 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
     x = torch.randn(4, 3, 32, 32)
     model(x).logsumexp(1).sum().backward()
     assert all(layer.in_logits.grad is not None and layer.in_logits.grad.abs().sum() > 0 for layer in layers)
+    freeze_assignments(model)
+    assert (sum(layer.duplicated_channels() for layer in layers) > 0) == variant.startswith("flgc-dup")
     model.eval()
     with torch.no_grad():
         deployed = deploy(model, shifts=False, compile=False)
@@ -48,46 +54,91 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
     assert per_group <= count_macs(deployed, spec.input_shape) < dense  # the fastest strategy may pad groups
 
 
-def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Four arms, two seeds: one row per (arm, G, seed), CIs and paired differences, the duplication probe; a
+    rerun takes every row from flgc_runs.csv and trains nothing."""
     monkeypatch.chdir(tmp_path)
-    args = [
-        "flgc",
-        "--groups",
-        "1",
-        "3",
-        "--top-k",
-        "2",
-        "--width",
-        "0.25",
-        "--subset",
-        "128",
-        "--val-size",
-        "64",
-        "--test-size",
-        "200",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--no-progress",
-        "--out",
-        "f",
+    args = "flgc --groups 2 --seeds 2 --top-k 2 --width 0.125 --subset 64 --val-size 32 --test-size 32"
+    args += " --epochs 1 --batch-size 32 --no-progress --out f"
+    assert main(args.split()) == 0
+    folder = tmp_path / "studies" / "f"
+    frame = pd.read_csv(folder / "flgc.csv")
+    assert list(zip(frame.arm, frame.groups, frame.seed)) == [
+        (arm, g, seed) for seed in (0, 1) for arm, g in (("dense", 1), ("fixed", 2), ("flgc", 2), ("flgc-dup", 2))
     ]
-    assert main(args) == 0
-    frame = pd.read_csv(tmp_path / "studies" / "f" / "flgc.csv")
-    assert frame.variant.tolist() == ["dense", "flgc:3", "flgc-dup:3:2"]
-    assert (tmp_path / "studies" / "f" / "run.json").read_text().count('"command": "scaler flgc') == 1
-    assert frame.test_acc.between(0, 1).all()
-    assert (frame.macs[1:] < frame.macs[0]).all()
-    assert frame.reassigned.between(0, 1).all()
-    layers = pd.read_csv(tmp_path / "studies" / "f" / "flgc_layers.csv")
-    assert set(layers.variant) == {"flgc:3", "flgc-dup:3:2"}
-    per_variant = layers.groupby("variant").duplicated_channels.sum()
-    assert (
-        per_variant["flgc:3"] == 0
-        and per_variant.to_dict() == frame.set_index("variant").duplicated_channels[1:].to_dict()
+    assert {"arm", "groups", "seed", "test_acc", "macs", "moved", "duplicated"} <= set(frame.columns)
+    assert frame.test_acc.between(0, 1).all() and frame.moved.between(0, 1).all()
+    assert (frame[frame.arm != "dense"].macs < frame.macs[0]).all()
+    assert (frame[frame.arm.isin(["dense", "fixed", "flgc"])]["duplicated"] == 0).all()
+    summary = pd.read_csv(folder / "flgc_summary.csv").set_index("arm")
+    assert (summary.seeds == 2).all() and (summary.ci_low <= summary.test_acc).all()
+    assert {"vs_dense", "vs_flgc_low"} <= set(summary.columns)
+    probe = pd.read_csv(folder / "flgc_probe.csv")
+    assert set(probe.rule) == {"weight", "logit", "random"} and (probe.seeds == 2).all()
+    layers = pd.read_csv(folder / "flgc_layers.csv")
+    assert set(layers.arm) == {"flgc", "flgc-dup"}
+    assert (folder / "flgc.png").exists() and (folder / "run.json").read_text().count('"command": "scaler flgc') == 1
+    capsys.readouterr()
+    assert main(args.split()) == 0
+    assert capsys.readouterr().out.count("already done") == 8
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)
+
+
+def test_flgc_plan_pairs_seeds() -> None:
+    points = plan([4, 2, 1], [5, 6], top_k=1, spatial=True)
+    assert len(points) == 2 * (1 + 3 * 2)
+    assert points[points.seed == 5].variant.tolist() == [
+        "relu",
+        "fixed:2+spatial",
+        "fixed:4+spatial",
+        "flgc:2+spatial",
+        "flgc:4+spatial",
+        "flgc-dup:2:1+spatial",
+        "flgc-dup:4:1+spatial",
+    ]
+
+
+def test_fixed_and_spatial_variants() -> None:
+    """fixed:G is a contiguous grouped nn.Conv2d; spatial groups the bottleneck's 3x3 conv too, so a larger share
+    of the MACs is grouped; both refuse, in one line, what they cannot build."""
+    fixed = build(small_resnet("fixed:4"))
+    convs = [m for m in fixed.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 4]
+    assert convs and all(m.kernel_size == (1, 1) for m in convs)
+    spatial = build(small_resnet("flgc:4+spatial"), seed=0)
+    kernels = sorted({m.kernel_size for m in flgc_layers(spatial)})
+    assert kernels == [1, 3]
+    x = torch.randn(2, 3, 32, 32)
+    spatial.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(spatial, shifts=False, compile=False)(x), spatial(x), atol=1e-4, rtol=1e-4)
+    dense = small_resnet("relu")
+    pointwise_share, all_share = (
+        grouped_share(dense, small_resnet("flgc:4")),
+        grouped_share(dense, small_resnet("flgc:4+spatial")),
     )
-    assert (tmp_path / "studies" / "f" / "flgc.png").exists()
+    assert 0 < pointwise_share < all_share < 1
+    assert grouped_share(dense, small_resnet("fixed:4")) == pytest.approx(pointwise_share)
+    with pytest.raises(SpecError, match="divisible"):
+        build(small_resnet("fixed:3"))
+    with pytest.raises(SpecError, match="after flgc:G or fixed:G"):
+        small_resnet("spatial")
+    with pytest.raises(SpecError, match="after flgc:G or fixed:G"):
+        apply_variant(base("mobilenet", 1, 28, 10), "flgc:2+spatial")
+
+
+def test_training_freezes_assignments_at_the_configured_fraction() -> None:
+    """Logits learn until `assignment_freeze` of the steps, then stay; duplicates appear only at the freeze."""
+    spec = replace(small_resnet("flgc-dup:4"), resolution=16)
+    config = TrainConfig(epochs=1, batch_size=16, warmup_steps=0, precise_bn=0, seed=0, assignment_lr_scale=100.0)
+    final = {}
+    for fraction in (0.0, 0.5, 1.0):
+        model = build(spec, seed=0)
+        start = torch.cat([p.detach().flatten() for p in assignment_parameters(model)])
+        train(model, random_dataset(), 16, replace(config, assignment_freeze=fraction), progress=False)
+        assert all(layer.frozen for layer in flgc_layers(model))
+        final[fraction] = torch.cat([p.detach().flatten() for p in assignment_parameters(model)]) - start
+    assert final[0.0].abs().max() == 0
+    assert 0 < final[0.5].abs().max() and final[0.5].abs().max() < final[1.0].abs().max()
 
 
 def test_seeded_build_pairs_variants() -> None:
@@ -103,9 +154,9 @@ def test_duplication_top_k_variant() -> None:
     spec = small_resnet("flgc-dup:4:1")
     assert {(s.groups, s.duplicate, s.duplicate_top_k) for s in spec.stages} == {(4, True, 1)}
     layer = next(m for m in build(spec).modules() if isinstance(m, FLGCConv2d))
-    assert layer.top_k == 1 and layer.reassigned() == 0
-    layer.in_logits.data[0] = torch.tensor([0.0, 5.0, 0.0, 0.0])
-    assert layer.reassigned() == 1
+    assert layer.top_k == 1 and layer.moved() == 0
+    layer.in_logits.data[0, (int(layer.start_in[0]) + 1) % 4] += 10.0
+    assert layer.moved() == 1
 
 
 def random_dataset(n: int = 128, size: int = 16) -> Dataset:
@@ -131,7 +182,9 @@ def test_assignment_logits_learn_at_their_own_rate() -> None:
     assert {id(p) for p in groups[2]["params"]} == logits and groups[2]["weight_decay"] == 0.0
     assert not any(id(p) in logits for g in groups[:2] for p in g["params"])
 
-    config = TrainConfig(epochs=1, batch_size=32, warmup_steps=0, precise_bn=0, weight_decay=0.0, seed=0)
+    config = TrainConfig(
+        epochs=1, batch_size=32, warmup_steps=0, precise_bn=0, weight_decay=0.0, seed=0, assignment_freeze=1.0
+    )
     moved = {}
     for scale_factor in (0.0, 1.0, 100.0):
         model = build(spec, seed=0)

@@ -11,11 +11,19 @@ from scaler.nn.activations import ActFactory
 from scaler.nn.depthwise import DepthwiseConv2d
 
 Pointwise = Callable[[int, int], nn.Module]
+Spatial = Callable[[int, int, int], nn.Module]
 
 
 def dense_pointwise(in_channels: int, out_channels: int) -> nn.Module:
     """Plain 1x1 convolution without bias."""
     return nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+
+def dense_spatial(kernel: int) -> Spatial:
+    """Factory of plain kxk convolutions (padding k//2, no bias), (in, out, stride) -> Conv2d."""
+    return lambda in_channels, out_channels, stride: nn.Conv2d(
+        in_channels, out_channels, kernel, stride, kernel // 2, bias=False
+    )
 
 
 class ConvBN(nn.Module):
@@ -150,15 +158,16 @@ class Bottleneck(nn.Module):
         in_channels: int,
         out_channels: int,
         mid: int,
-        kernel: int,
         stride: int,
         act: ActFactory,
         pointwise: Pointwise = dense_pointwise,
+        spatial: Spatial | None = None,
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        spatial = spatial or dense_spatial(3)
         self.conv1 = ConvBN(pointwise(in_channels, mid), mid, act, eps)
-        self.conv2 = conv_bn(mid, mid, kernel, stride, act, eps=eps)
+        self.conv2 = ConvBN(spatial(mid, mid, stride), mid, act, eps)
         self.conv3 = ConvBN(pointwise(mid, out_channels), out_channels, None, eps)
         self.downsample: nn.Module = (
             ConvBN(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), out_channels, None, eps)

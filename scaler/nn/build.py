@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -12,8 +14,10 @@ from scaler.nn.blocks import (
     FusedMBConv,
     MBConv,
     Pointwise,
+    Spatial,
     conv_bn,
     dense_pointwise,
+    dense_spatial,
 )
 from scaler.scaling import round_channels
 from scaler.spec import NetSpec, SpecError, Stage
@@ -57,13 +61,37 @@ class Network(nn.Module):
         return self.classifier(self.dropout(torch.flatten(x.mean((2, 3)), 1)))
 
 
+def grouped_conv(stage: Stage, kernel: int = 1) -> Callable[[int, int, int], nn.Module]:
+    """Factory of the stage's grouped kxk convolutions, (in, out, stride) -> module: FLGC or fixed groups."""
+    groups = stage.groups
+
+    def make(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+        if stage.grouping == "flgc":
+            from scaler.nn.flgc import FLGCConv2d
+
+            return FLGCConv2d(in_channels, out_channels, groups, kernel, stride, stage.duplicate, stage.duplicate_top_k)
+        if in_channels % groups or out_channels % groups:
+            raise SpecError(
+                f"fixed:{groups} needs channels divisible by {groups}; a conv has {in_channels}->{out_channels}"
+            )
+        return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
+
+    return make
+
+
 def pointwise_for(stage: Stage) -> Pointwise:
-    """The 1x1 convolution a stage's blocks use: dense, or FLGC with the stage's groups."""
+    """The 1x1 convolution a stage's blocks use: dense, or grouped (FLGC or fixed) with the stage's groups."""
     if stage.groups == 1:
         return dense_pointwise
-    from scaler.nn.flgc import flgc_pointwise
+    make = grouped_conv(stage)
+    return lambda in_channels, out_channels: make(in_channels, out_channels, 1)
 
-    return flgc_pointwise(stage.groups, stage.duplicate, stage.duplicate_top_k)
+
+def spatial_for(stage: Stage) -> Spatial:
+    """The kxk convolution of a stage's bottlenecks: dense, or grouped as the 1x1 convs when `group_spatial`."""
+    if stage.groups == 1 or not stage.group_spatial:
+        return dense_spatial(stage.kernel)
+    return grouped_conv(stage, stage.kernel)
 
 
 def make_block(stage: Stage, index: int, in_channels: int, stride: int, eps: float) -> nn.Module:
@@ -82,7 +110,7 @@ def make_block(stage: Stage, index: int, in_channels: int, stride: int, eps: flo
         return FusedMBConv(in_channels, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
     if stage.block == "bottleneck":
         mid = round_channels(out * stage.expand)
-        return Bottleneck(in_channels, out, mid, kernel, stride, act, pointwise, eps)
+        return Bottleneck(in_channels, out, mid, stride, act, pointwise, spatial_for(stage), eps)
     raise SpecError(f"unknown block type {stage.block!r}")
 
 

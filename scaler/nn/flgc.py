@@ -7,7 +7,7 @@ Deployed form: the same function as real grouped convolutions, so MACs and laten
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -19,8 +19,8 @@ from scaler.spec import DUPLICATE_TOP_K
 STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
 BUCKET_CALL_COST = 0.05
 DEFAULT_STRATEGY = "padded_matmul"
-INIT_OFFSET = 1.0
-INIT_NOISE = 0.01
+SCORES = ("weight", "logit")
+DEFAULT_SCORE = "weight"
 
 
 def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
@@ -29,44 +29,41 @@ def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())
 
 
-def duplication_threshold(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Per group, the mean score of its top_k members (inf for a group without members)."""
-    member = hard.bool()
-    member_scores = soft.detach().masked_fill(~member, -math.inf)
-    top = member_scores.topk(min(top_k, soft.shape[0]), dim=0).values
+def duplication_threshold(scores: torch.Tensor, member: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Per group (column), the mean score of its top_k members (inf for a group without members)."""
+    member_scores = scores.masked_fill(~member, -math.inf)
+    top = member_scores.topk(min(top_k, scores.shape[0]), dim=0).values
     valid = torch.isfinite(top)
     count = valid.sum(0)
     threshold = torch.where(valid, top, torch.zeros_like(top)).sum(0) / count.clamp(min=1)
     return torch.where(count > 0, threshold, torch.full_like(threshold, math.inf))
 
 
-def duplication_extra(soft: torch.Tensor, hard: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Non-members whose score for a group beats the mean score of its top_k members (no members: none)."""
-    return (soft.detach() > duplication_threshold(soft, hard, top_k)) & ~hard.bool()
-
-
-def initial_groups(channels: int, groups: int, device: torch.device | None = None) -> torch.Tensor:
-    """The group each channel starts in: i % groups (interleaved, balanced)."""
-    return torch.arange(channels, device=device) % groups
-
-
-def balanced_logits(channels: int, groups: int) -> torch.Tensor:
-    """Logits whose argmax puts channel i in its initial group: INIT_OFFSET there plus N(0, INIT_NOISE) noise."""
-    logits = INIT_NOISE * torch.randn(channels, groups)
-    logits[torch.arange(channels), initial_groups(channels, groups)] += INIT_OFFSET
-    return logits
+def duplication_extra(scores: torch.Tensor, member: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Non-members whose score for a group beats the mean score of the group's top_k members."""
+    return (scores > duplication_threshold(scores, member, top_k)) & ~member
 
 
 class FLGCConv2d(nn.Module):
     """Conv whose input channels and filters are learned into `groups` groups (masked dense weight, no bias).
 
-    Assignments are softmax-over-groups of `in_logits` (in x G) and `out_logits` (out x G), made hard by argmax
-    with a straight-through gradient. Filter o sees channel i iff they share a group. Logits start balanced
-    (channel/filter i in group i % G: +INIT_OFFSET on that logit, small noise elsewhere) so the initial layer is
-    an ordinary interleaved group conv. With `duplicate`, a channel outside group g also feeds g when its score
-    for g exceeds the mean score of g's top_k members (impossible for G <= 2: a non-member scores < 1/2 <= a
-    member). The weight is Kaiming-normal (fan_out), as torchvision initialises grouped convs.
+    Assignments are softmax-over-groups of `in_logits` (in x G) and `out_logits` (out x G), drawn N(0, 1) as
+    in Wang et al. and its PyTorch reimplementation, made hard by argmax with a straight-through gradient;
+    filter o sees channel i iff they share a group. Masked-out weights get the gradient they would have if
+    connected (straight-through, as in dynamic network surgery), so a connection that appears is trained.
+
+    `freeze()` fixes the assignment (the training loop calls it at `TrainConfig.assignment_freeze`); with
+    `duplicate`, it also adds every channel outside a group whose score for the group beats the mean score of
+    the group's top_k members. Scores are not normalised across groups: `weight` is the L1 norm of the weights
+    from the channel to the group's filters, `logit` is the raw assignment logit. After freezing, the logits
+    stop learning and the layer is a fixed (possibly overlapping) group conv; masked weights still get their
+    straight-through gradient (it changes nothing the layer computes).
     """
+
+    start_in: torch.Tensor
+    start_out: torch.Tensor
+    frozen_in: torch.Tensor
+    frozen_out: torch.Tensor
 
     def __init__(
         self,
@@ -77,84 +74,128 @@ class FLGCConv2d(nn.Module):
         stride: int = 1,
         duplicate: bool = False,
         top_k: int = DUPLICATE_TOP_K,
+        score: str = DEFAULT_SCORE,
     ) -> None:
         super().__init__()
         if groups < 1 or top_k < 1:
             raise ValueError(f"groups and top_k must be >= 1, got {groups}, {top_k}")
+        if score not in SCORES:
+            raise ValueError(f"unknown duplication score {score!r}, expected one of {SCORES}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.duplicate, self.top_k = kernel_size, stride, duplicate, top_k
+        self.score, self.frozen = score, False
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
-        self.in_logits = nn.Parameter(balanced_logits(in_channels, groups))
-        self.out_logits = nn.Parameter(balanced_logits(out_channels, groups))
+        self.in_logits = nn.Parameter(torch.randn(in_channels, groups))
+        self.out_logits = nn.Parameter(torch.randn(out_channels, groups))
+        self.register_buffer("start_in", self.in_logits.detach().argmax(1))
+        self.register_buffer("start_out", self.out_logits.detach().argmax(1))
+        self.register_buffer("frozen_in", torch.zeros(in_channels, groups, dtype=torch.bool))
+        self.register_buffer("frozen_out", torch.zeros(out_channels, groups, dtype=torch.bool))
 
-    def memberships(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Differentiable 0/1 membership matrices: inputs (in x G, duplicates included) and filters (out x G)."""
-        soft_in = self.in_logits.softmax(dim=1)
-        member_in = straight_through_one_hot(soft_in)
-        if self.duplicate:
-            member_in = member_in + duplication_extra(soft_in, member_in.detach(), self.top_k).to(soft_in.dtype)
-        return member_in, straight_through_one_hot(self.out_logits.softmax(dim=1))
+    def get_extra_state(self) -> dict[str, bool]:
+        return {"frozen": self.frozen}
+
+    def set_extra_state(self, state: dict[str, bool]) -> None:
+        self.frozen = bool(state["frozen"])
 
     def mask(self) -> torch.Tensor:
-        """Connection mask (out x in): 1 where filter o and channel i share a group."""
-        member_in, member_out = self.memberships()
+        """Connection mask (out x in): 1 where filter o and channel i share a group (duplicates included)."""
+        if self.frozen:
+            return self.frozen_out.to(self.weight.dtype) @ self.frozen_in.to(self.weight.dtype).t()
+        member_in = straight_through_one_hot(self.in_logits.softmax(dim=1))
+        member_out = straight_through_one_hot(self.out_logits.softmax(dim=1))
         return member_out @ member_in.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask()[:, :, None, None]
+        weight = self.weight * mask + (self.weight - self.weight.detach()) * (1 - mask.detach())
+        return F.conv2d(x, weight, stride=self.stride, padding=self.kernel_size // 2)
+
+    @torch.no_grad()
+    def learned(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean one-group memberships by the logits' argmax: inputs (in x G) and filters (out x G)."""
+        return (
+            F.one_hot(self.in_logits.argmax(1), self.groups).bool(),
+            F.one_hot(self.out_logits.argmax(1), self.groups).bool(),
+        )
+
+    @torch.no_grad()
+    def scores(self, member_out: torch.Tensor) -> torch.Tensor:
+        """Duplication score of every (channel, group), in x G: weight L1 norm to the group's filters, or logit."""
+        if self.score == "logit":
+            return self.in_logits.detach().float()
+        return self.weight.detach().abs().sum((2, 3)).t().float() @ member_out.float()
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the assignment at the logits' argmax, adding duplicates when the layer duplicates."""
+        if self.frozen:
+            return
+        member_in, member_out = self.learned()
+        if self.duplicate:
+            member_in = member_in | duplication_extra(self.scores(member_out), member_in, self.top_k)
+        self.frozen_in.copy_(member_in)
+        self.frozen_out.copy_(member_out)
+        self.frozen = True
 
     @torch.no_grad()
     def assignment(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boolean memberships at the current logits: inputs (in x G) and filters (out x G)."""
-        member_in, member_out = self.memberships()
-        return member_in > 0.5, member_out > 0.5
+        """Boolean memberships in use: inputs (in x G, duplicates included once frozen) and filters (out x G)."""
+        return (self.frozen_in.clone(), self.frozen_out.clone()) if self.frozen else self.learned()
 
     def duplicated_channels(self) -> int:
-        """Extra (channel, group) memberships that duplication adds at the current logits."""
-        member_in, _ = self.assignment()
-        return int(member_in.sum()) - self.in_channels
+        """Extra (channel, group) memberships that duplication added."""
+        return int(self.assignment()[0].sum()) - self.in_channels
 
     @torch.no_grad()
     def duplication_margin(self) -> float:
-        """Best non-member score for a group minus that group's duplication threshold (> 0: duplication fires)."""
-        soft = self.in_logits.softmax(dim=1)
-        hard = F.one_hot(soft.argmax(dim=1), self.groups).bool()
-        gap = (soft - duplication_threshold(soft, hard, self.top_k)).masked_fill(hard, -math.inf)
+        """Best non-member score for a group minus the group's threshold (> 0: duplicates); relative for `weight`."""
+        member_in, member_out = self.learned()
+        scores = self.scores(member_out)
+        threshold = duplication_threshold(scores, member_in, self.top_k)
+        live = torch.isfinite(threshold)
+        if not live.any():
+            return -math.inf
+        gap = (scores - threshold).masked_fill(member_in, -math.inf)[:, live]
+        if self.score == "weight":
+            gap = gap / threshold[live].clamp(min=1e-12)
         return float(gap.max())
 
     @torch.no_grad()
-    def reassigned(self) -> int:
-        """Input channels and filters whose group is no longer the one they started in (i % groups)."""
-        start_in = initial_groups(self.in_channels, self.groups, self.in_logits.device)
-        start_out = initial_groups(self.out_channels, self.groups, self.out_logits.device)
-        return int((self.in_logits.argmax(1) != start_in).sum() + (self.out_logits.argmax(1) != start_out).sum())
+    def moved(self) -> int:
+        """Input channels and filters whose group is no longer the one they started in."""
+        return int(
+            (self.in_logits.argmax(1) != self.start_in).sum() + (self.out_logits.argmax(1) != self.start_out).sum()
+        )
 
     def group_sizes(self) -> list[tuple[int, int]]:
         """(|in_g|, |out_g|) of every group, duplicates counted."""
         member_in, member_out = self.assignment()
         return list(zip(member_in.sum(0).tolist(), member_out.sum(0).tolist()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight * self.mask()[:, :, None, None]
-        return F.conv2d(x, weight, stride=self.stride, padding=self.kernel_size // 2)
-
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}"
+            f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}, score={self.score!r}, "
+            f"frozen={self.frozen}"
         )
+
+
+def flgc_layers(model: nn.Module) -> list[FLGCConv2d]:
+    """Every FLGC layer of `model`."""
+    return [m for m in model.modules() if isinstance(m, FLGCConv2d)]
 
 
 def assignment_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The group-assignment logits of every FLGC layer in `model` (trained at their own learning rate)."""
-    return [p for m in model.modules() if isinstance(m, FLGCConv2d) for p in (m.in_logits, m.out_logits)]
+    return [p for m in flgc_layers(model) for p in (m.in_logits, m.out_logits)]
 
 
-def flgc_pointwise(groups: int, duplicate: bool, top_k: int = DUPLICATE_TOP_K) -> Callable[[int, int], nn.Module]:
-    """Factory of 1x1 FLGC layers with `groups` groups, for the blocks' `pointwise` argument."""
-
-    def make(in_channels: int, out_channels: int) -> nn.Module:
-        return FLGCConv2d(in_channels, out_channels, groups, 1, duplicate=duplicate, top_k=top_k)
-
-    return make
+def freeze_assignments(model: nn.Module) -> None:
+    """Fix every FLGC layer's assignment (and add its duplicates)."""
+    for layer in flgc_layers(model):
+        layer.freeze()
 
 
 def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -374,3 +415,19 @@ def flgc_macs(module: FLGCConv2d | DeployedFLGC, height_out: int, width_out: int
     """Multiply-adds per image of the layer's real groups: sum_g |in_g| |out_g| k^2 H_out W_out."""
     sizes = module.group_sizes() if isinstance(module, FLGCConv2d) else module.sizes
     return sum(n_in * n_out for n_in, n_out in sizes) * module.kernel_size**2 * height_out * width_out
+
+
+@torch.no_grad()
+def grouped_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-adds per image in every FLGC layer's real groups (one batch-1 pass finds each output size)."""
+    sizes: dict[nn.Module, tuple[int, int]] = {}
+    hooks = [
+        layer.register_forward_hook(lambda module, _, out: sizes.__setitem__(module, tuple(out.shape[-2:])))
+        for layer in flgc_layers(model)
+    ]
+    try:
+        model.eval()(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(flgc_macs(cast(FLGCConv2d, layer), *size) for layer, size in sizes.items())
