@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -93,11 +93,9 @@ class FLGCConv2d(nn.Module):
         self.register_buffer("frozen_in", torch.zeros(in_channels, groups, dtype=torch.bool))
         self.register_buffer("frozen_out", torch.zeros(out_channels, groups, dtype=torch.bool))
 
-    def get_extra_state(self) -> dict[str, bool]:
-        return {"frozen": self.frozen}
-
-    def set_extra_state(self, state: dict[str, bool]) -> None:
-        self.frozen = bool(state["frozen"])
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self.frozen = bool(self.frozen_out.any())  # every filter has a group once frozen, none before
 
     def mask(self) -> torch.Tensor:
         """Connection mask (out x in): 1 where filter o and channel i share a group (duplicates included)."""
