@@ -140,7 +140,9 @@ def every_job(folder: Path) -> Counter[str]:
     return Counter(screen + [f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)])
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(  # SIGTERM's handling is also covered by test_sigterm_stops_every_worker_and_writes_the_outputs
+    "stop", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM"]
+)
 def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signal.Signals, tmp_path: Path) -> None:
     """Ctrl-C or SIGTERM mid-trial: outputs written, the trial FAIL with its reason and its point WAITING again; the rerun runs every point once."""
     args = ["search", "--study", "int", "--subset", "600", "--epochs", "2", *SMALL]

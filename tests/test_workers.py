@@ -124,7 +124,9 @@ def test_racing_processes_claim_each_queued_trial_once(
     assert all(t.state == TrialState.RUNNING for t in load_trials(url, "race"))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(  # SQLite claiming is also covered by test_racing_processes_claim_each_queued_trial_once
+    "backend", [pytest.param("sqlite", marks=pytest.mark.slow), "postgresql"]
+)
 def test_several_workers_run_every_grid_point_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
