@@ -163,3 +163,17 @@ def test_search_user_errors(args: list[str], needle: str, tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_study_made_before_a_training_setting_existed_still_resumes() -> None:
+    """A stored fingerprint without a later TrainConfig field reads it at its default; another value differs."""
+    from dataclasses import replace
+
+    from scaler.search import SearchConfig, differences, grid_fingerprint, recorded_fingerprint
+
+    config = SearchConfig()
+    stored = grid_fingerprint(config)
+    del stored["train"]["assignment_freeze"]
+    assert recorded_fingerprint(stored) == grid_fingerprint(config)
+    other = replace(config, train=replace(config.train, assignment_freeze=0.25))
+    assert differences(recorded_fingerprint(stored), grid_fingerprint(other)) == ["train.assignment_freeze 0.5 -> 0.25"]
