@@ -290,7 +290,7 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     amp = config.amp and device.type == "cuda"
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
+    mean, std = normalisation(dataset, device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     step_model = cast(nn.Module, torch.compile(model, dynamic=False)) if config.compile else model
@@ -299,10 +299,8 @@ def train(
         config.progressive.check(config.epochs)
     if not 0.0 <= config.assignment_freeze <= 1.0:
         raise UserError(f"--duplicate-after must be a fraction of training in [0, 1] (got {config.assignment_freeze})")
-    calibration = None
-    if config.precise_bn:
-        head = Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
-        calibration = Prepared(head, mean, std, resolution, device, config.channels_last)
+    head = calibration_split(dataset, config)
+    calibration = None if head is None else Prepared(head, mean, std, resolution, device, config.channels_last)
     optimizer = make_optimizer(model, config)
     full_batches_only = config.compile and len(dataset.train) >= config.batch_size  # one shape, one compiled graph
     steps_per_epoch = (
@@ -389,23 +387,40 @@ def train(
     return result
 
 
+def normalisation(dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's per-channel mean and std, shaped to broadcast over NCHW, on `device`."""
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
+    return mean, std
+
+
+def calibration_split(dataset: Dataset, config: TrainConfig) -> Split | None:
+    """The training images precise BN recomputes statistics on (None when it is off)."""
+    if not config.precise_bn:
+        return None
+    return Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
+
+
+def split_accuracy(
+    model: nn.Module, split: Split, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()
+) -> float:
+    """Top-1 accuracy of `model` on one split of `dataset` at `resolution`, normalised as in training."""
+    device = next(model.parameters()).device
+    data = Prepared(split, *normalisation(dataset, device), resolution, device, config.channels_last)
+    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+
+
 def recalibrated_accuracy(
     model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()
 ) -> float:
     """Validation accuracy after BN statistics are recomputed on training images, as `train` validates."""
-    device = next(model.parameters()).device
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
-    if config.precise_bn:
-        head = Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
-        calibration = Prepared(head, mean, std, resolution, device, config.channels_last)
+    head = calibration_split(dataset, config)
+    if head is not None:
+        device = next(model.parameters()).device
+        calibration = Prepared(head, *normalisation(dataset, device), resolution, device, config.channels_last)
         recalibrate_batchnorm(model, calibration, config.precise_bn)
-    data = Prepared(dataset.val, mean, std, resolution, device, config.channels_last)
-    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+    return split_accuracy(model, dataset.val, dataset, resolution, config)
 
 
 def test_accuracy(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()) -> float:
     """Top-1 accuracy on the held-out test split at `resolution`."""
-    device = next(model.parameters()).device
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in dataset.mean_std)
-    data = Prepared(dataset.test, mean, std, resolution, device, config.channels_last)
-    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+    return split_accuracy(model, dataset.test, dataset, resolution, config)
