@@ -1,21 +1,24 @@
-"""Latency of a 1x1 FLGC layer: masked dense training form vs each deployed grouped-conv strategy.
+"""Latency of a chain of 1x1 FLGC layers (default 128->256->128 at 16x16): masked training form vs deployed.
 
-Columns: masked = FLGCConv2d in eval under no_grad (mask built each call, as trained); dense = one plain
-Conv2d holding the masked weight (what folding the mask alone would give); dmm = that weight as one matmul
-(the dense baseline in the kernel the *_matmul strategies use); then every DeployedFLGC strategy.
-Ratios are deployed / masked, and the default strategy / dmm (the gain of grouping alone).
-Assignments are random (logits ~ N(0, 1)), so groups are unequal as after
-training. Every round times each form once, in turn; the median over rounds is reported (--stat min on a
-shared, busy machine). "others" is the CPU share other processes used while a row was timed; with
---max-foreign a row is re-timed (up to --tries) until that share is small.
+Columns: masked = the FLGCConv2d layers in eval under no_grad (mask built each call, as trained); dense = plain
+Conv2d layers holding the masked weights (what folding the mask alone would give); then every DeployedFLGC
+strategy applied to all layers, and `fastest`, the strategy `deploy_flgc(..., "fastest", example=x)` picks per
+layer by timing it on this batch. Ratios are deployed / masked; `err` is the largest |deployed - masked| over
+all forms. Assignments are random (logits ~ N(0, 1)), so groups are unequal as after training. Every round
+times each form once, in turn; the median over rounds is reported (--stat min on a shared, busy machine).
+"others" is the CPU share other processes used while a row was timed; with --max-foreign a row is re-timed
+(up to --tries) until that share is small. The last line is machine-readable: the fastest form's ratio per
+batch at the last G, against the goal.
 
-    python benchmarks/flgc_deploy.py [--channels 256] [--rounds 200] [--threads 2] [--duplicate] [--stat min]
+    python benchmarks/flgc_deploy.py [--channels 128 256 128] [--groups 4] [--batches 1 8 32 128] [--stat min]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
+import ctypes.util
 import os
 import statistics
 import time
@@ -23,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from scaler.nn.flgc import DEFAULT_STRATEGY, STRATEGIES, DeployedFLGC, FLGCConv2d
+from scaler.nn.flgc import FASTEST, STRATEGIES, FLGCConv2d, deploy_flgc
 
 
 def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:
@@ -33,18 +36,6 @@ def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:
     )
     conv.weight.data.copy_(layer.weight.detach() * layer.mask().detach()[:, :, None, None])
     return conv.eval()
-
-
-class DenseMatmul(nn.Module):
-    """A 1x1 conv's (masked) weight as one matmul over the NCHW input: the dense baseline in matmul form."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach()[:, :, 0, 0].clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        return torch.matmul(self.weight, x.view(batch, channels, height * width)).view(batch, -1, height, width)
 
 
 @torch.no_grad()
@@ -96,55 +87,90 @@ def time_quietly(
     raise AssertionError("unreachable")
 
 
+GOAL = 0.4
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> None:
+    """Make glibc serve every allocation from a heap it never trims, so a reused size costs no page faults."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**30)):
+        raise SystemExit("mallopt refused: --keep-memory needs glibc")
+
+
+def chain(channels: list[int], groups: int, duplicate: bool) -> nn.Sequential:
+    """1x1 FLGC layers channels[0] -> channels[1] -> ..., assignments random and frozen, in eval."""
+    layers = []
+    for c_in, c_out in zip(channels, channels[1:]):
+        layer = FLGCConv2d(c_in, c_out, groups, duplicate=duplicate)
+        with torch.no_grad():
+            layer.in_logits.normal_()
+            layer.out_logits.normal_()
+        layer.freeze()  # with --duplicate, channels whose weights to a group beat its top members' join it
+        layers.append(layer)
+    return nn.Sequential(*layers).eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--channels", type=int, default=256)
-    parser.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--batches", type=int, nargs="+", default=[32, 1])
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--channels", type=int, nargs="+", default=[128, 256, 128])
+    parser.add_argument("--groups", type=int, nargs="+", default=[4])
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duplicate", action="store_true")
     parser.add_argument("--stat", choices=["median", "min"], default="median", help="min resists a busy machine")
     parser.add_argument("--max-foreign", type=float, default=1.0, help="retry while others used more CPU share")
     parser.add_argument("--tries", type=int, default=1)
     parser.add_argument("--pause", type=float, default=10.0, help="seconds between tries")
+    parser.add_argument(
+        "--keep-memory",
+        action="store_true",
+        help="glibc keeps freed memory (no mmap, no trim), as caching allocators do",
+    )
     args = parser.parse_args()
+    if args.keep_memory:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    c = args.channels
+    shape = "->".join(map(str, args.channels))
     print(
-        f"# 1x1 FLGC {c}->{c}, random assignment, duplicate={args.duplicate}, {args.threads} threads, "
-        f"{args.stat} of {args.rounds} interleaved rounds, ms"
+        f"# 1x1 FLGC chain {shape} at {args.size}x{args.size}, random assignment, duplicate={args.duplicate}, "
+        f"{args.threads} threads, {args.stat} of {args.rounds} interleaved rounds, ms, "
+        f"{'freed memory kept (mallopt)' if args.keep_memory else 'default allocator'}"
     )
     labels = {name: "".join(word[0] for word in name.split("_")) for name in STRATEGIES}
-    print("# " + ", ".join(f"{label} = {name}" for name, label in labels.items()) + f"; default {DEFAULT_STRATEGY}")
-    header = f"{'G':>2} {'HxW':>5} {'batch':>5} {'|in_g|':>7} {'masked':>7} {'dense':>7} {'dmm':>6}"
-    header += "".join(f"{label:>7}" for label in labels.values())
-    header += "".join(f"{label + '/m':>7}" for label in labels.values())
-    header += f"{labels[DEFAULT_STRATEGY] + '/dmm':>8}{'others':>7}"
+    print("# " + ", ".join(f"{label} = {name}" for name, label in labels.items()))
+    header = f"{'G':>2} {'batch':>5} {'masked':>8} {'dense':>8}" + "".join(f"{label:>8}" for label in labels.values())
+    header += f"{'fastest':>8} {'fast/m':>6} {'best/m':>6} {'err':>8} {'others':>6}  fastest per layer"
     print(header)
+    ratios: dict[int, float] = {}
     for groups in args.groups:
-        layer = FLGCConv2d(c, c, groups, duplicate=args.duplicate)
-        with torch.no_grad():
-            layer.in_logits.normal_()
-            layer.out_logits.normal_()
-        layer.freeze()  # with --duplicate, channels whose weights to a group beat its top members' join it
-        layer.eval()
-        sizes = [n_in for n_in, _ in layer.group_sizes()]
-        dense = masked_dense(layer)
-        forms: dict[str, nn.Module] = {"masked": layer, "dense": dense, "dense_mm": DenseMatmul(dense)}
-        forms.update({name: DeployedFLGC(copy.deepcopy(layer), name).eval() for name in STRATEGIES})
+        layers = chain(args.channels, groups, args.duplicate)
+        dense = nn.Sequential(*(masked_dense(layer) for layer in layers)).eval()
         for batch in args.batches:
-            for size in args.sizes:
-                x = torch.randn(batch, c, size, size)
-                ms, foreign = time_quietly(forms, x, args)
-                line = f"{groups:>2} {f'{size}x{size}':>5} {batch:>5} {f'{min(sizes)}-{max(sizes)}':>7}"
-                line += f" {ms['masked']:>7.3f} {ms['dense']:>7.3f} {ms['dense_mm']:>6.3f}"
-                line += "".join(f"{ms[name]:>7.3f}" for name in STRATEGIES)
-                line += "".join(f"{ms[name] / ms['masked']:>6.2f}x" for name in STRATEGIES)
-                line += f"{ms[DEFAULT_STRATEGY] / ms['dense_mm']:>7.2f}x{foreign:>7.0%}"
-                print(line, flush=True)
+            x = torch.randn(batch, args.channels[0], args.size, args.size)
+            forms: dict[str, nn.Module] = {"masked": layers, "dense": dense}
+            forms.update({name: deploy_flgc(copy.deepcopy(layers), name) for name in STRATEGIES})
+            fastest = deploy_flgc(copy.deepcopy(layers), FASTEST, example=x)
+            forms[FASTEST] = fastest
+            with torch.no_grad():
+                expected = layers(x)
+                err = max(float((form(x) - expected).abs().max()) for form in forms.values())
+            ms, foreign = time_quietly(forms, x, args)
+            best = min(ms[name] for name in STRATEGIES)
+            ratios[batch] = ms[FASTEST] / ms["masked"]
+            picked = ",".join(labels[layer.strategy] for layer in fastest)  # type: ignore[attr-defined]
+            line = f"{groups:>2} {batch:>5} {ms['masked']:>8.3f} {ms['dense']:>8.3f}"
+            line += "".join(f"{ms[name]:>8.3f}" for name in STRATEGIES)
+            line += (
+                f"{ms[FASTEST]:>8.3f} {ratios[batch]:>5.2f}x {best / ms['masked']:>5.2f}x {err:>8.1e} {foreign:>6.0%}"
+            )
+            print(line + f"  {picked}", flush=True)
+    met = all(ratio <= GOAL for ratio in ratios.values())
+    summary = " ".join(f"ratio_b{batch}={ratio:.2f}" for batch, ratio in ratios.items())
+    print(f"groups={args.groups[-1]} {summary} goal={GOAL} met={met}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import nn
 from scaler.complexity import count_macs
 from scaler.nn.build import build
 from scaler.nn.flgc import (
+    FASTEST,
     STRATEGIES,
     DeployedFLGC,
     FLGCConv2d,
@@ -160,6 +161,46 @@ def test_kxk_strided_uneven_channels(strategy: str) -> None:
         expected = layer(x)
         assert expected.shape == (2, 14, 5, 5)
         torch.testing.assert_close(deployed_copy(layer, strategy)(x), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s.endswith("_matmul")])
+def test_scratch_reused_without_aliasing(strategy: str) -> None:
+    """Inference reuses gather/product scratch across calls, yet an output is never overwritten by the next
+    call; with autograd on, no scratch is used and gradients flow to the input."""
+    torch.manual_seed(3)
+    layer = perturb(FLGCConv2d(16, 12, 4, duplicate=True)).eval()
+    deployed = deployed_copy(layer, strategy)
+    first, second = torch.randn(3, 16, 4, 4), torch.randn(3, 16, 4, 4)
+    with torch.no_grad():
+        out_first = deployed(first)
+        kept = out_first.clone()
+        scratch = {name: tensor.data_ptr() for name, tensor in deployed.workspaces.items()}
+        out_second = deployed(second)
+        assert scratch and scratch == {name: tensor.data_ptr() for name, tensor in deployed.workspaces.items()}
+        torch.testing.assert_close(out_first, kept, atol=0, rtol=0)
+        torch.testing.assert_close(out_second, layer(second), atol=1e-5, rtol=0)
+        torch.testing.assert_close(deployed(torch.randn(1, 16, 4, 4)).shape, torch.Size([1, 12, 4, 4]))
+    x = first.clone().requires_grad_()
+    deployed(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_fastest_strategy_is_a_measured_choice() -> None:
+    """`fastest` deploys every layer with one of the strategies, timed on the example batch; outputs equal."""
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        perturb(FLGCConv2d(16, 24, 4)), nn.ReLU(), perturb(FLGCConv2d(24, 16, 4, kernel_size=3, duplicate=True))
+    ).eval()
+    x = torch.randn(4, 16, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+        deployed = deploy_flgc(copy.deepcopy(model), FASTEST, example=x)
+        torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)
+    strategies = [m.strategy for m in deployed.modules() if isinstance(m, DeployedFLGC)]
+    assert len(strategies) == 2 and set(strategies) <= set(STRATEGIES)
+    assert not strategies[1].endswith("_matmul")  # a 3x3 layer has no matmul form to time
+    with pytest.raises(ValueError, match="example"):
+        deploy_flgc(copy.deepcopy(model), FASTEST)
 
 
 def starved_layer() -> FLGCConv2d:

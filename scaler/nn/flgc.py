@@ -7,6 +7,8 @@ Deployed form: the same function as real grouped convolutions, so MACs and laten
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -19,6 +21,7 @@ from scaler.spec import DUPLICATE_TOP_K
 STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
 BUCKET_CALL_COST = 0.05
 DEFAULT_STRATEGY = "padded_matmul"
+FASTEST = "fastest"
 SCORES = ("weight", "logit")
 DEFAULT_SCORE = "weight"
 
@@ -261,6 +264,7 @@ class DeployedFLGC(nn.Module):
         self.sizes = [(len(i), len(o)) for i, o in zip(in_groups, out_groups)]
         self.convs = nn.ModuleList()
         self.gather_inputs: list[bool] = []
+        self.workspaces: dict[str, torch.Tensor] = {}
         self.scatter_rows: list[bool] = []
         position = torch.empty(layer.out_channels, dtype=torch.long, device=device)
         rows = 0
@@ -330,31 +334,50 @@ class DeployedFLGC(nn.Module):
             place_channels(out, self.starved_filters, constant)
         return out
 
+    def workspace(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+        """A scratch tensor kept between inference calls, as fresh large allocations cost page faults; None
+        while autograd or tracing needs fresh tensors."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return None
+        kept = self.workspaces.get(name)
+        if kept is None or kept.shape != shape or kept.dtype != like.dtype or kept.device != like.device:
+            kept = self.workspaces[name] = like.new_empty(shape)
+        return kept
+
     def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """1x1 only: rows (channel, image) gathered per bucket, one batched matmul over all images, rows scattered.
 
         Gathering rows of the (batch*channel, H*W) input in (channel, image) order folds the batch into the
         matmul's columns, so each group is one large GEMM, and the gather is a fast copy of contiguous rows.
+        Gathered inputs and products live in scratch tensors reused between inference calls.
         """
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         x = x.contiguous()
         batch, channels, height, width = x.shape
+        columns = batch * height * width
         rows = x.view(batch * channels, height * width)
         images = torch.arange(batch, device=x.device)
+        alone = len(self.convs) == 1 and not len(self.starved_filters)
         pieces = []
         for index, conv in enumerate(self.group_convs()):
             gather = self.buffer("input_index", index)
+            gathered = rows
             if batch > 1 or self.gather_inputs[index]:
-                gathered = rows.index_select(0, (gather[:, None] + images * channels).flatten())
-            else:
-                gathered = rows
+                scratch = self.workspace(f"in_{index}", (len(gather) * batch, height * width), x)
+                gathered = torch.index_select(rows, 0, (gather[:, None] + images * channels).flatten(), out=scratch)
             weight = conv.weight.view(conv.groups, -1, conv.in_channels // conv.groups)
-            out = torch.matmul(weight, gathered.view(conv.groups, -1, batch * height * width))
+            returned = alone and batch == 1 and not self.permute_outputs
+            shape = (conv.groups, len(weight[0]), columns)
+            product = torch.matmul(
+                weight,
+                gathered.view(conv.groups, -1, columns),
+                out=None if returned else self.workspace(f"out_{index}", shape, x),
+            )
             if conv.bias is not None:
-                out = out + conv.bias.view(conv.groups, -1, 1)
-            pieces.append(out.view(-1, batch * height * width))
-        if len(pieces) == 1 and not len(self.starved_filters):
+                product.add_(conv.bias.view(conv.groups, -1, 1))
+            pieces.append(product.view(-1, columns))
+        if alone:
             if batch == 1 and not self.permute_outputs:
                 return pieces[0].view(1, -1, height, width)
             order = (self.output_index * batch + images[:, None]).flatten()
@@ -397,15 +420,49 @@ class DeployedFLGC(nn.Module):
 
 
 @torch.no_grad()
-def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY) -> nn.Module:
-    """Replace every FLGCConv2d by a DeployedFLGC, in place (eval only); returns the model."""
+def fastest_strategy(layer: FLGCConv2d, x: torch.Tensor, rounds: int = 7) -> str:
+    """The deploy strategy that runs `layer` on `x` fastest on this machine (median of interleaved rounds)."""
+    names = [n for n in STRATEGIES if layer.kernel_size == 1 or not n.endswith("_matmul")]  # kxk: matmul = conv
+    forms = {name: DeployedFLGC(layer, name).eval() for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in forms}
+    for round_ in range(rounds + 1):
+        for name, form in forms.items():
+            start = time.perf_counter()
+            form(x)
+            if round_:  # the first round warms up
+                samples[name].append(time.perf_counter() - start)
+    return min(names, key=lambda name: statistics.median(samples[name]))
+
+
+@torch.no_grad()
+def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY, example: torch.Tensor | None = None) -> nn.Module:
+    """Replace every FLGCConv2d by a DeployedFLGC, in place (eval only); returns the model.
+
+    `strategy="fastest"` times every strategy per layer on what it receives from `example` (a batch of the
+    size to be served) and keeps the fastest.
+    """
     model.eval()
+    chosen: dict[nn.Module, str] = {}
+    if strategy == FASTEST:
+        if example is None:
+            raise ValueError("the fastest strategy is chosen on an example batch; pass example=")
+        inputs: dict[FLGCConv2d, torch.Tensor] = {}
+        hooks = [
+            layer.register_forward_hook(lambda module, args, _: inputs.__setitem__(cast(FLGCConv2d, module), args[0]))
+            for layer in flgc_layers(model)
+        ]
+        try:
+            model(example)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        chosen = {layer: fastest_strategy(layer, x) for layer, x in inputs.items()}
     if isinstance(model, FLGCConv2d):
-        return DeployedFLGC(model, strategy).eval()
+        return DeployedFLGC(model, chosen.get(model, strategy)).eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, FLGCConv2d):
-                setattr(parent, name, DeployedFLGC(child, strategy).eval())
+                setattr(parent, name, DeployedFLGC(child, chosen.get(child, strategy)).eval())
     return model
 
 
