@@ -466,31 +466,41 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.plots import tradeoff_figures
     from scaler.run import setup, write
 
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
     config, coefficients = experiment_config(args, argv)
     run = setup(config, data=args.train_max_phi >= 0)
-    frames = scale.run(scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi), run)
-    paths = write(run.folder, config, argv, run.started, frames, tradeoff_figures(frames["scale"]), options_of(args))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    frames = scale.run(scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds), run)
+    figures = tradeoff_figures(frames["scale_summary"])
+    paths = write(run.folder, config, argv, run.started, frames, figures, options_of(args))
     for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
         print(
-            f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g}, predicted {row.predicted:.4f} at φ={row.held_out_phi:g}, "
-            f"measured {row.measured:.4f}, error {row.error:+.4f}"
+            f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g} ({row.fit_seeds} seeds), predicted "
+            f"{row.predicted:.4f} [{row.pred_lo:.4f}, {row.pred_hi:.4f}] at φ={row.held_out_phi:g}, measured "
+            f"{row.measured:.4f} ({row.measured_seeds} seeds): error {row.error:+.4f}; naive: last value "
+            f"{row.last_value_error:+.4f}, log-linear {row.log_linear_error:+.4f}; "
+            f"{'beats both' if row.beats_naive else 'does not beat both'}{'; fit at a bound' if row.at_bound else ''}"
         )
-    frame = frames["scale"]
-    print(f"# {CONVENTION}")
+    print(f"# {CONVENTION}; test_acc is the mean over seeds with its 95 % t interval [acc_lo, acc_hi]")
     columns = [
         "variant",
         "phi",
         "resolution",
-        "params",
         "macs",
         "macs_ratio",
-        "target_ratio",
         "latency_ms",
         "latency_iqr_ms",
+        "seeds",
         "test_acc",
+        "acc_lo",
+        "acc_hi",
         "predicted_acc",
+        "pred_lo",
+        "pred_hi",
     ]
-    print(frame[[c for c in columns if c in frame]].to_string(index=False))
+    summary = frames["scale_summary"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
     print("wrote " + ", ".join(map(str, paths)))
     return 0
 
@@ -500,13 +510,14 @@ def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from scaler.experiments.scale import summarise
     from scaler.plots import tradeoff_figures
 
     path = study_folder(args.study) / "scale.csv"
     if not path.is_file():
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
     paths = []
-    for name, figure in tradeoff_figures(pd.read_csv(path)).items():
+    for name, figure in tradeoff_figures(summarise(pd.read_csv(path))).items():
         figure.savefig(path.parent / f"{name}.png", dpi=120, bbox_inches="tight")
         plt.close(figure)
         paths.append(str(path.parent / f"{name}.png"))
@@ -726,8 +737,13 @@ def make_parser() -> Parser:
         "--variant", dest="variant_list", nargs="+", default=["relu", "frelu"], help=f"variants: {VARIANT_HELP}"
     )
     p.add_argument(
-        "--train-max-phi", type=float, default=1.0, help="train the points with phi <= this (-1: profile only)"
+        "--train-max-phi",
+        type=float,
+        default=2.0,
+        help="train the points with phi <= this, every one on the same images (-1: profile only); the largest "
+        "trained phi is held out to judge the extrapolation",
     )
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per trained point, from --seed on (default 3)")
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")

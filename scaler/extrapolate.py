@@ -1,4 +1,9 @@
-"""Accuracy extrapolation across phi: fit acc(F) = a - b*(F/F0)^-c on trained points, predict from MACs."""
+"""Accuracy extrapolation across phi: fit acc(F) = a - b*(F/F0)^-c on trained points, predict from MACs.
+
+Every prediction carries a bootstrap prediction interval (seeds resampled jointly across phi, the curve refitted,
+seed noise added back) and is judged against two naive predictors on a held-out phi: the last trained value
+and a straight line in log MACs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
 from scaler.errors import UserError
@@ -15,6 +21,8 @@ from scaler.errors import UserError
 DEFAULT_EXPONENT = 0.5
 EXPONENT_BOUNDS = (0.01, 3.0)
 _EXPONENT_GRID = np.geomspace(*EXPONENT_BOUNDS, 25)
+BOOTSTRAP_DRAWS = 400
+INTERVAL = 0.95
 
 
 @dataclass(frozen=True)
@@ -28,13 +36,21 @@ class SaturatingFit:
     method: str
     residual_rms: float
 
-    def predict(self, macs: float | Sequence[float]) -> np.ndarray | float:
+    def predict(self, macs: ArrayLike) -> np.ndarray | float:
         """Predicted accuracy at `macs` (a float for a scalar, an array otherwise)."""
         values = np.asarray(macs, dtype=float)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             raise UserError("MACs to predict at must be finite and positive")
         predicted = self.a - self.b * (values / self.macs0) ** (-self.c)
         return float(predicted) if values.ndim == 0 else predicted
+
+    @property
+    def at_bound(self) -> bool:
+        """Whether a fitted parameter sits on its constraint (a = 1, b = 0 or c at an end of its range)."""
+        if self.method == "flat":
+            return False
+        ends = self.method == "3-param" and not EXPONENT_BOUNDS[0] * 1.001 < self.c < EXPONENT_BOUNDS[1] * 0.999
+        return self.a >= 1 - 1e-6 or self.b <= 1e-9 or ends
 
     def describe(self) -> str:
         """One-line formula, e.g. 'acc = 0.931 - 0.052·(F/15.7M)^-0.48'."""
@@ -128,7 +144,84 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
         raise UserError(f"frame lacks column(s) {', '.join(missing)}; has {', '.join(map(str, frame.columns))}")
 
 
-HELD_OUT_COLUMNS = ["variant", "held_out_phi", "predicted", "measured", "error", "abs_error", "fit_points", "method"]
+def last_value(macs: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Naive predictor: the mean accuracy at the largest trained MACs, wherever it is asked."""
+    flops, acc = _validated(macs, accuracy)
+    return float(acc[np.argmax(flops)])
+
+
+def log_linear(macs: Sequence[float], accuracy: Sequence[float], at: float | Sequence[float]) -> np.ndarray:
+    """Naive predictor: least-squares line of mean accuracy against log MACs (flat for one point), clipped to [0, 1]."""
+    flops, acc = _validated(macs, accuracy)
+    where = np.log(np.asarray(at, dtype=float))
+    if flops.size == 1:
+        return np.full(where.shape, acc[0])
+    slope, intercept = np.polyfit(np.log(flops), acc, 1)
+    return np.clip(intercept + slope * where, 0.0, 1.0)
+
+
+def prediction_interval(
+    macs: ArrayLike,
+    accuracy: ArrayLike,
+    seeds: ArrayLike,
+    at: ArrayLike,
+    averaged_over: int = 1,
+    draws: int = BOOTSTRAP_DRAWS,
+    level: float = INTERVAL,
+    rng_seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap interval at MACs `at` for a new measurement averaged over `averaged_over` seeds.
+
+    Each draw resamples the seeds with replacement (a seed's points at every phi go together), refits the curve,
+    predicts, and adds seed noise: the mean of `averaged_over` residuals drawn from the deviations of runs from
+    their point's mean (scaled by sqrt(n / (n - 1))). NaN when fewer than 2 seeds were trained.
+    """
+    flops, acc = np.asarray(macs, dtype=float), np.asarray(accuracy, dtype=float)
+    runs, where = np.asarray(seeds), np.asarray(at, dtype=float)
+    names = np.unique(runs)
+    if names.size < 2:
+        return np.full(where.shape, np.nan), np.full(where.shape, np.nan)
+    unique, inverse = np.unique(flops, return_inverse=True)
+    point_mean = np.bincount(inverse, weights=acc) / np.bincount(inverse)
+    counts = np.bincount(inverse)[inverse]
+    residuals = ((acc - point_mean[inverse]) * np.sqrt(counts / np.maximum(counts - 1, 1)))[counts > 1]
+    rng = np.random.default_rng(rng_seed)
+    members = [np.flatnonzero(runs == name) for name in names]
+    predictions = np.empty((draws, where.size))
+    for draw in range(draws):
+        chosen = np.concatenate([members[i] for i in rng.integers(0, names.size, names.size)])
+        fit = fit_saturating(flops[chosen], acc[chosen])
+        noise = rng.choice(residuals, (where.size, averaged_over)).mean(1) if residuals.size else 0.0
+        predictions[draw] = np.asarray(fit.predict(where)) + noise
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(predictions, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+HELD_OUT_COLUMNS = [
+    "variant",
+    "held_out_phi",
+    "predicted",
+    "pred_lo",
+    "pred_hi",
+    "measured",
+    "measured_seeds",
+    "error",
+    "abs_error",
+    "covered",
+    "last_value_error",
+    "log_linear_error",
+    "beats_naive",
+    "fit_points",
+    "fit_seeds",
+    "method",
+    "at_bound",
+]
+
+
+def _seeds(frame: pd.DataFrame, seed_col: str) -> np.ndarray:
+    """The seed of every row (one shared seed when the frame has no seed column)."""
+    return frame[seed_col].to_numpy() if seed_col in frame else np.zeros(len(frame), dtype=int)
 
 
 def held_out_error(
@@ -137,8 +230,14 @@ def held_out_error(
     phi_col: str = "phi",
     macs_col: str = "macs",
     acc_col: str = "test_acc",
+    seed_col: str = "seed",
+    draws: int = BOOTSTRAP_DRAWS,
 ) -> pd.DataFrame:
-    """Per variant, fit on trained phi < k and compare the prediction at the largest trained phi k."""
+    """Per variant, fit on trained phi < k over every seed and predict the mean at the largest trained phi k.
+
+    Beside the fit's error: its prediction interval and whether it covers the measurement, the errors of the
+    naive predictors, and `beats_naive` (smaller absolute error than both).
+    """
     _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
     rows = []
     trained = frame[frame[acc_col].notna()]
@@ -147,19 +246,34 @@ def held_out_error(
         fit_rows, held = group[group[phi_col] < k], group[group[phi_col] == k]
         if fit_rows.empty:
             continue
-        fit = fit_saturating(fit_rows[macs_col].to_numpy(), fit_rows[acc_col].to_numpy())
-        predicted = float(np.mean(fit.predict(held[macs_col].to_numpy())))
+        macs, acc = fit_rows[macs_col].to_numpy(dtype=float), fit_rows[acc_col].to_numpy(dtype=float)
+        fit = fit_saturating(macs, acc)
+        at = float(held[macs_col].mean())
+        predicted = float(fit.predict(at))
+        low, high = prediction_interval(macs, acc, _seeds(fit_rows, seed_col), [at], len(held), draws)
         measured = float(held[acc_col].mean())
+        errors = {
+            "last_value_error": last_value(macs, acc) - measured,
+            "log_linear_error": float(log_linear(macs, acc, at)) - measured,
+        }
         rows.append(
             {
                 "variant": variant,
                 "held_out_phi": k,
                 "predicted": predicted,
+                "pred_lo": float(low[0]),
+                "pred_hi": float(high[0]),
                 "measured": measured,
+                "measured_seeds": len(held),
                 "error": predicted - measured,
                 "abs_error": abs(predicted - measured),
+                "covered": bool(low[0] <= measured <= high[0]) if np.isfinite(low[0]) else None,
+                **errors,
+                "beats_naive": all(abs(predicted - measured) < abs(error) for error in errors.values()),
                 "fit_points": len(fit_rows),
+                "fit_seeds": len(np.unique(_seeds(fit_rows, seed_col))),
                 "method": fit.method,
+                "at_bound": fit.at_bound,
             }
         )
     return pd.DataFrame(rows, columns=HELD_OUT_COLUMNS)
@@ -171,23 +285,36 @@ def extrapolate(
     phi_col: str = "phi",
     macs_col: str = "macs",
     acc_col: str = "test_acc",
+    seed_col: str = "seed",
+    draws: int = BOOTSTRAP_DRAWS,
 ) -> pd.DataFrame:
-    """Copy of `frame` with predicted_acc (fit on all trained points per variant), extrapolated and fit."""
+    """Copy of `frame` with predicted_acc, its interval (pred_lo, pred_hi) for a mean over as many seeds as
+    were trained per point, extrapolated, fit and at_bound; fit per variant on every trained run."""
     _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
     out = frame.copy()
-    predicted = np.full(len(out), np.nan)
+    predicted, low, high = (np.full(len(out), np.nan) for _ in range(3))
     described = np.full(len(out), None, dtype=object)
+    bound = np.full(len(out), None, dtype=object)
     trained_mask = out[acc_col].notna().to_numpy()
     macs = out[macs_col].to_numpy(dtype=float)
     accuracy = out[acc_col].to_numpy(dtype=float)
+    seeds = _seeds(out, seed_col)
     for positions in out.groupby(variant_col, sort=False, dropna=False).indices.values():
         fit_at = positions[trained_mask[positions]]
         if fit_at.size == 0:
             continue
         fit = fit_saturating(macs[fit_at], accuracy[fit_at])
         predicted[positions] = fit.predict(macs[positions])
+        per_point = int(np.median(np.unique(macs[fit_at], return_counts=True)[1]))
+        low[positions], high[positions] = prediction_interval(
+            macs[fit_at], accuracy[fit_at], seeds[fit_at], macs[positions], per_point, draws
+        )
         described[positions] = fit.describe()
+        bound[positions] = fit.at_bound
     out["predicted_acc"] = predicted
+    out["pred_lo"] = low
+    out["pred_hi"] = high
     out["extrapolated"] = ~trained_mask
     out["fit"] = described
+    out["at_bound"] = bound
     return out

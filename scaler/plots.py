@@ -70,12 +70,26 @@ def pareto_mask(cost: pd.Series, value: pd.Series) -> pd.Series:
 
 
 def _xy_panel(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, accuracy_col: str) -> None:
-    """One line per variant; hollow dotted points where accuracy is extrapolated, not measured."""
+    """One line per variant; hollow dotted points where accuracy is extrapolated, not measured. On accuracy,
+    error bars are the seeds' 95 % interval (acc_lo, acc_hi) and the band is the fit's prediction interval."""
     for name, rows in frame.groupby("variant", sort=False):
         rows = rows.sort_values(x)
         measured = rows[y].notna()
         line = ax.plot(rows[x][measured], rows[y][measured], marker="o", label=str(name))[0]
         shown = rows[y]
+        if y == accuracy_col and {"acc_lo", "acc_hi"} <= set(rows) and measured.any():
+            low, high = rows.acc_lo[measured], rows.acc_hi[measured]
+            ax.errorbar(
+                rows[x][measured],
+                rows[y][measured],
+                yerr=[rows[y][measured] - low, high - rows[y][measured]],
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=3,
+                lw=1,
+            )
+        if y == accuracy_col and {"pred_lo", "pred_hi"} <= set(rows) and rows.pred_lo.notna().any():
+            ax.fill_between(rows[x], rows.pred_lo, rows.pred_hi, color=line.get_color(), alpha=0.15, lw=0)
         if y == accuracy_col and "predicted_acc" in rows and (~measured).any():
             shown = rows[y].fillna(rows["predicted_acc"])
             ax.plot(rows[x], shown, ls=":", c=line.get_color())
@@ -86,7 +100,8 @@ def _xy_panel(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, accuracy_col: s
 
 
 def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dict[str, Figure]:
-    """Accuracy vs MACs, accuracy vs latency, MACs vs latency: one line per variant, φ labels, Pareto front."""
+    """Accuracy vs MACs, accuracy vs latency, MACs vs latency: one line per (variant, phi) row, φ labels,
+    Pareto front; pass `scale.summarise`'s frame for seed intervals and prediction bands."""
     frame = frame.copy()
     frame["macs_m"] = frame["macs"] / 1e6
     figures = {}

@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -322,12 +322,14 @@ PLAN_COLUMNS = ("label", "variant", "depth", "width", "res_mult", "train", "prog
 def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:
     """Frame in, frame out: each planned (variant, depth, width, res_mult) of the setup's base, evaluated.
 
-    The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning.
+    The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
+    an optional `seed` column trains with that seed. A network's cost is measured once, however many seeds.
     """
     missing = [c for c in PLAN_COLUMNS if c not in plan]
     if missing:
         raise ValueError(f"plan lacks columns {missing}")
     rows = []
+    costs: dict[NetSpec, Cost] = {}
     for point in plan.to_dict("records"):
         spec = apply_variant(setup.spec, point["variant"])
         multipliers = (point["depth"], point["width"], point["res_mult"])
@@ -336,7 +338,10 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.Data
         config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
         if config and point["progressive"]:
             config = replace(setup.config.train, progressive=Progressive())
-        row = evaluate(spec, setup, config, description=point["label"])
+        if config and pd.notna(point.get("seed", math.nan)):
+            config = replace(setup.config.train if config is True else config, seed=int(point["seed"]))
+        row = evaluate(spec, setup, config, description=point["label"], cost=costs.get(spec))
+        costs[spec] = Cost(**{item.name: getattr(row, item.name) for item in fields(Cost)})
         rows.append(point | row.as_dict())
         accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
         log(

@@ -56,6 +56,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "frelu:1",
                     "--train-max-phi",
                     "1",
+                    "--seeds",
+                    "2",
                     *TINY,
                 ]
             )
@@ -69,17 +71,25 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_scale_writes_frame_and_plots(study: Path) -> None:
     frame = pd.read_csv(study / "scale.csv")
-    assert len(frame) == 8
+    assert len(frame) == 14  # 2 variants x (3 trained phi x 2 seeds + 1 measured phi)
     assert set(frame.variant) == {"relu", "frelu:1"}
-    assert frame[frame.phi == 0].macs_ratio.tolist() == [1.0, 1.0]
+    assert frame[frame.phi == 0].macs_ratio.tolist() == [1.0] * 4
     trained = frame[frame.trained]
-    assert sorted(trained.phi.unique()) == [0.0, 0.5, 1.0]
+    assert sorted(trained.phi.unique()) == [0.0, 0.5, 1.0] and sorted(trained.seed.unique()) == [0, 1]
+    assert trained.groupby(["variant", "phi"]).latency_ms.nunique().eq(1).all()  # measured once per network
     assert trained.test_acc.between(0, 1).all()
     untrained = frame[~frame.trained]
     assert untrained.test_acc.isna().all() and untrained.predicted_acc.notna().all()
     assert (frame[frame.variant == "frelu:1"].macs.values > frame[frame.variant == "relu"].macs.values).all()
+    summary = pd.read_csv(study / "scale_summary.csv")
+    assert len(summary) == 8 and summary.seeds.tolist() == [2, 2, 2, 0] * 2
+    measured = summary[summary.seeds > 0]
+    assert (measured.acc_lo <= measured.test_acc).all() and (measured.test_acc <= measured.acc_hi).all()
+    assert (summary.pred_lo <= summary.predicted_acc + 1e-9).all() and summary.pred_hi.notna().all()
     held = pd.read_csv(study / "extrapolation.csv")
     assert set(held.variant) == {"relu", "frelu:1"} and (held.held_out_phi == 1.0).all()
+    assert (held.fit_seeds == 2).all() and (held.measured_seeds == 2).all()
+    assert held[["pred_lo", "pred_hi", "last_value_error", "log_linear_error"]].notna().all().all()
     for name in ("acc_vs_macs", "acc_vs_latency", "macs_vs_latency"):
         assert (study / f"{name}.png").stat().st_size > 0
 
@@ -108,12 +118,19 @@ def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("notebook", ["tradeoff.ipynb", "frelu_placement.ipynb"])
 def test_notebooks_execute(study: Path, notebook: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell runs, and every cell that shows a figure leaves a PNG a reader sees (not a Figure repr)."""
     monkeypatch.setenv("SCALER_STUDY_DIR", str(study))
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     ).execute()
     assert not any(output.get("output_type") == "error" for cell in nb.cells for output in cell.get("outputs", []))
+    plotting = [
+        cell for cell in nb.cells if cell.cell_type == "code" and "figure" in cell.source.strip().splitlines()[-1]
+    ]
+    assert plotting
+    for cell in plotting:
+        assert any("image/png" in output.get("data", {}) for output in cell.outputs), cell.source
 
 
 def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

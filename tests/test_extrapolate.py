@@ -16,6 +16,9 @@ from scaler.extrapolate import (
     extrapolate,
     fit_saturating,
     held_out_error,
+    last_value,
+    log_linear,
+    prediction_interval,
 )
 
 MACS = 15.7e6 * 1.9 ** np.arange(5)
@@ -136,3 +139,59 @@ def test_fit_is_frozen() -> None:
     assert isinstance(fit, SaturatingFit)
     with pytest.raises(AttributeError):
         fit.a = 0.9  # type: ignore[misc]
+
+
+def seeded_frame(noise: float, seeds: int = 4, rng_seed: int = 0) -> pd.DataFrame:
+    """Variant A's curve at phi 0..3 trained on `seeds` seeds, each seed shifted by its own noise per point."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in range(seeds):
+        for phi, (macs, acc) in enumerate(zip(MACS[:4], curve(MACS[:4], 0.93, 0.30, 0.45))):
+            rows.append(
+                {"variant": "A", "phi": phi, "seed": seed, "macs": macs, "test_acc": acc + rng.normal(0, noise)}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_naive_predictors() -> None:
+    assert last_value(MACS[:3], [0.5, 0.6, 0.7]) == pytest.approx(0.7)
+    assert last_value([MACS[0], MACS[1], MACS[1]], [0.5, 0.6, 0.8]) == pytest.approx(0.7)
+    line = 0.4 + 0.02 * np.log(MACS[:3])
+    assert log_linear(MACS[:3], line, MACS[4]) == pytest.approx(0.4 + 0.02 * np.log(MACS[4]))
+    assert log_linear(MACS[:1], [0.6], MACS[3]) == pytest.approx(0.6)
+
+
+def test_held_out_fit_beats_naive_predictors_on_a_saturating_curve() -> None:
+    row = held_out_error(synthetic_frame()).iloc[0]
+    assert row.abs_error < 1e-6 and row.beats_naive
+    assert abs(row.last_value_error) > 0.01 and abs(row.log_linear_error) > 1e-3
+    assert not row.at_bound and math.isnan(row.pred_lo) and row.covered is None  # one seed: no interval
+
+
+def test_prediction_interval_widens_with_seed_noise_and_needs_two_seeds() -> None:
+    widths = []
+    for noise in (0.002, 0.02):
+        frame = seeded_frame(noise)
+        low, high = prediction_interval(frame.macs, frame.test_acc, frame.seed, [MACS[4]], draws=60)
+        assert low[0] < high[0]
+        widths.append(high[0] - low[0])
+    assert widths[1] > 3 * widths[0]
+    one_seed = seeded_frame(0.01, seeds=1)
+    assert np.isnan(prediction_interval(one_seed.macs, one_seed.test_acc, one_seed.seed, [MACS[4]])[0]).all()
+
+
+def test_held_out_interval_covers_the_truth_in_most_draws() -> None:
+    """Over simulated studies with seed noise 0.01, the held-out phi's interval covers its measured mean often."""
+    covered = [bool(held_out_error(seeded_frame(0.01, rng_seed=r), draws=60).covered.iloc[0]) for r in range(8)]
+    assert sum(covered) >= 6
+
+
+def test_extrapolate_carries_intervals_and_bound_flags() -> None:
+    frame = seeded_frame(0.005)
+    frame = pd.concat([frame, pd.DataFrame([{"variant": "A", "phi": 4, "seed": 0, "macs": MACS[4]}])])
+    out = extrapolate(frame, draws=60)
+    assert (out.pred_lo <= out.predicted_acc).all() and (out.predicted_acc <= out.pred_hi).all()
+    assert out.pred_hi.iloc[-1] - out.pred_lo.iloc[-1] > 0
+    assert out.at_bound.eq(False).all()
+    flat = pd.DataFrame({"variant": "B", "phi": [0, 1, 2], "macs": MACS[:3], "test_acc": [0.8, 0.7, 0.75]})
+    assert extrapolate(flat).at_bound.all()  # falling accuracy: the fit sits on b = 0
