@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from notebook_runner import run_notebook
 
 from scaler.cli import main
 from scaler.complexity import count_macs
@@ -82,6 +83,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(args.split()) == 0
     assert capsys.readouterr().out.count("already done") == 8
     pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)
+    run_notebook("flgc.ipynb", folder)
 
 
 def test_flgc_plan_pairs_seeds() -> None:
