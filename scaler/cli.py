@@ -526,28 +526,37 @@ def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
 
 
 def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
-    """scaler frelu: Pareto front of per-stage FReLU masks (accuracy vs latency)."""
-    from scaler.experiments.frelu import frelu_masks
+    """scaler frelu: which stages get FReLU, over paired seeds: Pareto front, stage effects, a recommendation."""
+    from scaler.experiments.frelu import frelu_masks, recommend, stage_effects
     from scaler.plots import frelu_figure
     from scaler.run import setup, write
     from scaler.scaling import scale
     from scaler.storage import default_url, redact
 
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
     config, coefficients = experiment_config(args, argv, latency_runs=30)
     run = setup(config)
     name = f"{config.folder.name}-frelu-phi{args.at_phi:g}"
     storage = args.storage or default_url(name)
     spec = scale(run.spec, *compound(*coefficients, args.at_phi))
-    frame = frelu_masks(spec, run, storage, name, args.n_trials, args.latency)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    frame = frelu_masks(spec, run, storage, name, args.n_trials, args.latency, seeds)
+    effects = stage_effects(frame)
+    front, verdict = recommend(frame)
+    frames = {"frelu": frame, "frelu_effects": effects, "frelu_front": front}
     options = options_of(args) | {"storage": redact(storage)}
-    write(run.folder, config, argv, run.started, {"frelu": frame}, {"frelu_pareto": frelu_figure(frame)}, options)
-    print(f"# Pareto front (accuracy up, {args.latency} latency down) of {len(frame)} masks, φ={args.at_phi:g}:")
+    write(run.folder, config, argv, run.started, frames, {"frelu_pareto": frelu_figure(frame)}, options)
     print(
-        frame[frame.pareto][["mask", "variant", "val_acc", "latency_ms", "latency_iqr_ms", "macs"]].to_string(
-            index=False
-        )
+        f"# {len(frame)} masks, φ={args.at_phi:g}, seeds {seeds}: validation accuracy mean [95 % t CI]; "
+        f"{args.latency} latency, all masks timed interleaved: median (IQR)"
     )
-    print(f"wrote {run.folder / 'frelu.csv'}, {run.folder / 'frelu_pareto.png'}, {run.folder / 'run.json'}")
+    print("# Pareto front (mean accuracy up, latency down), with each mask's gain over ReLU paired by seed:")
+    print(front.round(4).to_string(index=False))
+    print("# per-stage main effect of FReLU (accuracy points, latency):")
+    print(effects.round(4).to_string(index=False))
+    print(f"recommendation: {verdict}")
+    print(f"wrote {', '.join(str(run.folder / (n + '.csv')) for n in frames)}, {run.folder / 'frelu_pareto.png'}")
     return 0
 
 
@@ -751,10 +760,11 @@ def make_parser() -> Parser:
     p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
     p.add_argument(
         "--latency",
-        choices=("eager", "deployed"),
-        default="eager",
-        help="latency of the eager model or of the deploy form",
+        choices=("eager", "folded", "deployed"),
+        default="deployed",
+        help="latency form decisions use: deployed (BN folded, compiled; default), folded (no compile) or eager",
     )
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per mask, paired across masks (default 3)")
     p.add_argument("--n-trials", type=int, help="masks to evaluate (default: all when <= 64, else 40 by NSGA-II)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<name>-frelu-phiN/study.db)")
     p.set_defaults(func=cmd_frelu)

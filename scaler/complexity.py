@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -113,6 +113,31 @@ def latency_times(
             if cuda:
                 torch.cuda.synchronize()
             times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+@torch.no_grad()
+def interleaved_latency(
+    models: Mapping[str, nn.Module],
+    input_shape: tuple[int, int, int],
+    rounds: int = 30,
+    warmup: int = 3,
+    threads: int = DEFAULT_THREADS,
+) -> dict[str, list[float]]:
+    """Wall times in ms of one batch-1 forward pass per model per round, the models in a rotated order each round,
+    so that a shared machine's drift falls on all of them alike."""
+    names = list(models)
+    inputs = {name: _example(model, input_shape, 1) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch_threads(threads):
+        for model in models.values():
+            model.eval()
+        for round_ in range(warmup + rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                start = time.perf_counter()
+                models[name](inputs[name])
+                if round_ >= warmup:
+                    times[name].append(1000 * (time.perf_counter() - start))
     return times
 
 

@@ -184,6 +184,24 @@ def cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu").to(memory_format=torch.contiguous_format).eval()
 
 
+def latency_form_of(spec: NetSpec, form: str, model: nn.Module | None = None) -> nn.Module:
+    """`model` (or a fresh build of `spec`) in the form its latency is taken in: eager, folded (BN folded, FLGC
+    grouped) or deployed (also shift depthwise and torch.compile, already compiled by one call)."""
+    from scaler.nn.deploy import deploy
+
+    if form not in LATENCY_FORMS:
+        raise UserError(f"unknown latency form {form!r}; choose from {', '.join(LATENCY_FORMS)}")
+    model = build(spec).eval() if model is None else cpu_copy(model)
+    if form == "eager":
+        return model
+    if form == "folded":
+        return deploy(model, shifts=False, compile=False)
+    timed = deploy(model)
+    with torch.no_grad():
+        timed(torch.randn(1, *spec.input_shape))
+    return timed
+
+
 def measure(
     spec: NetSpec,
     model: nn.Module | None = None,
@@ -204,11 +222,7 @@ def measure(
     check_fits(spec)
     model = build(spec).eval() if model is None else cpu_copy(model)
     counted = model if form == "eager" else deploy(model, shifts=False, compile=False)
-    timed = counted
-    if form == "deployed":
-        timed = deploy(model)
-        with torch.no_grad():
-            timed(torch.randn(1, *spec.input_shape))
+    timed = latency_form_of(spec, form, model) if form == "deployed" else counted
     times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)
     batch_ms = math.nan
     if batch_latency:

@@ -62,7 +62,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
             == 0
         )
-        assert main(["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", *TINY]) == 0
+        frelu = ["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", "--seeds", "2", "--latency", "folded", *TINY]
+        assert main(frelu) == 0
     finally:
         os.chdir(before)
     return cwd / "studies" / "tiny"
@@ -102,10 +103,26 @@ def test_run_json_records_both_commands(study: Path) -> None:
 
 def test_frelu_writes_pareto_front(study: Path) -> None:
     masks = pd.read_csv(study / "frelu.csv", dtype={"mask": str})
-    assert len(masks) == 4
+    assert len(masks) == 4 and (masks.seeds == 2).all() and (masks.latency_form == "folded").all()
     assert masks["mask"].str.fullmatch("[01]{5}").all()
-    assert masks.pareto.any()
+    assert (masks.acc_lo <= masks.val_acc).all() and (masks.val_acc <= masks.acc_hi).all()
+    assert masks.val_accs.str.split().map(len).eq(2).all() and (masks.latency_iqr_ms >= 0).all()
+    assert masks.pareto.any() and masks.latency_ms.is_monotonic_increasing
+    front = pd.read_csv(study / "frelu_front.csv", dtype={"mask": str})
+    assert front["mask"].tolist() == masks[masks.pareto]["mask"].tolist()
+    assert front.p_best_within.between(0, 1).all()
+    effects = pd.read_csv(study / "frelu_effects.csv")
+    assert (effects.d_val_acc_lo <= effects.d_val_acc).all() and (effects.d_val_acc <= effects.d_val_acc_hi).all()
     assert (study / "frelu_pareto.png").stat().st_size > 0
+
+
+def test_frelu_study_refuses_other_seeds(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming a mask study with different seeds would mix unpaired runs: one line, exit 2, nothing rewritten."""
+    monkeypatch.chdir(study.parent.parent)
+    before = (study / "frelu.csv").read_bytes()
+    args = ["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", "--seeds", "3", "--latency", "folded", *TINY]
+    assert main(args) == 2
+    assert (study / "frelu.csv").read_bytes() == before
 
 
 def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
