@@ -561,25 +561,30 @@ def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
 
 
 def cmd_ladder(args: argparse.Namespace, argv: Argv) -> int:
-    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU."""
+    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU, over seeds."""
     from scaler.experiments import ladder
     from scaler.run import setup, write
     from scaler.train import Progressive
     from scaler.variants import apply_variant
 
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
     config, coefficients = experiment_config(args, argv)
     apply_variant(config.base_spec(), "fused+" + args.frelu)
     Progressive().check(config.train.epochs)
     run = setup(config)
-    frames = ladder.run(ladder.plan(coefficients, args.frelu, run.spec.name), run)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    frames = ladder.run(ladder.plan(coefficients, args.frelu, run.spec.name, seeds), run, latency_form=args.latency)
     write(run.folder, config, argv, run.started, frames, options=options_of(args))
-    print(f"# {CONVENTION}; test accuracy on the held-out test set")
     print(
-        frames["ladder"][
-            ["step", "description", "test_acc", "macs", "params", "latency_ms", "train_seconds"]
-        ].to_string(index=False)
+        f"# {CONVENTION}; test accuracy on the held-out test set, mean over seeds {seeds} [95 % t CI]; gain = paired "
+        f"difference to the step before [95 % t CI]; {args.latency} latency, steps timed interleaved: median (IQR)"
     )
-    print(f"wrote {run.folder / 'ladder.csv'}, {run.folder / 'run.json'}")
+    columns = ["step", "test_acc", "acc_lo", "acc_hi", "gain", "gain_lo", "gain_hi", "gain_significant"]
+    columns += ["train_seconds", "macs", "latency_ms", "latency_iqr_ms"]
+    summary = frames["ladder_summary"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
+    print(f"wrote {run.folder / 'ladder.csv'}, {run.folder / 'ladder_summary.csv'}, {run.folder / 'run.json'}")
     return 0
 
 
@@ -772,6 +777,13 @@ def make_parser() -> Parser:
     p = sub.add_parser("ladder", help="MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU")
     add_experiment_args(p, epochs=5, subset=0)
     p.add_argument("--frelu", default="frelu-early", help="FReLU placement of step 3 (a variant, e.g. frelu:1,2)")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per step, paired across steps (default 3)")
+    p.add_argument(
+        "--latency",
+        choices=("eager", "folded", "deployed"),
+        default="deployed",
+        help="latency form of the steps, all timed interleaved (default deployed: BN folded, compiled)",
+    )
     p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser("compare-scaling", help="depth / width / resolution / compound / dWr scaling at equal FLOPs")

@@ -202,3 +202,35 @@ def flgc_figure(summary: pd.DataFrame) -> Figure:
     right.set_title("cost of the deployed model")
     fig.tight_layout()
     return fig
+
+
+def ladder_figure(summary: pd.DataFrame) -> Figure:
+    """Left: test accuracy per ladder step (mean, 95 % CI over seeds), gain over the step before annotated.
+    Right: latency per step (median, IQR) and train time."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = summary.step.astype(str)
+    yerr = [summary.test_acc - summary.acc_lo, summary.acc_hi - summary.test_acc]
+    left.errorbar(steps, summary.test_acc, yerr=yerr, fmt="o-", capsize=4)
+    for step, acc, gain, low, high in zip(
+        steps,
+        summary.test_acc,
+        summary.get("gain", [None] * len(summary)),
+        summary.get("gain_lo", [None] * len(summary)),
+        summary.get("gain_hi", [None] * len(summary)),
+    ):
+        if gain is not None and pd.notna(gain):
+            text = f"{100 * gain:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+            left.annotate(text, (step, acc), fontsize=7, xytext=(4, -12), textcoords="offset points")
+    left.set_xlabel("ladder step")
+    left.set_ylabel("test accuracy (mean, 95 % CI)")
+    left.set_title("each step's gain over the one before (points, paired CI)", fontsize=9)
+    left.grid(alpha=0.3)
+    right.bar(steps, summary.latency_ms, yerr=summary.latency_iqr_ms / 2, capsize=4, color="tab:gray", label="latency")
+    right.set_xlabel("ladder step")
+    right.set_ylabel("latency, batch 1 (ms; bar = IQR)")
+    twin = right.twinx()
+    twin.plot(steps, summary.train_seconds, "o--", c="tab:red")
+    twin.set_ylabel("train seconds (mean over seeds)", color="tab:red")
+    right.set_title("cost per step", fontsize=9)
+    fig.tight_layout()
+    return fig

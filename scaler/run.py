@@ -333,6 +333,13 @@ def evaluate(spec: NetSpec, setup: Setup, train_config: TrainConfig | bool = Tru
 PLAN_COLUMNS = ("label", "variant", "depth", "width", "res_mult", "train", "progressive")
 
 
+def planned_spec(base: NetSpec, point: Mapping[Any, Any]) -> NetSpec:
+    """The network a plan row names: `base` with its variant, scaled by its (depth, width, res_mult) unless all 1."""
+    spec = apply_variant(base, point["variant"])
+    multipliers = (point["depth"], point["width"], point["res_mult"])
+    return spec if multipliers == (1.0, 1.0, 1.0) else scale(spec, *multipliers)
+
+
 def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:
     """Frame in, frame out: each planned (variant, depth, width, res_mult) of the setup's base, evaluated.
 
@@ -345,10 +352,7 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.Data
     rows = []
     costs: dict[NetSpec, Cost] = {}
     for point in plan.to_dict("records"):
-        spec = apply_variant(setup.spec, point["variant"])
-        multipliers = (point["depth"], point["width"], point["res_mult"])
-        if multipliers != (1.0, 1.0, 1.0):
-            spec = scale(spec, *multipliers)
+        spec = planned_spec(setup.spec, point)
         config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
         if config and point["progressive"]:
             config = replace(setup.config.train, progressive=Progressive())

@@ -139,10 +139,17 @@ def test_notebooks_execute(study: Path, notebook: str) -> None:
 
 def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["ladder", *COEFFS, "--out", "lad", "--frelu", "frelu:1,2", *TINY, "--epochs", "4"]) == 0
+    args = ["ladder", *COEFFS, "--out", "lad", "--frelu", "frelu:1,2", *TINY, "--epochs", "4", "--seeds", "2"]
+    assert main([*args, "--latency", "folded"]) == 0
     ladder = pd.read_csv(tmp_path / "studies" / "lad" / "ladder.csv")
-    assert ladder.step.tolist() == [0, 1, 2, 3]
+    assert ladder.step.tolist() == [0, 1, 2, 3] * 2 and ladder.seed.tolist() == [0] * 4 + [1] * 4
     assert ladder.macs[1] > ladder.macs[0] and ladder.macs[3] > ladder.macs[2]
+    assert (ladder.latency_form == "folded").all() and ladder.groupby("step").latency_ms.nunique().eq(1).all()
+    summary = pd.read_csv(tmp_path / "studies" / "lad" / "ladder_summary.csv")
+    assert summary.step.tolist() == [0, 1, 2, 3] and (summary.seeds == 2).all()
+    assert summary.gain.isna().tolist() == [True, False, False, False]
+    assert (summary.gain_lo[1:] <= summary.gain[1:]).all() and (summary.acc_lo <= summary.test_acc).all()
+    run_notebook("ladder.ipynb", tmp_path / "studies" / "lad")
     assert main(["compare-scaling", *COEFFS, "--out", "cmp", "--factors", "2", *TINY]) == 0
     compare = pd.read_csv(tmp_path / "studies" / "cmp" / "compare_scaling.csv")
     assert set(compare.rule) == {"base", "depth", "width", "resolution", "compound", "dWr"}

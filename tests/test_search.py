@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from notebook_runner import run_notebook
 
 from scaler.cli import main
 from scaler.complexity import count_macs, count_params
@@ -125,6 +126,7 @@ def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, cap
     assert record["command"].startswith("scaler search --study t") and record["config"]["train"]["epochs"] == 1
     assert set(record["outputs"]) == {"trials.csv", "grid.csv", "confirm.csv", "search.png", "summary.json"}
     assert len(record["earlier"]) == 1
+    run_notebook("search.ipynb", study_dir)
 
     assert main(["search", "--study", "t", *FAST]) == 0
     assert len(pd.read_csv(study_dir / "trials.csv")) == len(frame), "a finished job ran again"

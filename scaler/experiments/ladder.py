@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import pandas as pd
 
-from scaler.run import Log, Setup, evaluate_plan
+from scaler.complexity import interleaved_latency, interquartile_range
+from scaler.run import Log, Setup, evaluate_plan, latency_form_of, planned_spec
 from scaler.scaling import compound
+from scaler.stats import mean_interval, paired_difference
 
 
-def plan(coefficients: tuple[float, float, float], frelu_variant: str, base_name: str) -> pd.DataFrame:
-    """The four steps of the FReLU study's ladder, each adding one thing to the step before."""
+def plan(
+    coefficients: tuple[float, float, float], frelu_variant: str, base_name: str, seeds: list[int] | None = None
+) -> pd.DataFrame:
+    """The four steps of the FReLU study's ladder, each adding one thing to the step before, on every seed
+    (seed-major, so that an interrupted ladder has whole seeds)."""
     scaled = dict(zip(("depth", "width", "res_mult"), compound(*coefficients, 1.0)))
     alpha, beta, gamma = coefficients
     steps = [
@@ -23,17 +31,73 @@ def plan(coefficients: tuple[float, float, float], frelu_variant: str, base_name
             {
                 "step": step,
                 "description": text,
-                "label": f"ladder {step}",
+                "label": f"ladder {step}" + (f" seed {seed:g}" if seeds else ""),
                 "variant": variant,
+                "seed": seed,
                 **multipliers,
                 "train": True,
                 "progressive": progressive,
             }
+            for seed in [float(s) for s in seeds or []] or [math.nan]
             for step, text, variant, multipliers, progressive in steps
         ]
     )
 
 
-def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.DataFrame]:
-    """ladder.csv: each step trained and tested alike."""
-    return {"ladder": evaluate_plan(points, setup, log)}
+def run(
+    points: pd.DataFrame, setup: Setup, log: Log = print, latency_form: str = "deployed", latency_rounds: int = 30
+) -> dict[str, pd.DataFrame]:
+    """ladder.csv (every step on every seed, trained and tested alike) and ladder_summary.csv (per step: mean test
+    accuracy with its CI, the gain over the step before paired by seed, train time, latency of all steps timed
+    interleaved in `latency_form`)."""
+    frame = evaluate_plan(points, setup, log)
+    first = frame.drop_duplicates("step")
+    models = {
+        point["step"]: latency_form_of(planned_spec(setup.spec, point), latency_form)
+        for point in first.to_dict("records")
+    }
+    times = interleaved_latency(models, setup.spec.input_shape, rounds=latency_rounds)
+    frame["latency_ms"] = frame.step.map({step: round(statistics.median(t), 4) for step, t in times.items()})
+    frame["latency_iqr_ms"] = frame.step.map({step: round(interquartile_range(t), 4) for step, t in times.items()})
+    frame["latency_form"] = latency_form
+    return {"ladder": frame, "ladder_summary": summarise(frame)}
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per step: seeds, test accuracy mean with its 95 % t CI, the gain over the previous step and over step 0
+    (paired by seed, t CI), mean train seconds, latency median and IQR."""
+    by_seed = frame.pivot_table(index="seed", columns="step", values="test_acc") if frame.seed.notna().any() else None
+    rows = []
+    steps = list(dict.fromkeys(frame.step))
+    for index, step in enumerate(steps):
+        part = frame[frame.step == step]
+        mean, low, high = mean_interval(part.test_acc.tolist())
+        row = {
+            "step": step,
+            "description": part.description.iloc[0],
+            "seeds": len(part),
+            "test_acc": mean,
+            "acc_lo": low,
+            "acc_hi": high,
+            "train_seconds": part.train_seconds.mean(),
+            "macs": part.macs.iloc[0],
+            "latency_ms": part.latency_ms.iloc[0],
+            "latency_iqr_ms": part.latency_iqr_ms.iloc[0],
+        }
+        for name, reference in (
+            ("gain", steps[index - 1] if index else None),
+            ("vs_base", steps[0] if index else None),
+        ):
+            if reference is None or by_seed is None:
+                continue
+            pair = by_seed[[reference, step]].dropna()
+            if len(pair) >= 2:
+                diff = paired_difference(pair[reference].tolist(), pair[step].tolist())
+                row |= {
+                    name: diff.mean,
+                    f"{name}_lo": diff.low,
+                    f"{name}_hi": diff.high,
+                    f"{name}_significant": diff.significant,
+                }
+        rows.append(row)
+    return pd.DataFrame(rows)
