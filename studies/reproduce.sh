@@ -25,4 +25,5 @@ for scale in 30 100 300; do   # G=4 rows of flgc-assignment-lr-sweep/sweep.csv (
     scaler flgc --groups 4 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale $scale \
         --out flgc-assignment-lr-sweep-scale-$scale --no-progress
 done
-python benchmarks/flgc_deploy.py
+python benchmarks/flgc_deploy.py --rounds 60 > benchmarks/results/flgc_deploy.txt
+python benchmarks/flgc_deploy.py --rounds 60 --keep-memory > benchmarks/results/flgc_deploy_keep_memory.txt
