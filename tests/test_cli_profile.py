@@ -95,9 +95,22 @@ def test_profile_direct_multipliers(capsys) -> None:
         (["profile", "--phi", "x"], "invalid float"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args: list[str], needle: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "scaler.cli", *args], capture_output=True, text=True)
-    assert result.returncode == 2
+def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(args)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    stderr = capsys.readouterr().err
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_user_error_through_the_real_entry_point() -> None:
+    """The console entry point itself: one line on stderr, exit status 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", "profile", "--alpha", "0.8"], capture_output=True, text=True
+    )
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and "alpha must be >= 1" in lines[0], result.stderr

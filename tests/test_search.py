@@ -153,9 +153,27 @@ def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> Non
         (["search", "--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot open storage"),
     ],
 )
-def test_search_user_errors(args: list[str], needle: str, tmp_path: Path) -> None:
+def test_search_user_errors(
+    args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main([args[0], *FAST, *args[1:]])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "hunter2" not in err + out
+    assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").rglob("*.csv"))
+
+
+def test_a_storage_error_through_the_real_entry_point(tmp_path: Path) -> None:
+    """The console entry point itself: one line, exit status 2, the password never printed."""
+    url = "postgresql://u:hunter2@127.0.0.1:1/db"
     result = subprocess.run(
-        [sys.executable, "-m", "scaler.cli", args[0], *FAST, *args[1:]],
+        [sys.executable, "-m", "scaler.cli", "search", *FAST, "--storage", url],
         capture_output=True,
         text=True,
         timeout=120,
@@ -163,7 +181,7 @@ def test_search_user_errors(args: list[str], needle: str, tmp_path: Path) -> Non
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert len(lines) == 1 and "cannot open storage" in lines[0], result.stderr
     assert "hunter2" not in result.stderr + result.stdout
 
 
