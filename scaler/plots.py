@@ -197,8 +197,9 @@ def flgc_figure(summary: pd.DataFrame) -> Figure:
         ax.set_xlabel("groups G")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    left.set_title("accuracy as groups grow")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    left.set_title("accuracy as groups grow" if "ci_low" in summary else "not trained (--profile-only)")
     right.set_title("cost of the deployed model")
     fig.tight_layout()
     return fig

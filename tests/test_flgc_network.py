@@ -86,6 +86,18 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     run_notebook("flgc.ipynb", folder)
 
 
+def test_flgc_profile_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--profile-only trains nothing and still writes every arm's deployed cost, with the share of MACs grouped."""
+    monkeypatch.chdir(tmp_path)
+    assert main("flgc --groups 2 --width 0.125 --profile-only --spatial --no-progress --out p".split()) == 0
+    assert "of the dense MACs are in grouped convolutions" in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "studies" / "p" / "flgc.csv")
+    assert sorted(frame.arm) == ["dense", "fixed", "flgc", "flgc-dup"] and (frame.seed == 0).all()
+    assert (
+        not frame.trained.any() and (frame[frame.arm != "dense"].macs < frame[frame.arm == "dense"].macs.iloc[0]).all()
+    )
+
+
 def test_flgc_plan_pairs_seeds() -> None:
     points = plan([4, 2, 1], [5, 6], top_k=1, spatial=True)
     assert len(points) == 2 * (1 + 3 * 2)

@@ -176,6 +176,7 @@ def run(
             | {
                 "moved": round(sum(layer["moved"] for layer in per_layer) / channels, 4) if channels else 0.0,
                 "duplicated": sum(layer["duplicated"] for layer in per_layer),
+                "seed": point["seed"],  # an untrained (profiled) row keeps its planned seed
                 "fingerprint": key,
             }
         )
