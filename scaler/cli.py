@@ -466,11 +466,9 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.plots import tradeoff_figures
     from scaler.run import setup, write
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     run = setup(config, data=args.train_max_phi >= 0)
-    seeds = list(range(args.seed, args.seed + args.seeds))
     frames = scale.run(scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds), run)
     figures = tradeoff_figures(frames["scale_summary"])
     paths = write(run.folder, config, argv, run.started, frames, figures, options_of(args))
@@ -533,14 +531,12 @@ def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.scaling import scale
     from scaler.storage import default_url, redact
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv, latency_runs=30)
     run = setup(config)
     name = f"{config.folder.name}-frelu-phi{args.at_phi:g}"
     storage = args.storage or default_url(name)
     spec = scale(run.spec, *compound(*coefficients, args.at_phi))
-    seeds = list(range(args.seed, args.seed + args.seeds))
     frame = frelu_masks(spec, run, storage, name, args.n_trials, args.latency, seeds)
     effects = stage_effects(frame)
     front, verdict = recommend(frame)
@@ -567,13 +563,11 @@ def cmd_ladder(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.train import Progressive
     from scaler.variants import apply_variant
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     apply_variant(config.base_spec(), "fused+" + args.frelu)
     Progressive().check(config.train.epochs)
     run = setup(config)
-    seeds = list(range(args.seed, args.seed + args.seeds))
     frames = ladder.run(ladder.plan(coefficients, args.frelu, run.spec.name, seeds), run, latency_form=args.latency)
     write(run.folder, config, argv, run.started, frames, options=options_of(args))
     print(
@@ -665,6 +659,27 @@ def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
     written = ", ".join(str(run.folder / f"{name}.csv") for name in frames)
     print(f"wrote {written}, {run.folder / 'flgc.png'}, {run.folder / 'run.json'}")
     return 0
+
+
+def add_decision_args(parser: argparse.ArgumentParser, candidate: str) -> None:
+    """--seeds (paired across candidates) and --latency (the form every candidate is timed in, interleaved)."""
+    parser.add_argument(
+        "--seeds", type=int, default=3, help=f"training seeds per {candidate}, paired across {candidate}s (default 3)"
+    )
+    parser.add_argument(
+        "--latency",
+        choices=("eager", "folded", "deployed"),
+        default="deployed",
+        help=f"form every {candidate} is timed in, interleaved: deployed (BN folded, compiled; default), folded "
+        "(no compile) or eager",
+    )
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    """--seeds training seeds from --seed on; a UserError below one."""
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    return list(range(args.seed, args.seed + args.seeds))
 
 
 def make_parser() -> Parser:
@@ -763,13 +778,7 @@ def make_parser() -> Parser:
     p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")
     add_experiment_args(p, epochs=2, subset=3000)
     p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
-    p.add_argument(
-        "--latency",
-        choices=("eager", "folded", "deployed"),
-        default="deployed",
-        help="latency form decisions use: deployed (BN folded, compiled; default), folded (no compile) or eager",
-    )
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per mask, paired across masks (default 3)")
+    add_decision_args(p, "mask")
     p.add_argument("--n-trials", type=int, help="masks to evaluate (default: all when <= 64, else 40 by NSGA-II)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<name>-frelu-phiN/study.db)")
     p.set_defaults(func=cmd_frelu)
@@ -777,13 +786,7 @@ def make_parser() -> Parser:
     p = sub.add_parser("ladder", help="MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU")
     add_experiment_args(p, epochs=5, subset=0)
     p.add_argument("--frelu", default="frelu-early", help="FReLU placement of step 3 (a variant, e.g. frelu:1,2)")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per step, paired across steps (default 3)")
-    p.add_argument(
-        "--latency",
-        choices=("eager", "folded", "deployed"),
-        default="deployed",
-        help="latency form of the steps, all timed interleaved (default deployed: BN folded, compiled)",
-    )
+    add_decision_args(p, "step")
     p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser("compare-scaling", help="depth / width / resolution / compound / dWr scaling at equal FLOPs")
