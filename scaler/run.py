@@ -165,6 +165,10 @@ class Row(Cost):
     images_per_second: float = math.nan
     val_curve: tuple[float, ...] = ()
 
+    def cost(self) -> Cost:
+        """The network's cost alone (to measure it once for every seed)."""
+        return Cost(**{item.name: getattr(self, item.name) for item in fields(Cost)})
+
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, one row of a frame."""
         return asdict(self) | {"val_curve": list(self.val_curve)}
@@ -359,7 +363,7 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.Data
         if config and pd.notna(point.get("seed", math.nan)):
             config = replace(setup.config.train if config is True else config, seed=int(point["seed"]))
         row = evaluate(spec, setup, config, description=point["label"], cost=costs.get(spec))
-        costs[spec] = Cost(**{item.name: getattr(row, item.name) for item in fields(Cost)})
+        costs[spec] = row.cost()
         rows.append(point | row.as_dict())
         accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
         log(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -115,7 +115,7 @@ def frelu_masks(
                 log(f"mask {mask} ({variant}) seed {run_seed} failed: {error}")
                 trial.set_user_attr("failure", str(error))
                 raise
-            costs[mask] = Cost(**{item.name: getattr(row, item.name) for item in fields(Cost)})
+            costs[mask] = row.cost()
             rows.append(row)
         accuracies = [row.val_acc for row in rows]
         record = rows[0].record() | {
