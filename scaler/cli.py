@@ -583,35 +583,25 @@ def cmd_ladder(args: argparse.Namespace, argv: Argv) -> int:
 
 
 def cmd_compare_scaling(args: argparse.Namespace, argv: Argv) -> int:
-    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs."""
+    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs, over paired seeds."""
     from scaler.experiments import compare
     from scaler.run import setup, write
 
+    seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     run = setup(config)
-    frames = compare.run(compare.plan(coefficients, args.factors), run)
-    frame = frames["compare_scaling"]
-    write(run.folder, config, argv, run.started, frames, compare.figures(frame), options_of(args))
-    print(f"# {CONVENTION}")
+    frames = compare.run(compare.plan(coefficients, args.factors, seeds), run)
+    summary = frames["compare_scaling_summary"]
+    write(run.folder, config, argv, run.started, frames, compare.figures(summary), options_of(args))
     print(
-        frame[
-            [
-                "rule",
-                "factor",
-                "depth",
-                "width",
-                "res_mult",
-                "resolution",
-                "macs_ratio",
-                "params",
-                "test_acc",
-                "train_seconds",
-            ]
-        ].to_string(index=False)
+        f"# {CONVENTION}; test accuracy mean over seeds {seeds} [95 % t CI]; vs_compound = paired difference to "
+        "compound scaling at the same factor [95 % t CI]"
     )
-    print(
-        f"wrote {run.folder / 'compare_scaling.csv'}, {run.folder / 'compare_scaling.png'}, {run.folder / 'run.json'}"
-    )
+    columns = ["rule", "factor", "macs_ratio", "resolution", "test_acc", "acc_lo", "acc_hi"]
+    columns += ["vs_compound", "vs_compound_lo", "vs_compound_hi", "vs_compound_significant", "train_seconds"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
+    written = [run.folder / f"{name}.csv" for name in frames] + [run.folder / "compare_scaling.png"]
+    print(f"wrote {', '.join(map(str, written))}, {run.folder / 'run.json'}")
     return 0
 
 
@@ -792,6 +782,7 @@ def make_parser() -> Parser:
     p = sub.add_parser("compare-scaling", help="depth / width / resolution / compound / dWr scaling at equal FLOPs")
     add_experiment_args(p, epochs=3, subset=6000)
     p.add_argument("--factors", type=float, nargs="+", default=[2.0, 4.0], help="FLOPs factors")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per network, paired across rules (default 3)")
     p.set_defaults(func=cmd_compare_scaling)
 
     p = sub.add_parser("flgc", help="dense, fixed groups, FLGC and FLGC + duplication as the number of groups grows")

@@ -162,14 +162,19 @@ def frelu_figure(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def accuracy_vs_macs(frame: pd.DataFrame, group: str, accuracy_col: str = "test_acc", title: str = "") -> Figure:
-    """Accuracy against measured MACs, one line per group (e.g. scaling rule)."""
+def accuracy_vs_macs(
+    frame: pd.DataFrame, group: str, accuracy_col: str = "test_acc", title: str = "", x: str = "macs"
+) -> Figure:
+    """Accuracy against measured MACs (or their ratio, `x="macs_ratio"`), one line per group (e.g. scaling rule),
+    with 95 % CI bars where the frame has acc_lo and acc_hi."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    scale = 1e6 if x == "macs" else 1.0
     for name, rows in frame.groupby(group, sort=False):
-        rows = rows.sort_values("macs")
-        ax.plot(rows.macs / 1e6, rows[accuracy_col], marker="o", label=str(name))
-    ax.set_xlabel("MACs (M, conv+linear, fvcore)")
-    ax.set_ylabel(accuracy_col.replace("_", " "))
+        rows = rows.sort_values(x)
+        errors = [rows[accuracy_col] - rows.acc_lo, rows.acc_hi - rows[accuracy_col]] if "acc_lo" in rows else None
+        ax.errorbar(rows[x] / scale, rows[accuracy_col], yerr=errors, marker="o", capsize=3, label=str(name))
+    ax.set_xlabel("MACs (M, conv+linear, fvcore)" if x == "macs" else "measured MACs / base MACs")
+    ax.set_ylabel(accuracy_col.replace("_", " ") + (" (mean, 95 % CI)" if "acc_lo" in frame else ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

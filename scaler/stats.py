@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -37,6 +38,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     sd = statistics.stdev(differences)
     half = float(stats.t.ppf((1 + confidence) / 2, len(differences) - 1)) * sd / math.sqrt(len(differences))
     return Paired(len(differences), mean, sd, mean - half, mean + half, confidence)
+
+
+def paired_by_seed(by_seed: pd.DataFrame, reference: object, candidate: object) -> Paired | None:
+    """candidate - reference over the seeds (rows) where both columns ran; None under two such seeds."""
+    if reference not in by_seed or candidate not in by_seed:
+        return None
+    pair = by_seed[[reference, candidate]].dropna()
+    if len(pair) < 2:
+        return None
+    return paired_difference(pair.iloc[:, 0].tolist(), pair.iloc[:, 1].tolist())
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -150,10 +150,16 @@ def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert summary.gain.isna().tolist() == [True, False, False, False]
     assert (summary.gain_lo[1:] <= summary.gain[1:]).all() and (summary.acc_lo <= summary.test_acc).all()
     run_notebook("ladder.ipynb", tmp_path / "studies" / "lad")
-    assert main(["compare-scaling", *COEFFS, "--out", "cmp", "--factors", "2", *TINY]) == 0
+    assert main(["compare-scaling", *COEFFS, "--out", "cmp", "--factors", "2", "--seeds", "2", *TINY]) == 0
     compare = pd.read_csv(tmp_path / "studies" / "cmp" / "compare_scaling.csv")
     assert set(compare.rule) == {"base", "depth", "width", "resolution", "compound", "dWr"}
+    assert compare.seed.tolist() == [0] * 6 + [1] * 6
     assert compare[compare.rule != "base"].macs_ratio.between(1.3, 3.5).all()
+    cmp_summary = pd.read_csv(tmp_path / "studies" / "cmp" / "compare_scaling_summary.csv").set_index("rule")
+    assert (cmp_summary.seeds == 2).all() and (cmp_summary.acc_lo <= cmp_summary.test_acc).all()
+    assert cmp_summary.vs_compound.isna()[["base", "compound"]].all() and cmp_summary.vs_compound.notna().sum() == 4
+    by_rule = compare.pivot_table(index="seed", columns="rule", values="test_acc")
+    assert cmp_summary.vs_compound["width"] == pytest.approx((by_rule.width - by_rule.compound).mean())
     assert (tmp_path / "studies" / "cmp" / "compare_scaling.png").exists()
     for folder, epochs in (("lad", 4), ("cmp", 1)):
         assert (

@@ -1,11 +1,14 @@
-"""Bootstrap probability that each label has the highest mean accuracy, seeds resampled jointly."""
+"""Bootstrap probability that each label has the highest mean accuracy, seeds resampled jointly; paired differences."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from scaler.stats import bootstrap_p_best
+from scaler.stats import bootstrap_p_best, paired_by_seed
 
 
 def test_clear_winner_is_certain() -> None:
@@ -47,3 +50,19 @@ def test_bad_input_raises() -> None:
         bootstrap_p_best({"a": [0.1], "b": [0.2]})
     with pytest.raises(ValueError):
         bootstrap_p_best({})
+
+
+def test_paired_by_seed_uses_only_seeds_both_ran() -> None:
+    table = pd.DataFrame(
+        {
+            ("a", 1): [0.70, 0.80, 0.75, math.nan],
+            ("b", 1): [0.72, 0.821, 0.769, 0.99],
+            ("c", 1): [0.5, None, None, None],
+        },
+        index=[0, 1, 2, 3],
+    )
+    diff = paired_by_seed(table, ("a", 1), ("b", 1))
+    assert diff is not None and diff.n == 3 and diff.mean == pytest.approx(0.02)
+    assert diff.low < 0.02 < diff.high and diff.significant
+    assert paired_by_seed(table, ("a", 1), ("c", 1)) is None  # one shared seed
+    assert paired_by_seed(table, ("a", 1), ("z", 1)) is None

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from scaler.run import Log, Setup, evaluate_plan
 from scaler.scaling import compound
+from scaler.stats import mean_interval, paired_by_seed
 
 DWR_WIDTH_EXPONENT = 0.8  # Dollár et al. 2021: FLOPs exponents e_w = 0.8, e_d = e_r = 0.1
 
@@ -27,37 +28,73 @@ def scaling_rules(coefficients: tuple[float, float, float]) -> dict[str, Callabl
     }
 
 
-def plan(coefficients: tuple[float, float, float], factors: list[float]) -> pd.DataFrame:
-    """The base, then every rule at every FLOPs factor."""
-    rows = [{"rule": "base", "factor": 1.0, "label": "base", "depth": 1.0, "width": 1.0, "res_mult": 1.0}]
+def plan(
+    coefficients: tuple[float, float, float], factors: list[float], seeds: list[int] | None = None
+) -> pd.DataFrame:
+    """The base, then every rule at every FLOPs factor, on every seed (seed-major)."""
+    points = [{"rule": "base", "factor": 1.0, "depth": 1.0, "width": 1.0, "res_mult": 1.0}]
     for rule, multipliers in scaling_rules(coefficients).items():
         for factor in factors:
             depth, width, res_mult = multipliers(factor)
-            rows.append(
-                {
-                    "rule": rule,
-                    "factor": factor,
-                    "label": f"{rule} x{factor:g}",
-                    "depth": depth,
-                    "width": width,
-                    "res_mult": res_mult,
-                }
-            )
+            points.append({"rule": rule, "factor": factor, "depth": depth, "width": width, "res_mult": res_mult})
+    rows = [
+        point
+        | {
+            "label": ("base" if point["rule"] == "base" else f"{point['rule']} x{point['factor']:g}")
+            + (f" seed {seed:g}" if math.isfinite(seed) else ""),
+            "seed": seed,
+        }
+        for seed in [float(s) for s in seeds or []] or [math.nan]
+        for point in points
+    ]
     return pd.DataFrame(rows).assign(variant="relu", train=True, progressive=False)
 
 
 def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.DataFrame]:
-    """compare_scaling.csv with each network's measured MACs ratio to the base."""
+    """compare_scaling.csv (every run, with its measured MACs ratio to the base) and compare_scaling_summary.csv."""
     frame = evaluate_plan(points, setup, log)
     frame["macs_ratio"] = (frame.macs / frame[frame.rule == "base"].macs.iloc[0]).round(4)
-    return {"compare_scaling": frame}
+    return {"compare_scaling": frame, "compare_scaling_summary": summarise(frame)}
 
 
-def figures(frame: pd.DataFrame) -> dict[str, Figure]:
-    """Accuracy against measured MACs, one line per rule, each starting from the base."""
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per rule and factor: measured MACs ratio, test accuracy mean with its 95 % t CI, and the paired differences
+    (by seed, t CI) to compound scaling at the same factor and to the base."""
+    by_seed = frame.pivot_table(index="seed", columns=["rule", "factor"], values="test_acc")
+    rows = []
+    for (rule, factor), part in frame.groupby(["rule", "factor"], sort=False):
+        mean, low, high = mean_interval(part.test_acc.tolist())
+        row = {
+            "rule": rule,
+            "factor": factor,
+            "macs_ratio": part.macs_ratio.iloc[0],
+            "resolution": part.resolution.iloc[0],
+            "params": part.params.iloc[0],
+            "seeds": len(part),
+            "test_acc": mean,
+            "acc_lo": low,
+            "acc_hi": high,
+            "train_seconds": part.train_seconds.mean(),
+        }
+        for name, reference in (("vs_compound", ("compound", factor)), ("vs_base", ("base", 1.0))):
+            diff = None if reference == (rule, factor) else paired_by_seed(by_seed, reference, (rule, factor))
+            if diff is not None:
+                row |= {
+                    name: diff.mean,
+                    f"{name}_lo": diff.low,
+                    f"{name}_hi": diff.high,
+                    f"{name}_significant": diff.significant,
+                }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def figures(summary: pd.DataFrame) -> dict[str, Figure]:
+    """Accuracy (mean, 95 % CI over seeds) against measured MACs ratio, one line per rule, each from the base."""
     from scaler.plots import accuracy_vs_macs
 
-    base_row = frame[frame.rule == "base"]
-    scaled = frame[frame.rule != "base"]
+    base_row = summary[summary.rule == "base"]
+    scaled = summary[summary.rule != "base"]
     plotted = pd.concat([base_row.assign(rule=rule) for rule in scaled.rule.unique()] + [scaled])
-    return {"compare_scaling": accuracy_vs_macs(plotted, "rule", title="scaling rules at equal FLOPs")}
+    figure = accuracy_vs_macs(plotted, "rule", x="macs_ratio", title="scaling rules at equal FLOPs")
+    return {"compare_scaling": figure}

@@ -16,7 +16,7 @@ from torch import nn
 from scaler.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
 from scaler.run import Log, Setup, evaluate_model
 from scaler.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
-from scaler.stats import mean_interval, paired_difference
+from scaler.stats import mean_interval, paired_by_seed
 from scaler.train import recalibrated_accuracy
 from scaler.variants import apply_variant
 
@@ -260,11 +260,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         }
         for reference, ref_groups in (("dense", 1), ("flgc", groups)):
             column = f"vs_{reference}"
-            if arm == reference or (reference, ref_groups) not in by_seed or len(part) < 2:
-                continue
-            pair = by_seed[[(reference, ref_groups), (arm, groups)]].dropna()
-            if len(pair) >= 2:
-                diff = paired_difference(pair.iloc[:, 0].tolist(), pair.iloc[:, 1].tolist())
+            diff = None if arm == reference else paired_by_seed(by_seed, (reference, ref_groups), (arm, groups))
+            if diff is not None:
                 row |= {column: diff.mean, f"{column}_low": diff.low, f"{column}_high": diff.high}
         rows.append(row)
     return pd.DataFrame(rows)

@@ -10,7 +10,7 @@ import pandas as pd
 from scaler.complexity import interleaved_latency, interquartile_range
 from scaler.run import Log, Setup, evaluate_plan, latency_form_of, planned_spec
 from scaler.scaling import compound
-from scaler.stats import mean_interval, paired_difference
+from scaler.stats import mean_interval, paired_by_seed
 
 
 def plan(
@@ -88,11 +88,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             ("gain", steps[index - 1] if index else None),
             ("vs_base", steps[0] if index else None),
         ):
-            if reference is None or by_seed is None:
-                continue
-            pair = by_seed[[reference, step]].dropna()
-            if len(pair) >= 2:
-                diff = paired_difference(pair[reference].tolist(), pair[step].tolist())
+            diff = None if reference is None or by_seed is None else paired_by_seed(by_seed, reference, step)
+            if diff is not None:
                 row |= {
                     name: diff.mean,
                     f"{name}_lo": diff.low,
