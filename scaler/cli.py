@@ -505,7 +505,6 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
 
 def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     """scaler plot: trade-off figures from a study's scale.csv."""
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from scaler.experiments.scale import summarise
@@ -517,7 +516,6 @@ def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     paths = []
     for name, figure in tradeoff_figures(summarise(pd.read_csv(path))).items():
         figure.savefig(path.parent / f"{name}.png", dpi=120, bbox_inches="tight")
-        plt.close(figure)
         paths.append(str(path.parent / f"{name}.png"))
     print("wrote " + ", ".join(paths))
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -18,7 +18,8 @@ def plain_log_axis(axis: Any) -> None:
 
 def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     """Left: every screened network's accuracy by MACs ratio. Right: the finalists' means with 95 % CIs."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
     screened = frame[(frame.stage == "screen") & (frame.state == "COMPLETE")]
     if not screened.empty:
         points = left.scatter(screened.macs_ratio, screened.val_acc, c=screened.depth, cmap="viridis", s=45, zorder=3)
@@ -69,7 +70,7 @@ def pareto_mask(cost: pd.Series, value: pd.Series) -> pd.Series:
     return pd.Series(flags, index=cost.index)
 
 
-def _xy_panel(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, accuracy_col: str) -> None:
+def _xy_panel(ax: Axes, frame: pd.DataFrame, x: str, y: str, accuracy_col: str) -> None:
     """One line per variant; hollow dotted points where accuracy is extrapolated, not measured. On accuracy,
     error bars are the seeds' 95 % interval (acc_lo, acc_hi) and the band is the fit's prediction interval."""
     for name, rows in frame.groupby("variant", sort=False):
@@ -110,7 +111,8 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
         ("acc_vs_latency", "latency_ms", accuracy_col),
         ("macs_vs_latency", "latency_ms", "macs_m"),
     ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig = Figure(figsize=(6.4, 4.4))
+        ax = fig.subplots()
         _xy_panel(ax, frame, x, y, accuracy_col)
         if y == accuracy_col:
             value = frame[accuracy_col].fillna(frame.get("predicted_acc", frame[accuracy_col]))
@@ -132,7 +134,8 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
 
 def frelu_figure(frame: pd.DataFrame) -> Figure:
     """Mean validation accuracy (95 % CI over seeds) against latency (IQR) of every FReLU mask; front labelled."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     has_ci = {"acc_lo", "acc_hi"} <= set(frame)
     yerr = [frame.val_acc - frame.acc_lo, frame.acc_hi - frame.val_acc] if has_ci else None
     xerr = frame.latency_iqr_ms / 2 if "latency_iqr_ms" in frame else None
@@ -167,7 +170,8 @@ def accuracy_vs_macs(
 ) -> Figure:
     """Accuracy against measured MACs (or their ratio, `x="macs_ratio"`), one line per group (e.g. scaling rule),
     with 95 % CI bars where the frame has acc_lo and acc_hi."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     scale = 1e6 if x == "macs" else 1.0
     for name, rows in frame.groupby(group, sort=False):
         rows = rows.sort_values(x)
@@ -184,7 +188,8 @@ def accuracy_vs_macs(
 
 def flgc_figure(summary: pd.DataFrame) -> Figure:
     """Left: test accuracy (mean, 95 % CI over seeds) as G grows, per arm. Right: deployed MACs per arm."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     dense = summary[summary.arm == "dense"]
     for arm, rows in summary[summary.arm != "dense"].groupby("arm", sort=False):
         rows = rows.sort_values("groups")
@@ -213,7 +218,8 @@ def flgc_figure(summary: pd.DataFrame) -> Figure:
 def ladder_figure(summary: pd.DataFrame) -> Figure:
     """Left: test accuracy per ladder step (mean, 95 % CI over seeds), gain over the step before annotated.
     Right: latency per step (median, IQR) and train time."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     steps = summary.step.astype(str)
     yerr = [summary.test_acc - summary.acc_lo, summary.acc_hi - summary.test_acc]
     left.errorbar(steps, summary.test_acc, yerr=yerr, fmt="o-", capsize=4)

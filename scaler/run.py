@@ -480,7 +480,6 @@ def write(
     files: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Save frames as CSV, figures as PNG, text files as given, and run.json beside them; the paths written."""
-    import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -489,7 +488,6 @@ def write(
         paths.append(folder / f"{name}.csv")
     for name, figure in (figures or {}).items():
         figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
-        plt.close(figure)
         paths.append(folder / f"{name}.png")
     for name, text in (files or {}).items():
         (folder / name).write_text(text)
