@@ -12,18 +12,6 @@ scaler scale --alpha 1.0 --beta 1.3 --gamma 1.1 --base mobilenet --dataset fashi
     --phi 1 --variant fused fused+frelu-early --train-max-phi 1 --subset 6000 --epochs 3 --no-progress   # ladder steps 2-3 without progressive learning
 scaler compare-scaling --study $S --subset 3000 --no-progress
 scaler frelu --study $S --no-progress
-scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --no-progress
-scaler flgc --groups 1 2 4 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 \
-    --out flgc-resnet50-fashion-mnist-assign-lr30 --no-progress
-# g8_seeds.csv and sweep.csv were assembled by hand from the runs below (their run.json says so); the committed
-# g8-seed-N folders were written with a nested --out that study names no longer allow, hence the flat names here.
-for seed in 1 2 3 4 5 6 7; do   # with seed 0 above: g8_seeds.csv
-    scaler flgc --groups 8 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale 30 --seed $seed \
-        --out flgc-resnet50-fashion-mnist-assign-lr30-g8-seed-$seed --no-progress
-done
-for scale in 30 100 300; do   # G=4 rows of flgc-assignment-lr-sweep/sweep.csv (scale 1: flgc-resnet50-fashion-mnist)
-    scaler flgc --groups 4 --dataset fashion-mnist --width 0.25 --subset 3000 --assignment-lr-scale $scale \
-        --out flgc-assignment-lr-sweep-scale-$scale --no-progress
-done
+scaler flgc --width 0.25 --epochs 2 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # about 2.5 h; resumes from flgc_runs.csv
 python benchmarks/flgc_deploy.py --rounds 60 > benchmarks/results/flgc_deploy.txt
 python benchmarks/flgc_deploy.py --rounds 60 --keep-memory > benchmarks/results/flgc_deploy_keep_memory.txt
