@@ -480,7 +480,6 @@ def write(
     files: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Save frames as CSV, figures as PNG, text files as given, and run.json beside them; the paths written."""
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, frame in (frames or {}).items():
