@@ -28,6 +28,15 @@ class Paired:
         """The interval excludes zero."""
         return self.low > 0 or self.high < 0
 
+    def columns(self, name: str) -> dict[str, float | bool]:
+        """The difference as table columns: name, name_lo, name_hi, name_significant."""
+        return {
+            name: self.mean,
+            f"{name}_lo": self.low,
+            f"{name}_hi": self.high,
+            f"{name}_significant": self.significant,
+        }
+
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
     """b - a, seed by seed: mean, sd and the t interval with n - 1 degrees of freedom (needs n >= 2)."""

@@ -79,12 +79,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         for name, reference in (("vs_compound", ("compound", factor)), ("vs_base", ("base", 1.0))):
             diff = None if reference == (rule, factor) else paired_by_seed(by_seed, reference, (rule, factor))
             if diff is not None:
-                row |= {
-                    name: diff.mean,
-                    f"{name}_lo": diff.low,
-                    f"{name}_hi": diff.high,
-                    f"{name}_significant": diff.significant,
-                }
+                row |= diff.columns(name)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -90,11 +90,6 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         ):
             diff = None if reference is None or by_seed is None else paired_by_seed(by_seed, reference, step)
             if diff is not None:
-                row |= {
-                    name: diff.mean,
-                    f"{name}_lo": diff.low,
-                    f"{name}_hi": diff.high,
-                    f"{name}_significant": diff.significant,
-                }
+                row |= diff.columns(name)
         rows.append(row)
     return pd.DataFrame(rows)
