@@ -649,11 +649,19 @@ def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
     return 0
 
 
+def add_seeds_arg(parser: argparse.ArgumentParser, per: str, across: str) -> None:
+    """--seeds: how many training seeds, from --seed on, each run paired across the compared networks."""
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help=f"training seeds per {per} from --seed on, paired across {across} (default 3)",
+    )
+
+
 def add_decision_args(parser: argparse.ArgumentParser, candidate: str) -> None:
     """--seeds (paired across candidates) and --latency (the form every candidate is timed in, interleaved)."""
-    parser.add_argument(
-        "--seeds", type=int, default=3, help=f"training seeds per {candidate}, paired across {candidate}s (default 3)"
-    )
+    add_seeds_arg(parser, candidate, f"{candidate}s")
     parser.add_argument(
         "--latency",
         choices=("eager", "folded", "deployed"),
@@ -760,7 +768,7 @@ def make_parser() -> Parser:
         help="train the points with phi <= this, every one on the same images (-1: profile only); the largest "
         "trained phi is held out to judge the extrapolation",
     )
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per trained point, from --seed on (default 3)")
+    add_seeds_arg(p, "trained point", "variants and phi")
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")
@@ -780,7 +788,7 @@ def make_parser() -> Parser:
     p = sub.add_parser("compare-scaling", help="depth / width / resolution / compound / dWr scaling at equal FLOPs")
     add_experiment_args(p, epochs=3, subset=6000)
     p.add_argument("--factors", type=float, nargs="+", default=[2.0, 4.0], help="FLOPs factors")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per network, paired across rules (default 3)")
+    add_seeds_arg(p, "network", "rules")
     p.set_defaults(func=cmd_compare_scaling)
 
     p = sub.add_parser("flgc", help="dense, fixed groups, FLGC and FLGC + duplication as the number of groups grows")
@@ -794,7 +802,7 @@ def make_parser() -> Parser:
         default=list(GROUPING_ARMS),
         help="dense (G = 1), fixed (contiguous groups, as ResNeXt), flgc, flgc-dup (default: all four)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="training seeds from --seed on, paired across arms (default 3)")
+    add_seeds_arg(p, "run", "arms")
     p.add_argument(
         "--spatial", action="store_true", help="group the bottleneck's kxk conv too (not only the 1x1 convs)"
     )
