@@ -13,9 +13,9 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import Cli
 from optuna.trial import TrialState
 
-from scaler.cli import main
 from scaler.search import GridSearch, SearchConfig
 from scaler.train import TrainConfig
 
@@ -230,7 +230,7 @@ def test_bad_input_is_one_line_exit_2(
     setup: Callable[[Path], None],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     """Exit status 2, exactly one stderr line holding the phrase, the password nowhere, no file written (in-process: an exception fails the test)."""
     work = tmp_path / "work"
@@ -238,15 +238,11 @@ def test_bad_input_is_one_line_exit_2(
     setup(work)
     before = tree(tmp_path)
     monkeypatch.chdir(work)
-    try:
-        status = main(args)
-    except SystemExit as exit:
-        status = exit.code
-    captured = capsys.readouterr()
-    output = captured.out + captured.err
-    lines = captured.err.strip().splitlines()
+    status, out, err = cli(args)
+    output = out + err
+    lines = err.strip().splitlines()
     assert status == 2, output[-3000:]
-    assert len(lines) == 1, captured.err[-3000:]
+    assert len(lines) == 1, err[-3000:]
     assert phrase in lines[0] and lines[0].startswith("scaler: error: "), lines[0]
     assert SECRET not in output
     assert tree(tmp_path) == before, "a refused command wrote or changed files"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Cli
 
 from scaler.cli import main
 
@@ -95,12 +96,8 @@ def test_profile_direct_multipliers(capsys) -> None:
         (["profile", "--phi", "x"], "invalid float"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        code = main(args)
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    stderr = capsys.readouterr().err
+def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, cli: Cli) -> None:
+    code, _, stderr = cli(args)
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import Cli
 from notebook_runner import run_notebook
 
 from scaler.cli import main
@@ -154,14 +155,10 @@ def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> Non
     ],
 )
 def test_search_user_errors(
-    args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    try:
-        code = main([args[0], *FAST, *args[1:]])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    out, err = capsys.readouterr()
+    code, out, err = cli([args[0], *FAST, *args[1:]])
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
