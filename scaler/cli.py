@@ -469,7 +469,8 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     run = setup(config, data=args.train_max_phi >= 0)
-    frames = scale.run(scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds), run)
+    points = scale.plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds)
+    frames = scale.run(points, run, latency_form=args.latency)
     figures = tradeoff_figures(frames["scale_summary"])
     paths = write(run.folder, config, argv, run.started, frames, figures, options_of(args))
     for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
@@ -662,6 +663,11 @@ def add_seeds_arg(parser: argparse.ArgumentParser, per: str, across: str) -> Non
 def add_decision_args(parser: argparse.ArgumentParser, candidate: str) -> None:
     """--seeds (paired across candidates) and --latency (the form every candidate is timed in, interleaved)."""
     add_seeds_arg(parser, candidate, f"{candidate}s")
+    add_latency_arg(parser, candidate)
+
+
+def add_latency_arg(parser: argparse.ArgumentParser, candidate: str) -> None:
+    """--latency: the form every candidate is timed in, all of them interleaved in one run."""
     parser.add_argument(
         "--latency",
         choices=("eager", "folded", "deployed"),
@@ -769,6 +775,7 @@ def make_parser() -> Parser:
         "trained phi is held out to judge the extrapolation",
     )
     add_seeds_arg(p, "trained point", "variants and phi")
+    add_latency_arg(p, "network")
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("frelu", help="which blocks get FReLU: multi-objective study of per-stage masks")

@@ -8,7 +8,8 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ CONVENTION = (
     "(1 MAC = 1 FLOP, BN/pooling/activations not counted)"
 )
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
+K = TypeVar("K", bound=Hashable)
 
 
 @contextlib.contextmanager
@@ -118,17 +120,18 @@ def latency_times(
 
 @torch.no_grad()
 def interleaved_latency(
-    models: Mapping[str, nn.Module],
-    input_shape: tuple[int, int, int],
+    models: Mapping[K, nn.Module],
+    input_shape: tuple[int, int, int] | Mapping[K, tuple[int, int, int]],
     rounds: int = 30,
     warmup: int = 3,
     threads: int = DEFAULT_THREADS,
-) -> dict[str, list[float]]:
+) -> dict[K, list[float]]:
     """Wall times in ms of one batch-1 forward pass per model per round, the models in a rotated order each round,
-    so that a shared machine's drift falls on all of them alike."""
+    so that a shared machine's drift falls on all of them alike; `input_shape` is shared or given per model."""
     names = list(models)
-    inputs = {name: _example(model, input_shape, 1) for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in names}
+    shapes = input_shape if isinstance(input_shape, Mapping) else dict.fromkeys(names, input_shape)
+    inputs = {name: _example(model, shapes[name], 1) for name, model in models.items()}
+    times: dict[K, list[float]] = {name: [] for name in names}
     with torch_threads(threads):
         for model in models.values():
             model.eval()

@@ -24,9 +24,11 @@ from torch import nn
 
 from scaler.complexity import (
     DEFAULT_THREADS,
+    K,
     count_activations,
     count_macs,
     count_params,
+    interleaved_latency,
     interquartile_range,
     latency_times,
 )
@@ -204,6 +206,13 @@ def latency_form_of(spec: NetSpec, form: str, model: nn.Module | None = None) ->
     with torch.no_grad():
         timed(torch.randn(1, *spec.input_shape))
     return timed
+
+
+def interleaved_costs(specs: Mapping[K, NetSpec], form: str, rounds: int = 30) -> dict[K, tuple[float, float]]:
+    """Latency median and IQR in ms of each network built in `form`, all timed interleaved in one run (batch 1)."""
+    models = {key: latency_form_of(spec, form) for key, spec in specs.items()}
+    times = interleaved_latency(models, {key: spec.input_shape for key, spec in specs.items()}, rounds=rounds)
+    return {key: (round(statistics.median(t), 4), round(interquartile_range(t), 4)) for key, t in times.items()}
 
 
 def measure(

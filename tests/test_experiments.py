@@ -57,6 +57,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "1",
                     "--seeds",
                     "2",
+                    "--latency",
+                    "folded",
                     *TINY,
                 ]
             )
@@ -76,7 +78,10 @@ def test_scale_writes_frame_and_plots(study: Path) -> None:
     assert frame[frame.phi == 0].macs_ratio.tolist() == [1.0] * 4
     trained = frame[frame.trained]
     assert sorted(trained.phi.unique()) == [0.0, 0.5, 1.0] and sorted(trained.seed.unique()) == [0, 1]
-    assert trained.groupby(["variant", "phi"]).latency_ms.nunique().eq(1).all()  # measured once per network
+    assert frame.groupby(["variant", "phi"]).latency_ms.nunique().eq(1).all()  # timed once per network
+    assert (
+        (frame.latency_form == "folded").all() and (frame.latency_ms > 0).all() and frame.latency_iqr_ms.notna().all()
+    )
     assert trained.test_acc.between(0, 1).all()
     untrained = frame[~frame.trained]
     assert untrained.test_acc.isna().all() and untrained.predicted_acc.notna().all()

@@ -61,3 +61,9 @@ def test_interleaved_latency_times_every_model_every_round() -> None:
     models = {"a": nn.Conv2d(1, 4, 3), "b": nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())}
     times = interleaved_latency(models, (1, 8, 8), rounds=5, warmup=1)
     assert set(times) == {"a", "b"} and all(len(t) == 5 and min(t) > 0 for t in times.values())
+
+
+def test_interleaved_latency_feeds_each_model_its_own_input_shape() -> None:
+    models = {"small": nn.Conv2d(1, 4, 3), "large": nn.Conv2d(3, 4, 3)}
+    times = interleaved_latency(models, {"small": (1, 8, 8), "large": (3, 16, 16)}, rounds=3, warmup=1)
+    assert all(len(t) == 3 for t in times.values())

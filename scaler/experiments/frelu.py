@@ -12,10 +12,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from scaler.complexity import interleaved_latency, interquartile_range
 from scaler.errors import UserError
 from scaler.plots import pareto_mask
-from scaler.run import Cost, Log, Setup, evaluate, latency_form_of
+from scaler.run import Cost, Log, Setup, evaluate, interleaved_costs
 from scaler.search import recording_interruptions
 from scaler.spec import NetSpec
 from scaler.stats import bootstrap_p_best, mean_interval, paired_difference
@@ -148,10 +147,11 @@ def frelu_masks(
     frame = pd.DataFrame([{k: t.user_attrs.get(k) for k in TRIAL_COLUMNS} for t in trials])
     frame = frame.drop_duplicates("mask", keep="last").reset_index(drop=True)
     log(f"timing {len(frame)} masks interleaved ({latency_form}, {latency_rounds} rounds)")
-    timed = {mask: latency_form_of(apply_variant(spec, mask_variant(mask)), latency_form) for mask in frame["mask"]}
-    times = interleaved_latency(timed, spec.input_shape, rounds=latency_rounds)
-    frame["latency_ms"] = [round(statistics.median(times[mask]), 4) for mask in frame["mask"]]
-    frame["latency_iqr_ms"] = [round(interquartile_range(times[mask]), 4) for mask in frame["mask"]]
+    latency = interleaved_costs(
+        {mask: apply_variant(spec, mask_variant(mask)) for mask in frame["mask"]}, latency_form, rounds=latency_rounds
+    )
+    frame["latency_ms"] = [latency[mask][0] for mask in frame["mask"]]
+    frame["latency_iqr_ms"] = [latency[mask][1] for mask in frame["mask"]]
     frame["latency_form"] = latency_form
     return summarise_masks(frame)
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 import pandas as pd
 
-from scaler.complexity import interleaved_latency, interquartile_range
-from scaler.run import Log, Setup, evaluate_plan, latency_form_of, planned_spec
+from scaler.run import Log, Setup, evaluate_plan, interleaved_costs, planned_spec
 from scaler.scaling import compound
 from scaler.stats import mean_interval, paired_by_seed
 
@@ -51,14 +49,12 @@ def run(
     accuracy with its CI, the gain over the step before paired by seed, train time, latency of all steps timed
     interleaved in `latency_form`)."""
     frame = evaluate_plan(points, setup, log)
-    first = frame.drop_duplicates("step")
-    models = {
-        point["step"]: latency_form_of(planned_spec(setup.spec, point), latency_form)
-        for point in first.to_dict("records")
+    specs = {
+        point["step"]: planned_spec(setup.spec, point) for point in frame.drop_duplicates("step").to_dict("records")
     }
-    times = interleaved_latency(models, setup.spec.input_shape, rounds=latency_rounds)
-    frame["latency_ms"] = frame.step.map({step: round(statistics.median(t), 4) for step, t in times.items()})
-    frame["latency_iqr_ms"] = frame.step.map({step: round(interquartile_range(t), 4) for step, t in times.items()})
+    latency = interleaved_costs(specs, latency_form, rounds=latency_rounds)
+    frame["latency_ms"] = frame.step.map({step: median for step, (median, _) in latency.items()})
+    frame["latency_iqr_ms"] = frame.step.map({step: iqr for step, (_, iqr) in latency.items()})
     frame["latency_form"] = latency_form
     return {"ladder": frame, "ladder_summary": summarise(frame)}
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from scaler.extrapolate import extrapolate, held_out_error
-from scaler.run import Log, Setup, evaluate_plan
+from scaler.run import Log, Setup, evaluate_plan, interleaved_costs, planned_spec
 from scaler.scaling import compound
 from scaler.stats import mean_interval
 
@@ -63,10 +63,24 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.DataFrame]:
+def run(
+    points: pd.DataFrame, setup: Setup, log: Log = print, latency_form: str = "deployed", latency_rounds: int = 30
+) -> dict[str, pd.DataFrame]:
     """scale.csv (one row per run, the fit's prediction where a variant has trained points), scale_summary.csv
-    (per variant and phi, with intervals) and extrapolation.csv (held-out error vs naive predictors)."""
+    (per variant and phi, with intervals) and extrapolation.csv (held-out error vs naive predictors); every network
+    is timed interleaved with all the others in `latency_form`."""
     frame = evaluate_plan(points, setup, log)
+    networks = frame.drop_duplicates(["variant", "phi"]).to_dict("records")
+    log(f"timing {len(networks)} networks interleaved ({latency_form}, {latency_rounds} rounds)")
+    latency = interleaved_costs(
+        {(point["variant"], point["phi"]): planned_spec(setup.spec, point) for point in networks},
+        latency_form,
+        rounds=latency_rounds,
+    )
+    keys = list(zip(frame.variant, frame.phi))
+    frame["latency_ms"] = [latency[key][0] for key in keys]
+    frame["latency_iqr_ms"] = [latency[key][1] for key in keys]
+    frame["latency_form"] = latency_form
     base_macs = frame[frame.phi == 0].groupby("variant").macs.first()
     frame["macs_ratio"] = [
         round(macs / base_macs[variant], 4) if variant in base_macs else math.nan
