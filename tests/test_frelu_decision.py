@@ -50,11 +50,13 @@ def test_recommendation_names_the_cheapest_significant_mask() -> None:
     chosen = front.set_index("mask").loc["010"]
     assert chosen.significant and chosen.vs_relu == pytest.approx(0.02, abs=0.006) and chosen.latency_vs_relu == 1.05
     assert verdict.startswith("FReLU in stage(s) 2 (mask 010)")
+    assert "exclude zero (averaged over the other stages' settings): stage 2 +1.9" in verdict
 
 
 def test_recommendation_keeps_relu_when_nothing_is_significant() -> None:
     front, verdict = recommend(synthetic_masks(0.0))
     assert verdict.startswith("keep ReLU") and front.p_best_within.between(0, 1).all()
+    assert verdict.endswith("no stage's main effect on accuracy excludes zero")
 
 
 def test_interleaved_latency_times_every_model_every_round() -> None:

@@ -209,7 +209,8 @@ def stage_effects(frame: pd.DataFrame) -> pd.DataFrame:
 
 def recommend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Per Pareto mask (a latency budget): its gain over ReLU paired by seed and P(best) among the masks within
-    that budget (seeds resampled jointly); and one sentence: the cheapest mask that beats ReLU significantly."""
+    that budget (seeds resampled jointly); and one sentence: the cheapest mask that beats ReLU significantly, then
+    the stages whose main effect excludes zero."""
     table = seed_table(frame)
     relu = "0" * len(frame["mask"].iloc[0])
     latency = frame.set_index("mask").latency_ms
@@ -251,4 +252,16 @@ def recommend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
             f"[{100 * best.vs_relu_lo:+.2f}, {100 * best.vs_relu_hi:+.2f}] at {best.latency_vs_relu:.2f}x its latency; "
             f"P(best within {best.latency_ms:.2f} ms) = {best.p_best_within:.2f}"
         )
-    return front, verdict
+    return front, f"{verdict}; {effects_clause(stage_effects(frame))}"
+
+
+def effects_clause(effects: pd.DataFrame) -> str:
+    """The per-stage main effects whose interval excludes zero, in one clause of the recommendation."""
+    clear = effects[effects.significant.eq(True)]
+    if clear.empty:
+        return "no stage's main effect on accuracy excludes zero"
+    return "main effects that exclude zero (averaged over the other stages' settings): " + ", ".join(
+        f"stage {row.stage} {100 * row.d_val_acc:+.2f} [{100 * row.d_val_acc_lo:+.2f}, {100 * row.d_val_acc_hi:+.2f}] "
+        f"points at {row.latency_ratio:.2f}x latency"
+        for row in clear.itertuples()
+    )
