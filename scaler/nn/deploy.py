@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import types
 from typing import cast
 
 import torch
@@ -88,4 +89,16 @@ def deploy(model: nn.Module, shifts: bool = True, compile: bool = True) -> nn.Mo
     deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval()))
     if shifts:
         deployed = depthwise_as_shifts(deployed)
-    return cast(nn.Module, torch.compile(deployed, dynamic=False)) if compile else deployed
+    return compiled(deployed) if compile else deployed
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """`model` compiled through a forward of its own. Dynamo keeps compiled graphs per code object: models of one
+    class would share a cache, each call walking the guards of every model compiled before it (latency grows with
+    the number compiled) and all counting against one recompile limit."""
+    forward = type(model).forward
+    own = types.FunctionType(
+        forward.__code__.replace(), forward.__globals__, forward.__name__, forward.__defaults__, forward.__closure__
+    )
+    model.forward = types.MethodType(own, model)
+    return cast(nn.Module, torch.compile(model, dynamic=False))
