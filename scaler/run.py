@@ -385,6 +385,23 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def retime_interleaved(
+    frame: pd.DataFrame, setup: Setup, keys: list[str], form: str, rounds: int = 30, log: Log = print
+) -> pd.DataFrame:
+    """`frame` from evaluate_plan with latency_ms, latency_iqr_ms and latency_form replaced: every planned network
+    (rows that share `keys` are one network) timed again, all interleaved, in `form`."""
+    networks = frame.drop_duplicates(keys).to_dict("records")
+    log(f"timing {len(networks)} networks interleaved ({form}, {rounds} rounds)")
+    specs = {tuple(point[key] for key in keys): planned_spec(setup.spec, point) for point in networks}
+    latency = interleaved_costs(specs, form, rounds=rounds)
+    rows = list(frame[keys].itertuples(index=False, name=None))
+    return frame.assign(
+        latency_ms=[latency[row][0] for row in rows],
+        latency_iqr_ms=[latency[row][1] for row in rows],
+        latency_form=form,
+    )
+
+
 class Recorded(Protocol):
     """A config run.json can hold."""
 

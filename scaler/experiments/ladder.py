@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from scaler.run import Log, Setup, evaluate_plan, interleaved_costs, planned_spec
+from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
 from scaler.scaling import compound
 from scaler.stats import mean_interval, paired_by_seed
 
@@ -49,13 +49,7 @@ def run(
     accuracy with its CI, the gain over the step before paired by seed, train time, latency of all steps timed
     interleaved in `latency_form`)."""
     frame = evaluate_plan(points, setup, log)
-    specs = {
-        point["step"]: planned_spec(setup.spec, point) for point in frame.drop_duplicates("step").to_dict("records")
-    }
-    latency = interleaved_costs(specs, latency_form, rounds=latency_rounds)
-    frame["latency_ms"] = frame.step.map({step: median for step, (median, _) in latency.items()})
-    frame["latency_iqr_ms"] = frame.step.map({step: iqr for step, (_, iqr) in latency.items()})
-    frame["latency_form"] = latency_form
+    frame = retime_interleaved(frame, setup, ["step"], latency_form, latency_rounds, log)
     return {"ladder": frame, "ladder_summary": summarise(frame)}
 
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from scaler.extrapolate import extrapolate, held_out_error
-from scaler.run import Log, Setup, evaluate_plan, interleaved_costs, planned_spec
+from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
 from scaler.scaling import compound
 from scaler.stats import mean_interval
 
@@ -70,17 +70,7 @@ def run(
     (per variant and phi, with intervals) and extrapolation.csv (held-out error vs naive predictors); every network
     is timed interleaved with all the others in `latency_form`."""
     frame = evaluate_plan(points, setup, log)
-    networks = frame.drop_duplicates(["variant", "phi"]).to_dict("records")
-    log(f"timing {len(networks)} networks interleaved ({latency_form}, {latency_rounds} rounds)")
-    latency = interleaved_costs(
-        {(point["variant"], point["phi"]): planned_spec(setup.spec, point) for point in networks},
-        latency_form,
-        rounds=latency_rounds,
-    )
-    keys = list(zip(frame.variant, frame.phi))
-    frame["latency_ms"] = [latency[key][0] for key in keys]
-    frame["latency_iqr_ms"] = [latency[key][1] for key in keys]
-    frame["latency_form"] = latency_form
+    frame = retime_interleaved(frame, setup, ["variant", "phi"], latency_form, latency_rounds, log)
     base_macs = frame[frame.phi == 0].groupby("variant").macs.first()
     frame["macs_ratio"] = [
         round(macs / base_macs[variant], 4) if variant in base_macs else math.nan
