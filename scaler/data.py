@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import pickle
 import sys
 import zlib
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaler.errors import UserError
+from scaler.errors import UserError, shown_path
 from scaler.tasks import DATASET_TASKS, dataset_task
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -97,7 +98,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     if len(raw) < header:
         raise UserError(f"corrupt IDX file {path}: truncated header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)
     if len(raw) != expected:
         raise UserError(f"corrupt IDX file {path}: {len(raw)} bytes, header {dims} implies {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
@@ -198,10 +199,23 @@ def _download(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
 
     cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[name]
-    root.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(sys.stderr):
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
+    before = _folders(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
+    except BaseException:
+        for folder in sorted(_folders(root) - before, key=lambda path: len(path.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only the empty folders a failed download made
+        raise
+
+
+def _folders(root: Path) -> set[Path]:
+    """`root`, its ancestors and every folder under it that exist now."""
+    found = {path for path in (root, *root.parents) if path.is_dir()}
+    return found | ({path for path in root.rglob("*") if path.is_dir()} if root.is_dir() else set())
 
 
 def _short(exc: BaseException) -> str:
@@ -243,6 +257,10 @@ def load_dataset(
     looked: list[str] = []
     if data_dir is not None:
         directory = Path(data_dir).expanduser()
+        try:
+            directory.is_dir()
+        except OSError as error:
+            raise UserError(f"--data-dir {shown_path(directory)}: {error.strerror or _short(error)}") from None
         if not directory.is_dir():
             raise UserError(
                 f"{name}: --data-dir {directory} is not a directory; pass a folder holding the {name} files, "

@@ -38,10 +38,11 @@ from scaler.guard import check_fits
 from scaler.nn.build import build
 from scaler.scaling import scale
 from scaler.spec import NetSpec
-from scaler.storage import STUDIES_DIR, study_folder
+from scaler.storage import STUDIES_DIR, check_writable, redact_secrets, study_folder
 from scaler.tasks import DATASET_TASKS, Task
 from scaler.train import Progressive, TrainConfig, resolve_device, test_accuracy, train
 from scaler.variants import apply_variant
+from scaler.zoo import BASES
 from scaler.zoo import base as base_network
 
 if TYPE_CHECKING:
@@ -135,8 +136,9 @@ class Setup:
 
 
 def setup(config: RunConfig, data: bool = True) -> Setup:
-    """Build the base spec, and load the data when the run trains."""
+    """Build the base spec, check that the run's folder can be written, and load the data when the run trains."""
     spec = config.base_spec()
+    check_writable(config.folder, "the study folder")
     return Setup(config, spec, config.load_dataset() if data else None, time.time())
 
 
@@ -463,12 +465,13 @@ def command_line(argv: tuple[str, ...]) -> str:
 def provenance(
     config: Recorded, argv: tuple[str, ...], started: float, outputs: list[str], options: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """What run.json records: the command and its full config, code and package versions, machine, times."""
+    """What run.json records: the command and its full config, code and package versions, machine, times;
+    every password a storage URL holds is redacted, wherever it appears."""
     commit, dirty = git_commit()
     data = config.to_json()
     ended = time.time()
-    return {
-        "command": command_line(argv),
+    record = {
+        "command": command_line(redact_secrets(tuple(argv))),
         "config": data,
         "options": dict(options),
         "git_commit": commit,
@@ -481,6 +484,7 @@ def provenance(
         "seconds": round(ended - started, 1),
         "outputs": sorted(outputs),
     }
+    return dict(redact_secrets(record))
 
 
 def write_run_json(folder: Path, record: dict[str, Any]) -> Path:
@@ -495,7 +499,7 @@ def write_run_json(folder: Path, record: dict[str, Any]) -> Path:
             ]
         except (json.JSONDecodeError, AttributeError, TypeError):
             earlier = []
-    path.write_text(json.dumps(record | {"earlier": earlier}, indent=1, default=str) + "\n")
+    path.write_text(json.dumps(redact_secrets(record | {"earlier": earlier}), indent=1, default=str) + "\n")
     return path
 
 
@@ -550,18 +554,58 @@ def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
         )
     try:
         summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{summary_path} is not JSON ({error}); rerun scaler search --study {name}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {summary_path}: {error.strerror or error}") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{summary_path} holds a {type(summary).__name__}, not a search summary (an object)")
     coefficients = [summary.get(key) for key in ("alpha", "beta", "gamma")]
-    if not all(isinstance(value, (int, float)) for value in coefficients):
+    if all(value is None for value in coefficients):
         raise UserError(
             f"study {name!r} has no winner yet (no feasible candidate trained); rerun scaler search --study {name} to go on"
         )
     grid = summary.get("grid") or {}
-    alpha, beta, gamma = (float(value) for value in coefficients)
-    base, width, dataset = (
-        grid.get("base", "mobilenet"),
-        float(grid.get("width", 1.0)),
-        grid.get("dataset", "fashion-mnist"),
+    if not isinstance(grid, dict):
+        raise UserError(f"{summary_path}: field 'grid' is a {type(grid).__name__}, not an object")
+    alpha, beta, gamma = (
+        summary_number(summary_path, key, value) for key, value in zip(("alpha", "beta", "gamma"), coefficients)
     )
+    width = summary_number(summary_path, "grid.width", grid.get("width", 1.0))
+    base, dataset = grid.get("base", "mobilenet"), grid.get("dataset", "fashion-mnist")
+    for key, value, known in (("grid.base", base, BASES), ("grid.dataset", dataset, DATASET_TASKS)):
+        if value not in known:
+            raise UserError(f"{summary_path}: field {key!r} is {value!r}, not one of {', '.join(known)}")
     return StudyInfo(name, base, width, dataset, alpha, beta, gamma, folder)
+
+
+def summary_number(path: Path, key: str, value: Any) -> float:
+    """A positive finite number read from a study's JSON file; else one line naming the file and the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"{path}: field {key!r} is {value!r}, not a positive number; rerun the command that wrote it")
+    return float(value)
+
+
+def read_frame(path: Path, columns: list[str], remedy: str, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV a command reads back, with the columns it needs (`numeric` ones all numbers); else one line naming the
+    file and what is wrong with it."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{path} is not a readable CSV ({one_line(error)}); {remedy}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+    missing = [column for column in columns if column not in frame]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; {remedy}")
+    if frame.empty:
+        raise UserError(f"{path} has no rows; {remedy}")
+    for column in numeric:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise UserError(f"{path}: column {column!r} holds values that are not numbers; {remedy}")
+    return frame
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line, bounded."""
+    return " ".join(str(error).split())[:200]

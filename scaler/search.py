@@ -29,7 +29,7 @@ from scaler.guard import check_fits
 from scaler.run import Cost, RunConfig, count, evaluate, measure, present, setup, write
 from scaler.scaling import scale_compound
 from scaler.spec import NetSpec
-from scaler.stats import bootstrap_p_best, mean_interval, paired_difference
+from scaler.stats import accuracy_interval, bootstrap_p_best, paired_difference
 from scaler.storage import (
     INTERRUPTED,
     STUDIES_DIR,
@@ -41,7 +41,9 @@ from scaler.storage import (
     enqueue_missing,
     holds_its_point,
     open_study,
+    queued_key,
     redact,
+    redact_secrets,
     sqlite_path,
     storage_errors,
     study_folder,
@@ -121,7 +123,7 @@ class SearchConfig:
         """--study, or '<base>[-wW]-<dataset>[-<variant>][-phiN]'."""
         if self.study:
             return self.study
-        name = self.base if self.width == 1 else f"{self.base}-w{self.width:g}"
+        name = self.base if self.width == 1 else f"{self.base}-w{self.width:g}".replace("+", "")
         name = f"{name}-{self.dataset}"
         if self.variant != "relu":
             name += "-" + self.variant.replace(":", "").replace(",", "").replace("+", "-")
@@ -192,10 +194,8 @@ class SearchConfig:
         )
 
     def stored(self) -> dict[str, Any]:
-        """`to_json` as kept in the study: the storage URL without its password."""
-        data = self.to_json()
-        data["storage"] = redact(self.storage) if self.storage else None
-        return data
+        """`to_json` as kept in the study: no password, neither in the storage URL nor in the command line."""
+        return dict(redact_secrets(self.to_json()))
 
     def check(self) -> None:
         """The options that can be wrong on their own: one line, before anything is built."""
@@ -310,7 +310,7 @@ class TrialBudget:
 
 def interruption(error: BaseException) -> str:
     """How a trial stopped from outside is recorded: it is not final, its job is queued again."""
-    return f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ") + " (queued again)"
+    return redact(f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ")) + " (queued again)"
 
 
 def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
@@ -481,6 +481,8 @@ class GridSearch:
     def evaluate_job(self, trial: optuna.Trial) -> float:
         """Train one network at one stage and seed; its validation accuracy."""
         job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
+        for key, value in asdict(job).items():  # first, so that an interruption at any point names the job
+            trial.set_user_attr(key, value)
         cost = self.cost_of(job.network)
         info = self.feasible.get(job.network)
         config = replace(self.budget(job.stage), seed=job.seed)
@@ -518,7 +520,7 @@ class GridSearch:
             )
         except TrainingDiverged as error:
             self.log(f"trial {trial.number}: {description} failed: {error}")
-            trial.set_user_attr("failure", str(error))
+            trial.set_user_attr("failure", redact(str(error)))
             raise
         for key in TRAINED_ATTRS:
             trial.set_user_attr(key, getattr(row, key) if key != "val_curve" else list(row.val_curve))
@@ -619,7 +621,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
             continue
-        attrs = t.user_attrs
+        attrs = job_of(t) | t.user_attrs
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for column in TRIAL_COLUMNS[2:]:
             row[column] = attrs.get(column)
@@ -630,6 +632,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     return frame.astype({"val_acc": float, "train_seconds": float})
+
+
+def job_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """stage, network and seed of the job a trial was queued for, from the queue itself (also for a trial stopped
+    before it recorded anything, by a signal or kill -9); empty for a trial that holds no job."""
+    key = queued_key(trial, "job")
+    try:
+        return asdict(Job.parse(key)) if isinstance(key, str) else {}
+    except ValueError:
+        return {}
 
 
 def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -670,7 +682,7 @@ def confirmation(
     p_best = bootstrap_p_best({label: table[label].tolist() for label in scaled})
     rows = []
     for label in [*ranked, *([BASE] if BASE in table else [])]:
-        mean, low, high = mean_interval(table[label].tolist())
+        mean, low, high = accuracy_interval(table[label].tolist())
         row: dict[str, Any] = {
             "network": label,
             "role": roles.get(label, "candidate"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
+import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from scaler.errors import UserError
+from scaler.errors import UserError, shown_path
 
 STUDIES_DIR = Path("studies")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -33,17 +35,56 @@ def check_study_name(name: str, option: str = "--study") -> str:
     return name
 
 
-def study_folder(name: str, studies_dir: Path = STUDIES_DIR) -> Path:
+def study_folder(name: str, studies_dir: Path = STUDIES_DIR, option: str = "--study") -> Path:
     """studies/<name>, checked to stay inside the studies folder (nothing is created)."""
-    folder = studies_dir / check_study_name(name)
+    folder = studies_dir / check_study_name(name, option)
     if not folder.resolve().is_relative_to(studies_dir.resolve()):
         raise UserError(f"study {name!r} would live outside {studies_dir}")
     return folder
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced by *** (up to the last '@', so a raw '@' in a password stays hidden)."""
-    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+WHOLE_URL_PASSWORD = re.compile(r"^((?:--[\w-]+=)?[A-Za-z][\w+.-]*://[^:/@]*:).*@")  # a URL argument, spaces and all
+URL_PASSWORD = re.compile(r"(://[^:/@\s'\"]*:)[^\s'\"]*@")  # inside text: up to the word's last '@'
+QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, a command-line argument, a message) with every URL password, inline or as a query
+    parameter, replaced by *** (up to the last '@', so a raw '@' in a password stays hidden)."""
+    text = WHOLE_URL_PASSWORD.sub(r"\1***@", text)
+    return QUERY_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1***@", text))
+
+
+def redact_secrets(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, tuples, strings) with `redact` applied to every string in it, keys too."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_secrets(key): redact_secrets(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_secrets(item) for item in value)
+    return value
+
+
+def check_writable(target: Path, what: str) -> None:
+    """One line naming `target` unless this process can make it (or write in it): every existing part of the path is
+    a folder, and a scratch folder can be made and removed in the nearest existing one (root included)."""
+    try:
+        existing = target
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(
+                f"{what} {shown_path(target)} cannot be made: {shown_path(existing)} is a file, not a folder; "
+                "move it away or choose another name"
+            )
+        os.rmdir(tempfile.mkdtemp(prefix=".scaler-probe-", dir=existing))
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(
+            f"cannot write {what} {shown_path(target)} ({reason} in {shown_path(existing)}); "
+            "choose a folder you can write, or fix its permissions"
+        ) from None
 
 
 def default_url(study: str, studies_dir: Path = STUDIES_DIR) -> str:
@@ -79,17 +120,32 @@ def check_url(url: str, must_exist: bool = False) -> None:
     netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
     if netloc.count("@") > 1:
         raise UserError(f"--storage {redact(url)!r}: the password holds a raw '@'; write it as %40")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise UserError(
+            f"--storage {url!r} is an in-memory database, lost when the command ends and invisible to workers: "
+            "give a file, e.g. sqlite:///studies/NAME/study.db"
+        )
     path = sqlite_path(url)
     if path is not None:
         check_sqlite_file(path, must_exist)
 
 
 def check_sqlite_file(path: Path, must_exist: bool) -> None:
-    """Refuse a missing file (when it must exist), a file that is not SQLite, and an SQLite file of another program."""
-    if not path.exists() or path.stat().st_size == 0:
-        if must_exist:
-            raise UserError(f"no study database at {path}; start the study with scaler search first")
+    """Refuse a missing file (when it must exist), a path that cannot be written, a file that is not SQLite, and an
+    SQLite file of another program."""
+    try:
+        missing = not path.exists() or path.stat().st_size == 0
+    except OSError as error:
+        raise UserError(f"--storage path {shown_path(path)}: {error.strerror or error}") from None
+    if missing and must_exist:
+        raise UserError(f"no study database at {shown_path(path)}; start the study with scaler search first")
+    if path.is_dir():
+        raise UserError(f"--storage path {shown_path(path)} is a folder, not a database file")
+    check_writable(path.parent, "the storage folder")
+    if missing:
         return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"cannot write the study database {shown_path(path)} (permission denied); fix its permissions")
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
@@ -142,7 +198,10 @@ def opening_errors() -> tuple[type[BaseException], ...]:
 def cannot_open(url: str, error: BaseException) -> UserError:
     """The one-line error of a storage that could not be opened: a missing driver, or the database's own reason."""
     if isinstance(error, ImportError):
-        reason = "its database driver is not installed (pip install 'scaler[postgres]')"
+        cause = error.__cause__ or error.__context__ or error
+        driver = getattr(cause, "name", None) or "for this URL"
+        install = "pip install 'scaler[postgres]'" if url.startswith("postgresql") else "install it for this Python"
+        reason = f"its database driver ({driver}) is not installed: {install}"
     else:
         reason = describe_error(error, url)
     return UserError(f"cannot open storage {redact(url)}: {reason}")

@@ -10,6 +10,9 @@ from pg import postgres_server, postgres_url  # noqa: F401
 from scaler.cli import main
 
 Cli = Callable[[list[str]], tuple[object, str, str]]
+# The smallest search that still screens and confirms: 300 images, 1 epoch, a coarse grid, 1 finalist on 2 seeds.
+FAST = "--subset 300 --val-size 100 --epochs 1 --batch-size 64 --step 0.5 --ratio-tolerance 0.45 --confirm 1".split()
+FAST += ["--confirm-seeds", "2", "--no-progress"]
 
 
 @pytest.fixture

@@ -320,3 +320,32 @@ def test_stored_config_hides_the_password(postgres_url: str) -> None:
     stored = search.study.user_attrs["config"]
     assert "hunter2" not in json.dumps(stored)
     assert stored["storage"] == redact(with_password)
+
+
+def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path: Path) -> None:
+    """A worker killed (kill -9) right after claiming a job leaves a FAIL trial with no attributes of its own;
+    trials.csv and summary.json's failures still name the job it held, from the queue."""
+    from scaler.search import summarise, trials_frame
+
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    config = SearchConfig(
+        step=STEP,
+        ratio_tolerance=TOLERANCE,
+        study="killed",
+        storage=url,
+        confirm=2,
+        confirm_seeds=2,
+        subset=300,
+        val_size=100,
+        train=TrainConfig(epochs=1),
+        progress=False,
+    )
+    search = GridSearch(config, log=lambda line: None)
+    trial = search.study.ask()
+    job = search.study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]["job"]
+    search.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what the heartbeat check does
+    row = trials_frame(search.study).set_index("number").loc[trial.number]
+    stage, network, seed = job.split(":")
+    assert (row.stage, row.network, int(row.seed)) == (stage, network, int(seed))
+    summary, _ = summarise(search, 0.0)
+    assert [failure["job"] for failure in summary["failures"]] == [job]
