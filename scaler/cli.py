@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from scaler.complexity import CONVENTION, DEFAULT_THREADS
@@ -183,6 +184,16 @@ def add_train_args(
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2^32 - 1]
+
+
+def check_seed(option: str, seed: int, more: int = 0) -> None:
+    """A seed (and the `more` seeds after it) the random generators accept; else one line naming the option."""
+    if not 0 <= seed <= MAX_SEED - more:
+        runs = f" (it and the {more} seed(s) after it)" if more else ""
+        raise UserError(f"{option} must be between 0 and {MAX_SEED - more}{runs} (got {seed})")
+
+
 def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size: int | None = None) -> TrainConfig:
     """TrainConfig from the training options (checked); `epochs` and `batch_size` override the options."""
     from scaler.train import Progressive, TrainConfig, check_device
@@ -191,10 +202,10 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
     batch_size = args.batch_size if batch_size is None else batch_size
     if epochs < 1 or batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --assignment-lr-scale >= 0")
-    if min(args.seed, args.data_seed) < 0 or (args.threads is not None and args.threads < 1):
-        raise UserError(
-            f"--seed and --data-seed must be >= 0 and --threads >= 1 (got {args.seed}, {args.data_seed}, {args.threads})"
-        )
+    check_seed("--seed", args.seed)
+    check_seed("--data-seed", args.data_seed)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1 (got {args.threads})")
     for option in ("subset", "val_size", "test_size"):
         if (getattr(args, option, 0) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')} must be >= 0 (0 = the whole split)")
@@ -233,9 +244,11 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "confirm": 3,
     "confirm_seeds": 3,
 }
+# The smoke preset: the fewest images at which the base learns well above chance in one epoch (0.66 on 500
+# validation images at 6,000; 0.14 at 1,000, where the 16 steps never leave chance).
 QUICK: dict[str, Any] = SEARCH_DEFAULTS | {
-    "subset": 1000,
-    "val_size": 300,
+    "subset": 6000,
+    "val_size": 500,
     "epochs": 1,
     "batch_size": 64,
     "step": 0.1,
@@ -250,6 +263,9 @@ def search_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: presets[key] if getattr(args, key) is None else getattr(args, key) for key in SEARCH_DEFAULTS}
 
 
+MAX_HEARTBEAT = 3600  # a trial silent for 3 heartbeats is failed: more than 3 hours would never catch a dead worker
+
+
 def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     """Every search option that can be wrong without touching data or storage: one line, exit 2."""
     from scaler.search import max_workers
@@ -258,12 +274,21 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
         raise UserError(f"--width must be a finite number > 0 (got {settings['width']})")
     if not math.isfinite(args.phi) or args.phi <= 0:
         raise UserError(f"--phi must be a finite number > 0 for a search (got {args.phi})")
+    if 0 < args.ratio_tolerance < 0.5 and 2**args.phi * (1 - args.ratio_tolerance) <= 1:
+        lowest = -math.log2(1 - args.ratio_tolerance)
+        raise UserError(
+            f"--phi {args.phi:g} asks for {2**args.phi:.3f}x the base's MACs, which the base itself meets within "
+            f"--ratio-tolerance {args.ratio_tolerance:g}: use --phi above {lowest:.3f}"
+        )
     if settings["n_trials"] is not None and settings["n_trials"] < 1:
         raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every job")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be > 0 seconds (got {args.timeout}); leave it out for no limit")
-    if args.heartbeat < 0:
-        raise UserError(f"--heartbeat must be >= 0 (got {args.heartbeat})")
+    if not 0 <= args.heartbeat <= MAX_HEARTBEAT:
+        raise UserError(f"--heartbeat must be between 0 (off) and {MAX_HEARTBEAT} seconds (got {args.heartbeat})")
+    check_seed("--seed", args.seed, more=max(0, settings["confirm_seeds"]))  # the confirmation's fresh seeds follow it
+    check_base(args.base)
+    dataset_task(args.dataset)
     limit = max_workers()
     if not 1 <= args.workers <= limit:
         raise UserError(
@@ -303,7 +328,7 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
-    check_study_name(config.study_name)
+    check_study_name(config.study_name, "--study" if args.study else "the name made from --base, --width and --variant")
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
     if args.json:
@@ -407,12 +432,12 @@ def experiment_config(
     else:
         raise UserError("give --study NAME (a finished scaler search) or all of --alpha --beta --gamma")
     compound(*coefficients, 1.0)
-    base = args.base or (info.base if info else "mobilenet")
+    base = check_base(args.base if args.base is not None else (info.base if info else "mobilenet"))
     width = args.width if args.width is not None else (info.width if info else 1.0)
     if not math.isfinite(width) or width <= 0:
         raise UserError(f"--width must be a finite number > 0 (got {width})")
-    dataset = args.dataset or (info.dataset if info else "fashion-mnist")
-    folder = info.folder if info else study_folder(args.out or f"{base}-{dataset}")
+    dataset = args.dataset if args.dataset is not None else (info.dataset if info else "fashion-mnist")
+    folder = info.folder if info else output_folder(args.out, base, dataset)
     config = RunConfig(
         command=args.command,
         base=base,
@@ -425,6 +450,21 @@ def experiment_config(
         **data_options(args),
     )
     return config, coefficients
+
+
+def check_base(base: str) -> str:
+    """A base network of the zoo; else one line naming --base."""
+    if base not in BASES:
+        raise UserError(f"--base {base!r} is not a base network; choose from {', '.join(BASES)}")
+    return base
+
+
+def output_folder(out: str | None, base: str, dataset: str, prefix: str = "") -> Path:
+    """studies/<--out>, or studies/<prefix><base>-<dataset> once the base and the dataset are known ones."""
+    if out:
+        return study_folder(out, option="--out")
+    dataset_task(dataset)
+    return study_folder(f"{prefix}{check_base(base)}-{dataset}")
 
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,6 +506,11 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.plots import tradeoff_figures
     from scaler.run import setup, write
 
+    if not math.isfinite(args.train_max_phi):
+        raise UserError(f"--train-max-phi must be a finite number, -1 to only profile (got {args.train_max_phi})")
+    bad = [phi for phi in args.phi if not (math.isfinite(phi) and phi >= 0)]
+    if bad:
+        raise UserError(f"--phi values must be finite numbers >= 0 (got {bad[0]:g})")
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     run = setup(config, data=args.train_max_phi >= 0)
@@ -506,16 +551,16 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
 
 def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     """scaler plot: trade-off figures from a study's scale.csv."""
-    import pandas as pd
-
-    from scaler.experiments.scale import summarise
+    from scaler.experiments.scale import PLOTTED_COLUMNS, summarise
     from scaler.plots import tradeoff_figures
+    from scaler.run import read_frame
 
     path = study_folder(args.study) / "scale.csv"
     if not path.is_file():
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
+    frame = read_frame(path, PLOTTED_COLUMNS, f"rerun scaler scale --study {args.study}", tuple(PLOTTED_COLUMNS[1:]))
     paths = []
-    for name, figure in tradeoff_figures(summarise(pd.read_csv(path))).items():
+    for name, figure in tradeoff_figures(summarise(frame)).items():
         figure.savefig(path.parent / f"{name}.png", dpi=120, bbox_inches="tight")
         paths.append(str(path.parent / f"{name}.png"))
     print("wrote " + ", ".join(paths))
@@ -530,6 +575,10 @@ def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.scaling import scale
     from scaler.storage import default_url, redact
 
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials must be >= 1 (got {args.n_trials}); leave it out to evaluate every mask")
+    if not math.isfinite(args.at_phi) or args.at_phi < 0:
+        raise UserError(f"--at-phi must be a finite number >= 0 (got {args.at_phi})")
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv, latency_runs=30)
     run = setup(config)
@@ -586,6 +635,9 @@ def cmd_compare_scaling(args: argparse.Namespace, argv: Argv) -> int:
     from scaler.experiments import compare
     from scaler.run import setup, write
 
+    bad = [factor for factor in args.factors if not (math.isfinite(factor) and factor > 1)]
+    if bad:
+        raise UserError(f"--factors are FLOPs multiples of the base and must be finite numbers > 1 (got {bad[0]:g})")
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
     run = setup(config)
@@ -622,10 +674,11 @@ def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
         width=args.width,
         dataset=args.dataset,
         task=task_of(args),
-        folder=study_folder(args.out or f"flgc-{args.base}-{args.dataset}"),
+        folder=output_folder(args.out, args.base, args.dataset, prefix="flgc-"),
         argv=argv,
         **data_options(args),
     )
+    check_seed("--seed", args.seed, more=args.seeds - 1)
     seeds = list(range(args.seed, args.seed + (1 if args.profile_only else args.seeds)))
     points = flgc.plan(args.groups, seeds, args.top_k, args.spatial, arms)
     base_spec = config.base_spec()
@@ -681,6 +734,7 @@ def seeds_of(args: argparse.Namespace) -> list[int]:
     """--seeds training seeds from --seed on; a UserError below one."""
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    check_seed("--seed", args.seed, more=args.seeds - 1)
     return list(range(args.seed, args.seed + args.seeds))
 
 
@@ -751,8 +805,8 @@ def make_parser() -> Parser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke preset where not given explicitly: step 0.1, 1000 images, 1 epoch at batch 64, "
-        "1 finalist on 2 seeds (about a minute)",
+        help="smoke preset where not given explicitly: step 0.1, 6000 images, 1 epoch at batch 64, 500 validation "
+        "images, 1 finalist on 2 seeds (about a minute)",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 6,000-image split)")

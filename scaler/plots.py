@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -105,20 +106,21 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
     Pareto front; pass `scale.summarise`'s frame for seed intervals and prediction bands."""
     frame = frame.copy()
     frame["macs_m"] = frame["macs"] / 1e6
+    if accuracy_col not in frame:
+        frame[accuracy_col] = math.nan
+    accuracy = frame[accuracy_col].fillna(frame.get("predicted_acc", frame[accuracy_col]))
+    panels = [("macs_vs_latency", "latency_ms", "macs_m")]
+    if accuracy.notna().any():  # a profile-only run has nothing to put on an accuracy axis
+        panels = [("acc_vs_macs", "macs_m", accuracy_col), ("acc_vs_latency", "latency_ms", accuracy_col), *panels]
     figures = {}
-    for name, x, y in (
-        ("acc_vs_macs", "macs_m", accuracy_col),
-        ("acc_vs_latency", "latency_ms", accuracy_col),
-        ("macs_vs_latency", "latency_ms", "macs_m"),
-    ):
+    for name, x, y in panels:
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.subplots()
         _xy_panel(ax, frame, x, y, accuracy_col)
         if y == accuracy_col:
-            value = frame[accuracy_col].fillna(frame.get("predicted_acc", frame[accuracy_col]))
-            ok = value.notna()
-            front = frame[ok][pareto_mask(frame[x][ok], value[ok])].sort_values(x)
-            ax.step(front[x], value[front.index], where="post", c="k", lw=0.8, alpha=0.6, label="Pareto front")
+            ok = accuracy.notna()
+            front = frame[ok][pareto_mask(frame[x][ok], accuracy[ok])].sort_values(x)
+            ax.step(front[x], accuracy[front.index], where="post", c="k", lw=0.8, alpha=0.6, label="Pareto front")
         ax.set_xlabel({"macs_m": "MACs (M, conv+linear, fvcore)", "latency_ms": "latency, batch 1 (ms)"}[x])
         ax.set_ylabel({"macs_m": "MACs (M)", accuracy_col: accuracy_col.replace("_", " ")}[y])
         if x == "macs_m":

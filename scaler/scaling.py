@@ -66,6 +66,18 @@ def scale(spec: NetSpec, depth: float, width: float, resolution: float) -> NetSp
     for name, value in (("depth", depth), ("width", width), ("resolution", resolution)):
         if not math.isfinite(value) or value <= 0:
             raise SpecError(f"{name} multiplier must be > 0 (got {value})")
+    most_repeats = max(stage.repeats for stage in spec.stages)
+    if most_repeats * depth < 0.5:
+        raise SpecError(
+            f"depth multiplier {depth:g} would leave every stage of {spec.name} at one block, as "
+            f"{1 / most_repeats:g} already does: use at least that"
+        )
+    if spec.resolution * resolution < spec.resolution_multiple / 2:
+        raise SpecError(
+            f"resolution multiplier {resolution:g} makes a {spec.resolution * resolution:.3g}px input from "
+            f"{spec.resolution}px; {spec.name} takes inputs in steps of {spec.resolution_multiple}px: use at least "
+            f"{spec.resolution_multiple / 2 / spec.resolution:.3g}"
+        )
     stem = replace(spec.stem, out_channels=round_channels(spec.stem.out_channels * width))
     head = replace(
         spec.head, out_channels=round_channels(spec.head.out_channels * width) if spec.head.out_channels else 0

@@ -68,6 +68,12 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     return mean, mean - half, mean + half
 
 
+def accuracy_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """`mean_interval` of accuracies, its ends kept within [0, 1] where the t interval of few seeds overshoots."""
+    mean, low, high = mean_interval(values, confidence)
+    return mean, max(0.0, low), min(1.0, high)
+
+
 def bootstrap_p_best(scores: Mapping[str, Sequence[float]], draws: int = 10_000, seed: int = 0) -> dict[str, float]:
     """P(each label has the highest mean) when the seeds are resampled with replacement, paired across labels."""
     labels = list(scores)

@@ -71,9 +71,20 @@ def with_grouped_spatial(spec: NetSpec) -> NetSpec:
 
 def _parse_stages(text: str) -> set[int]:
     try:
-        return {int(part) for part in text.split(",") if part}
+        stages = {int(part) for part in text.split(",") if part}
     except ValueError:
         raise SpecError(f"stage list {text!r} must be numbers like 1,2") from None
+    if not stages:
+        raise SpecError("frelu: takes at least one stage, e.g. frelu:1,2 (plain relu puts FReLU nowhere)")
+    return stages
+
+
+def _parse_count(variant: str, prefix: str, what: str) -> int:
+    """The number after `prefix` in a variant such as fused:2 or fixed:4."""
+    try:
+        return int(variant[len(prefix) :])
+    except ValueError:
+        raise SpecError(f"variant {variant!r}: {prefix}N takes a whole number of {what}") from None
 
 
 def apply_one(spec: NetSpec, variant: str) -> NetSpec:
@@ -95,10 +106,7 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
     if variant == "fused":
         return fuse_early(spec, 2)
     if variant.startswith("fused:"):
-        try:
-            return fuse_early(spec, int(variant[len("fused:") :]))
-        except ValueError:
-            raise SpecError(f"variant {variant!r}: fused:K takes a number of stages") from None
+        return fuse_early(spec, _parse_count(variant, "fused:", "stages"))
     for prefix, duplicate in (("flgc:", False), ("flgc-dup:", True)):
         if variant.startswith(prefix):
             numbers = variant[len(prefix) :].split(":")
@@ -110,10 +118,7 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
                 raise SpecError(f"variant {variant!r}: write {prefix}G{':K' if duplicate else ''}")
             return with_flgc(spec, groups, duplicate, top_k)
     if variant.startswith("fixed:"):
-        try:
-            return with_flgc(spec, int(variant[len("fixed:") :]), False, grouping="fixed")
-        except ValueError:
-            raise SpecError(f"variant {variant!r}: fixed:G takes a group count") from None
+        return with_flgc(spec, _parse_count(variant, "fixed:", "groups"), False, grouping="fixed")
     if variant == "spatial":
         return with_grouped_spatial(spec)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")

@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import Cli
+from conftest import FAST, Cli
 from optuna.trial import TrialState
 
 from scaler.search import GridSearch, SearchConfig
 from scaler.train import TrainConfig
 
-FAST = [
-    "--subset",
-    "300",
-    "--val-size",
-    "100",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--step",
-    "0.5",
-    "--ratio-tolerance",
-    "0.45",
-    "--confirm",
-    "1",
-    "--confirm-seeds",
-    "2",
-    "--no-progress",
-]
 SECRET = "s3cret-pw"
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -82,6 +66,54 @@ def study_without_winner(cwd: Path) -> None:
     folder = cwd / "studies" / "open"
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text('{"alpha": null, "beta": null, "gamma": null, "grid": {}}')
+
+
+def study_path_is_a_file(cwd: Path) -> None:
+    """studies/x is a file where the study's folder would go."""
+    (cwd / "studies").mkdir()
+    (cwd / "studies" / "x").write_text("not a folder")
+
+
+def studies_is_a_file(cwd: Path) -> None:
+    """studies itself is a file."""
+    (cwd / "studies").write_text("not a folder")
+
+
+def scale_csv(text: str) -> Callable[[Path], None]:
+    """studies/p/scale.csv holding `text`."""
+
+    def make(cwd: Path) -> None:
+        (cwd / "studies" / "p").mkdir(parents=True)
+        (cwd / "studies" / "p" / "scale.csv").write_text(text)
+
+    return make
+
+
+def summary_json(text: str) -> Callable[[Path], None]:
+    """studies/s/summary.json holding `text`."""
+
+    def make(cwd: Path) -> None:
+        (cwd / "studies" / "s").mkdir(parents=True)
+        (cwd / "studies" / "s" / "summary.json").write_text(text)
+
+    return make
+
+
+def idx_header_of_huge_sizes(cwd: Path) -> None:
+    """data/ with the four Fashion-MNIST IDX files, each header claiming 2^32 - 1 items per dimension."""
+    (cwd / "data").mkdir()
+    for stem, magic, dims in (
+        ("train-images-idx3-ubyte", 0x803, 3),
+        ("train-labels-idx1-ubyte", 0x801, 1),
+        ("t10k-images-idx3-ubyte", 0x803, 3),
+        ("t10k-labels-idx1-ubyte", 0x801, 1),
+    ):
+        (cwd / "data" / stem).write_bytes(struct.pack(">I", magic) + struct.pack(">I", 2**32 - 1) * dims + bytes(10))
+
+
+def empty_folder(cwd: Path) -> None:
+    """An empty folder `empty`."""
+    (cwd / "empty").mkdir()
 
 
 COEFFS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]
@@ -164,7 +196,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     (
         "out ../escape (scale)",
         ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "../escape", "--train-max-phi", "-1"],
-        "not a study name",
+        "--out '../escape' is not a study name",
         no_setup,
     ),
     ("plot ../escape", ["plot", "--study", "../escape"], "not a study name", no_setup),
@@ -203,6 +235,79 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("flgc duplicate-after 2", ["flgc", "--duplicate-after", "2", *TINY], "--duplicate-after", no_setup),
     ("flgc spatial on mobilenet", ["flgc", "--base", "mobilenet", "--spatial", *TINY], "after flgc:G", no_setup),
     ("flgc seeds 0", ["flgc", "--seeds", "0", *TINY], "--seeds", no_setup),
+    ("seed 2^32", ["search", "--seed", "4294967296", *FAST], "--seed must be between 0 and", no_setup),
+    ("confirm seeds past 2^32", ["search", "--seed", "4294967295", *FAST], "--seed must be between 0 and", no_setup),
+    ("data seed 2^64", ["search", "--data-seed", str(2**64), *FAST], "--data-seed must be between", no_setup),
+    ("scale seeds past 2^32", ["scale", *COEFFS, "--seed", str(2**32 - 2), *TINY], "--seed", no_setup),
+    ("scale train-max-phi nan", ["scale", *COEFFS, "--train-max-phi", "nan"], "--train-max-phi", no_setup),
+    ("scale phi inf", ["scale", *COEFFS, "--phi", "0", "inf", "--train-max-phi", "-1"], "--phi", no_setup),
+    ("compare-scaling factors 0", ["compare-scaling", *COEFFS, "--factors", "0", *TINY], "--factors", no_setup),
+    ("compare-scaling factors 1", ["compare-scaling", *COEFFS, "--factors", "1", *TINY], "--factors", no_setup),
+    ("data dir 5000 characters", ["search", "--data-dir", "d" * 5000, *FAST], "--data-dir", no_setup),
+    ("study folder is a file", ["search", "--study", "x", *FAST], "studies/x is a file", study_path_is_a_file),
+    ("studies is a file", ["search", "--study", "x", *FAST], "studies is a file", studies_is_a_file),
+    (
+        "scale folder is a file",
+        ["scale", *COEFFS, "--out", "x", "--train-max-phi", "-1"],
+        "studies/x is a file",
+        study_path_is_a_file,
+    ),
+    (
+        "storage under /proc",
+        ["search", "--storage", "sqlite:////proc/scaler/s.db", *FAST],
+        "cannot write the storage folder /proc/scaler",
+        no_setup,
+    ),
+    ("storage in memory", ["search", "--storage", "sqlite://", *FAST], "in-memory", no_setup),
+    ("storage in memory (frelu)", ["frelu", *COEFFS, "--storage", "sqlite://", *TINY], "in-memory", no_setup),
+    ("plot garbage scale.csv", ["plot", "--study", "p"], "lacks the column", scale_csv("a,b\n\x01,zz\n")),
+    ("plot empty scale.csv", ["plot", "--study", "p"], "not a readable CSV", scale_csv("")),
+    (
+        "plot scale.csv with text MACs",
+        ["plot", "--study", "p"],
+        "column 'macs'",
+        scale_csv("variant,phi,macs,latency_ms,latency_iqr_ms\nrelu,0,lots,1.0,0.1\n"),
+    ),
+    ("scale summary.json []", ["scale", "--study", "s", "--train-max-phi", "-1"], "holds a list", summary_json("[]")),
+    (
+        "scale summary.json width abc",
+        ["scale", "--study", "s", "--train-max-phi", "-1"],
+        "field 'grid.width'",
+        summary_json('{"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "grid": {"width": "abc"}}'),
+    ),
+    (
+        "scale summary.json alpha text",
+        ["scale", "--study", "s", "--train-max-phi", "-1"],
+        "field 'alpha'",
+        summary_json('{"alpha": "x", "beta": 1.1, "gamma": 1.15}'),
+    ),
+    ("heartbeat 1e10", ["search", "--heartbeat", "10000000000", *FAST], "--heartbeat", no_setup),
+    ("search phi 1e-6", ["search", "--phi", "1e-6", *FAST], "--phi", no_setup),
+    ("empty FReLU stage list", ["search", "--variant", "frelu:", *FAST], "frelu: takes at least one stage", no_setup),
+    ("profile flgc:3", ["profile", "--variant", "flgc:3"], "divisible by 3", no_setup),
+    ("search flgc:1000", ["search", "--variant", "flgc:1000", *FAST], "divisible by 1000", no_setup),
+    ("flgc groups 1000", ["flgc", "--groups", "1000", "--profile-only", "--width", "0.25"], "by 1000", no_setup),
+    ("profile resolution 1e-9", ["profile", "--resolution", "1e-9"], "resolution multiplier", no_setup),
+    ("profile depth 1e-9", ["profile", "--depth", "1e-9"], "depth multiplier", no_setup),
+    ("search width 1e6", ["search", "--width", "1e6", *FAST], "--width", no_setup),
+    ("search empty base", ["search", "--base", "", *FAST], "--base ''", no_setup),
+    ("scale empty base", ["scale", *COEFFS, "--base", "", "--train-max-phi", "-1"], "--base ''", no_setup),
+    ("fused:99", ["profile", "--variant", "fused:99"], "cannot fuse 99", no_setup),
+    ("fused:x", ["profile", "--variant", "fused:x"], "whole number of stages", no_setup),
+    ("frelu n-trials -3", ["frelu", *COEFFS, "--n-trials", "-3", *TINY], "--n-trials", no_setup),
+    ("mysql without its driver", ["search", "--storage", "mysql://u@127.0.0.1/db", *FAST], "MySQLdb", no_setup),
+    (
+        "IDX header of 2^32-1 sizes",
+        ["search", "--data-dir", "data", *FAST],
+        f"implies {4 * 4 + (2**32 - 1) ** 3}",
+        idx_header_of_huge_sizes,
+    ),
+    (
+        "mnist in an empty folder, no download possible",
+        ["search", "--dataset", "mnist", "--data-dir", "empty", *FAST],
+        "mnist not found",
+        empty_folder,
+    ),
 ]
 CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
 
@@ -214,9 +319,9 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Comp
     )
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    """Every file under folder with its content."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file under folder with its content, and every folder (None)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 ALL_CASES = CASES + ([] if torch.cuda.is_available() else [CUDA_CASE])
@@ -245,7 +350,7 @@ def test_bad_input_is_one_line_exit_2(
     assert len(lines) == 1, err[-3000:]
     assert phrase in lines[0] and lines[0].startswith("scaler: error: "), lines[0]
     assert SECRET not in output
-    assert tree(tmp_path) == before, "a refused command wrote or changed files"
+    assert tree(tmp_path) == before, "a refused command wrote or changed files or folders"
     assert not Path("/tmp/scaler-escape").exists()
 
 
@@ -304,3 +409,59 @@ def test_search_whose_every_training_diverges_is_one_line_error(tmp_path: Path) 
     assert "Traceback" not in output, output[-4000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scaler: error: "), result.stderr[-4000:]
+
+
+def test_profile_only_scale_writes_its_cost_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    """`scale --train-max-phi -1` trains nothing: it profiles every phi and plots MACs against latency only."""
+    monkeypatch.chdir(tmp_path)
+    args = ["scale", *COEFFS, "--out", "p", "--phi", "0", "1", "--variant", "relu", "--train-max-phi", "-1"]
+    status, out, err = cli([*args, "--latency", "eager"])
+    assert status == 0, (out + err)[-3000:]
+    written = {path.name for path in (tmp_path / "studies" / "p").iterdir()}
+    assert {"scale.csv", "scale_summary.csv", "macs_vs_latency.png", "run.json"} <= written, written
+    assert not written & {"acc_vs_macs.png", "acc_vs_latency.png"}
+
+
+PERMISSION_CAPABILITIES = "-dac_override,-dac_read_search"
+
+
+def run_without_override(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m scaler.cli ARGS` in cwd, bound by file permissions: as root, without the capabilities that let root
+    write into any folder (setpriv), as a user would be."""
+    command = [sys.executable, "-m", "scaler.cli", *args]
+    if os.geteuid() == 0:
+        caps = PERMISSION_CAPABILITIES
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd, env=ENV)
+
+
+@pytest.mark.parametrize(
+    "locked,args,phrase",
+    [
+        ("studies", ["search", "--study", "x", *FAST], "cannot write the study folder studies/x (Permission denied"),
+        (
+            "studies",
+            ["scale", *COEFFS, "--out", "x", "--train-max-phi", "-1"],
+            "cannot write the study folder studies/x",
+        ),
+        ("locked", ["search", "--storage", "sqlite:///locked/s.db", *FAST], "cannot write the storage folder locked"),
+    ],
+    ids=["search in a read-only studies/", "scale in a read-only studies/", "storage in a read-only folder"],
+)
+def test_read_only_folders_are_one_line(locked: str, args: list[str], phrase: str) -> None:
+    """studies/ and a storage folder the user may not write: one line naming the path, exit 2, nothing written."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: root writes into read-only folders")
+    work = Path(tempfile.mkdtemp(prefix="scaler-readonly-"))
+    try:
+        (work / locked).mkdir()
+        (work / locked).chmod(0o555)
+        before = tree(work)
+        result = run_without_override(args, work)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+        assert len(lines) == 1 and phrase in lines[0], result.stderr[-3000:]
+        assert tree(work) == before
+    finally:
+        (work / locked).chmod(0o755)
+        shutil.rmtree(work, ignore_errors=True)

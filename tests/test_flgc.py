@@ -312,7 +312,7 @@ def test_deploy_pipeline_keeps_outputs() -> None:
     from scaler.nn.deploy import deploy
 
     torch.manual_seed(6)
-    model = build(small_spec(groups=3, duplicate=True))
+    model = build(small_spec(groups=4, duplicate=True))
     for layer in model.modules():
         if isinstance(layer, FLGCConv2d):
             perturb(layer)

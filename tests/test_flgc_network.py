@@ -30,7 +30,7 @@ def small_resnet(variant: str):
     return apply_variant(scale(base("resnet50", 3, 32, 10), 1.0, 0.25, 1.0), variant)
 
 
-@pytest.mark.parametrize("variant", ["flgc:4", "flgc-dup:3"])
+@pytest.mark.parametrize("variant", ["flgc:4", "flgc-dup:2"])
 def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
     torch.manual_seed(0)
     spec = small_resnet(variant)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaler.stats import bootstrap_p_best, paired_by_seed
+from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_by_seed
 
 
 def test_clear_winner_is_certain() -> None:
@@ -66,3 +66,11 @@ def test_paired_by_seed_uses_only_seeds_both_ran() -> None:
     assert diff.low < 0.02 < diff.high and diff.significant
     assert paired_by_seed(table, ("a", 1), ("c", 1)) is None  # one shared seed
     assert paired_by_seed(table, ("a", 1), ("z", 1)) is None
+
+
+def test_accuracy_interval_stays_within_zero_and_one() -> None:
+    """Two seeds far apart give a t interval wider than [0, 1]; an accuracy's ends are kept inside it."""
+    mean, low, high = accuracy_interval([0.99, 0.31])
+    assert mean == pytest.approx(0.65)
+    assert (low, high) == (0.0, 1.0)
+    assert mean_interval([0.99, 0.31])[2] > 1.0

@@ -14,31 +14,13 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
+from conftest import FAST
 from optuna.trial import FrozenTrial, TrialState
 
 from scaler.search import GridSearch, QueueStudy, SearchConfig, max_workers
 from scaler.train import TrainConfig
 
 BACKENDS = ["sqlite", "postgresql"]
-FAST = [
-    "--subset",
-    "300",
-    "--val-size",
-    "100",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--step",
-    "0.5",
-    "--ratio-tolerance",
-    "0.45",
-    "--confirm",
-    "1",
-    "--confirm-seeds",
-    "2",
-    "--no-progress",
-]
 KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.5, 0.12, 2
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 # measure_latency uses 2 threads in every worker: with OpenMP's default spin-waiting, oversubscribed cores make it ~70x slower.

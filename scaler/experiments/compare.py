@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from scaler.run import Log, Setup, evaluate_plan
 from scaler.scaling import compound
-from scaler.stats import mean_interval, paired_by_seed
+from scaler.stats import accuracy_interval, paired_by_seed
 
 DWR_WIDTH_EXPONENT = 0.8  # Dollár et al. 2021: FLOPs exponents e_w = 0.8, e_d = e_r = 0.1
 
@@ -63,7 +63,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     by_seed = frame.pivot_table(index="seed", columns=["rule", "factor"], values="test_acc")
     rows = []
     for (rule, factor), part in frame.groupby(["rule", "factor"], sort=False):
-        mean, low, high = mean_interval(part.test_acc.tolist())
+        mean, low, high = accuracy_interval(part.test_acc.tolist())
         row = {
             "rule": rule,
             "factor": factor,

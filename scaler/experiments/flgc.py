@@ -16,7 +16,7 @@ from torch import nn
 from scaler.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
 from scaler.run import Log, Setup, evaluate_model
 from scaler.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
-from scaler.stats import mean_interval, paired_by_seed
+from scaler.stats import accuracy_interval, mean_interval, paired_by_seed
 from scaler.train import recalibrated_accuracy
 from scaler.variants import apply_variant
 
@@ -244,7 +244,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     by_seed = frame.pivot_table(index="seed", columns=["arm", "groups"], values="test_acc")
     rows = []
     for (arm, groups), part in frame.groupby(["arm", "groups"], sort=False):
-        mean, low, high = mean_interval(part.test_acc.tolist())
+        mean, low, high = accuracy_interval(part.test_acc.tolist())
         row: dict[str, Any] = {
             "arm": arm,
             "groups": groups,

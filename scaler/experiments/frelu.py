@@ -17,7 +17,7 @@ from scaler.plots import pareto_mask
 from scaler.run import Cost, Log, Setup, evaluate, interleaved_costs
 from scaler.search import recording_interruptions
 from scaler.spec import NetSpec
-from scaler.stats import bootstrap_p_best, mean_interval, paired_difference
+from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
 from scaler.storage import GridExhausted, enqueue_missing, open_study
 from scaler.train import TrainingDiverged
 from scaler.variants import apply_variant
@@ -161,7 +161,7 @@ def summarise_masks(frame: pd.DataFrame) -> pd.DataFrame:
     accuracy up, latency down), cheapest first."""
     frame = frame.copy()
     accuracies = [list(values) for values in frame.val_accs]
-    intervals = [mean_interval(values) for values in accuracies]
+    intervals = [accuracy_interval(values) for values in accuracies]
     frame["seeds"] = [len(values) for values in accuracies]
     frame["val_acc"] = [mean for mean, _, _ in intervals]
     frame["acc_lo"] = [low for _, low, _ in intervals]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
 from scaler.scaling import compound
-from scaler.stats import mean_interval, paired_by_seed
+from scaler.stats import accuracy_interval, paired_by_seed
 
 
 def plan(
@@ -61,7 +61,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     steps = list(dict.fromkeys(frame.step))
     for index, step in enumerate(steps):
         part = frame[frame.step == step]
-        mean, low, high = mean_interval(part.test_acc.tolist())
+        mean, low, high = accuracy_interval(part.test_acc.tolist())
         row = {
             "step": step,
             "description": part.description.iloc[0],

@@ -9,9 +9,10 @@ import pandas as pd
 from scaler.extrapolate import extrapolate, held_out_error
 from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
 from scaler.scaling import compound
-from scaler.stats import mean_interval
+from scaler.stats import accuracy_interval
 
 SUMMARY_FIRST = ["variant", "phi", "resolution", "params", "macs", "macs_ratio", "target_ratio"]
+PLOTTED_COLUMNS = ["variant", "phi", "macs", "latency_ms", "latency_iqr_ms"]  # what `scaler plot` reads back
 FIT_COLUMNS = ["predicted_acc", "pred_lo", "pred_hi", "extrapolated", "fit", "at_bound"]
 
 
@@ -54,7 +55,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     for _, part in frame.groupby(["variant", "phi"], sort=False):
         first = part.iloc[0]
         accuracies = part.test_acc.dropna().tolist() if "test_acc" in part else []
-        mean, low, high = mean_interval(accuracies) if accuracies else (math.nan,) * 3
+        mean, low, high = accuracy_interval(accuracies) if accuracies else (math.nan,) * 3
         row = {column: first[column] for column in SUMMARY_FIRST if column in part}
         row |= {"latency_ms": first.latency_ms, "latency_iqr_ms": first.latency_iqr_ms, "seeds": len(accuracies)}
         row |= {"test_acc": mean, "acc_lo": low, "acc_hi": high}

@@ -66,14 +66,15 @@ def grouped_conv(stage: Stage, kernel: int = 1) -> Callable[[int, int, int], nn.
     groups = stage.groups
 
     def make(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+        if in_channels % groups or out_channels % groups:
+            raise SpecError(
+                f"{stage.grouping}:{groups} needs channels divisible by {groups}; a {stage.block} conv has "
+                f"{in_channels}->{out_channels}: choose a G that divides every width (e.g. 2, 4 or 8)"
+            )
         if stage.grouping == "flgc":
             from scaler.nn.flgc import FLGCConv2d
 
             return FLGCConv2d(in_channels, out_channels, groups, kernel, stride, stage.duplicate, stage.duplicate_top_k)
-        if in_channels % groups or out_channels % groups:
-            raise SpecError(
-                f"fixed:{groups} needs channels divisible by {groups}; a conv has {in_channels}->{out_channels}"
-            )
         return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
 
     return make
