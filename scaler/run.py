@@ -1,4 +1,5 @@
-"""The run layer under every command: RunConfig -> Setup -> evaluate() -> Row, and write() with a run.json."""
+"""The run layer under every command: RunConfig -> Setup -> evaluate() -> Row, and write() with a run.json
+(scaler.engine runs plans of them, resumably)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from scaler.scaling import scale
 from scaler.spec import NetSpec
 from scaler.storage import STUDIES_DIR, check_writable, redact_secrets, study_folder
 from scaler.tasks import DATASET_TASKS, Task
-from scaler.train import Progressive, TrainConfig, resolve_device, test_accuracy, train
+from scaler.train import TrainConfig, resolve_device, test_accuracy, train
 from scaler.variants import apply_variant
 from scaler.zoo import BASES
 from scaler.zoo import base as base_network
@@ -359,38 +360,10 @@ def planned_spec(base: NetSpec, point: Mapping[Any, Any]) -> NetSpec:
     return spec if multipliers == (1.0, 1.0, 1.0) else scale(spec, *multipliers)
 
 
-def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:
-    """Frame in, frame out: each planned (variant, depth, width, res_mult) of the setup's base, evaluated.
-
-    The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
-    an optional `seed` column trains with that seed. A network's cost is measured once, however many seeds.
-    """
-    missing = [c for c in PLAN_COLUMNS if c not in plan]
-    if missing:
-        raise ValueError(f"plan lacks columns {missing}")
-    rows = []
-    costs: dict[NetSpec, Cost] = {}
-    for point in plan.to_dict("records"):
-        spec = planned_spec(setup.spec, point)
-        config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
-        if config and point["progressive"]:
-            config = replace(setup.config.train, progressive=Progressive())
-        if config and pd.notna(point.get("seed", math.nan)):
-            config = replace(setup.config.train if config is True else config, seed=int(point["seed"]))
-        row = evaluate(spec, setup, config, description=point["label"], cost=costs.get(spec))
-        costs[spec] = row.cost()
-        rows.append(point | row.as_dict())
-        accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
-        log(
-            f"{point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, {row.latency_ms:.2f} ms, {accuracy}"
-        )
-    return pd.DataFrame(rows)
-
-
 def retime_interleaved(
     frame: pd.DataFrame, setup: Setup, keys: list[str], form: str, rounds: int = 30, log: Log = print
 ) -> pd.DataFrame:
-    """`frame` from evaluate_plan with latency_ms, latency_iqr_ms and latency_form replaced: every planned network
+    """`frame` from engine.evaluate_plan with latency_ms, latency_iqr_ms and latency_form replaced: every planned network
     (rows that share `keys` are one network) timed again, all interleaved, in `form`."""
     networks = frame.drop_duplicates(keys).to_dict("records")
     log(f"timing {len(networks)} networks interleaved ({form}, {rounds} rounds)")

@@ -23,6 +23,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from scaler.engine import interruption, recording_interruptions
 from scaler.errors import RunFailed, UserError
 from scaler.grid import CONTROL, Candidate, Network, control_network, space
 from scaler.guard import check_fits
@@ -306,26 +307,6 @@ class TrialBudget:
         with self.remaining.get_lock():
             if self.remaining.value >= 0:
                 self.remaining.value += 1
-
-
-def interruption(error: BaseException) -> str:
-    """How a trial stopped from outside is recorded: it is not final, its job is queued again."""
-    return redact(f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ")) + " (queued again)"
-
-
-def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
-    """The objective, marking a trial stopped from outside (signal, crash) so that its job is queued again."""
-
-    def recorded(trial: optuna.Trial) -> Any:
-        try:
-            return objective(trial)
-        except TrainingDiverged:
-            raise
-        except BaseException as error:
-            trial.set_user_attr(INTERRUPTED, interruption(error))
-            raise
-
-    return recorded
 
 
 class GridSearch:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scaler.engine import evaluate_plan
 from scaler.errors import UserError
 from scaler.run import (
     RunConfig,
     evaluate,
-    evaluate_plan,
     interleaved_costs,
     latency_form_of,
     measure,

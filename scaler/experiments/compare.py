@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scaler.run import Log, Setup, evaluate_plan
+from scaler.engine import evaluate_plan
+from scaler.run import Log, Setup
 from scaler.scaling import compound
 from scaler.stats import accuracy_interval, paired_by_seed
 

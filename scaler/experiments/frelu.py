@@ -12,10 +12,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from scaler.engine import recording_interruptions
 from scaler.errors import UserError
 from scaler.plots import pareto_mask
 from scaler.run import Cost, Log, Setup, evaluate, interleaved_costs
-from scaler.search import recording_interruptions
 from scaler.spec import NetSpec
 from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
 from scaler.storage import GridExhausted, enqueue_missing, open_study

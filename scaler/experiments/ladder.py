@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
+from scaler.engine import evaluate_plan
+from scaler.run import Log, Setup, retime_interleaved
 from scaler.scaling import compound
 from scaler.stats import accuracy_interval, paired_by_seed
 

@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
+from scaler.engine import evaluate_plan
 from scaler.extrapolate import extrapolate, held_out_error
-from scaler.run import Log, Setup, evaluate_plan, retime_interleaved
+from scaler.run import Log, Setup, retime_interleaved
 from scaler.scaling import compound
 from scaler.stats import accuracy_interval
 

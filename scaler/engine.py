@@ -1,0 +1,255 @@
+"""The engine: every planned run is a job in one resumable store, claimed once, re-queued when interrupted."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
+
+from scaler.errors import RunFailed
+from scaler.run import PLAN_COLUMNS, Cost, Log, Row, Setup, evaluate, planned_spec
+from scaler.spec import NetSpec
+from scaler.storage import (
+    INTERRUPTED,
+    GridExhausted,
+    holds_its_point,
+    open_study,
+    redact,
+    redact_secrets,
+    sqlite_path,
+    study_lock,
+)
+from scaler.train import Progressive, TrainConfig, TrainingDiverged
+
+STORE = "runs.db"
+JOB = "job"  # user attribute naming the planned run a trial is for
+ROW = "row"  # user attribute holding what the run measured
+HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
+UNFINGERPRINTED = ("argv", "progress", "folder")
+UNFINGERPRINTED_TRAIN = ("threads", "device", "seed")
+
+
+def interruption(error: BaseException) -> str:
+    """How a trial stopped from outside is recorded: it is not final, its job is queued again."""
+    return redact(f"{type(error).__name__}: {str(error)[:200]}".rstrip(": ")) + " (queued again)"
+
+
+def recording_interruptions(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+    """The objective, marking a trial stopped from outside (signal, crash) so that its job is queued again."""
+
+    def recorded(trial: optuna.Trial) -> Any:
+        try:
+            return objective(trial)
+        except TrainingDiverged:
+            raise
+        except BaseException as error:
+            trial.set_user_attr(INTERRUPTED, interruption(error))
+            raise
+
+    return recorded
+
+
+def store_url(folder: Path) -> str:
+    """sqlite:///<folder>/runs.db: the store of a command's planned runs, beside its results."""
+    return f"sqlite:///{folder / STORE}"
+
+
+def fingerprint(setup: Setup) -> str:
+    """What makes two commands' runs interchangeable: the command, base, data and how every network is trained
+    and measured (not where the output goes, how many threads, or the training seed, which each job names)."""
+    config = setup.config.to_json()
+    kept = {key: value for key, value in config.items() if key not in UNFINGERPRINTED}
+    kept["train"] = {key: value for key, value in config["train"].items() if key not in UNFINGERPRINTED_TRAIN}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def job_key(point: Mapping[str, Any]) -> str:
+    """A planned run's identity: its row of the plan as canonical JSON (a missing seed is null)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    return json.dumps({key: plain(value) for key, value in point.items()}, sort_keys=True)
+
+
+def seed_of(point: Mapping[str, Any], setup: Setup) -> int | None:
+    """The seed a planned point trains with: its own, else the run's; None when it does not train."""
+    if not point["train"]:
+        return None
+    seed = point.get("seed", math.nan)
+    return setup.config.seed if seed is None or pd.isna(seed) else int(seed)
+
+
+def training_of(point: Mapping[str, Any], setup: Setup) -> TrainConfig | bool:
+    """How a planned point trains: not at all, with the run's config, progressively, and with its own seed."""
+    config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
+    if config and point["progressive"]:
+        config = replace(setup.config.train, progressive=Progressive())
+    if config and pd.notna(point.get("seed", math.nan)):
+        config = replace(setup.config.train if config is True else config, seed=int(point["seed"]))
+    return config
+
+
+def row_of(record: Mapping[str, Any]) -> Row:
+    """A Row back from what a trial stored (missing values are NaN, as `Row.record` left them out)."""
+    names = {item.name for item in fields(Row)}
+    values = {key: value for key, value in record.items() if key in names}
+    return Row(**values | {"val_curve": tuple(values.get("val_curve", ()))})
+
+
+class PlanRun:
+    """One command's plan in its store: queue what no trial holds, run the queue, read the rows back in plan order."""
+
+    def __init__(self, plan: pd.DataFrame, setup: Setup, log: Log = print, storage: str | None = None) -> None:
+        missing = [c for c in PLAN_COLUMNS if c not in plan]
+        if missing:
+            raise ValueError(f"plan lacks columns {missing}")
+        self.points: list[dict[str, Any]] = [{str(k): v for k, v in point.items()} for point in plan.to_dict("records")]
+        self.keys = [job_key(point | {"seed": seed_of(point, setup)}) for point in self.points]
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("plan rows must be distinct: two rows name the same run")
+        self.setup, self.log = setup, log
+        self.url = storage or store_url(setup.folder)
+        self.name = f"{setup.config.command}-{fingerprint(setup)}"
+        self.costs: dict[NetSpec, Cost] = {}
+
+    def open(self) -> optuna.Study:
+        """The plan's study, created on first use, with the config it was made with (no password)."""
+        study = open_study(self.url, self.name, create=True, heartbeat=HEARTBEAT)
+        if "config" not in study.user_attrs:
+            study.set_user_attr("config", redact_secrets(self.setup.config.to_json()))
+        return study
+
+    def enqueue_missing(self, study: optuna.Study) -> int:
+        """Queue every planned run no trial holds yet (interrupted ones again), under the study's lock; how many."""
+        with study_lock(self.url, study.study_name):
+            held = {t.user_attrs.get(JOB) for t in study.get_trials(deepcopy=False) if holds_its_point(t)}
+            missing = [key for key in self.keys if key not in held]
+            for key in missing:
+                study.enqueue_trial({}, user_attrs={JOB: key}, skip_if_exists=False)
+        return len(missing)
+
+    def finished(self, study: optuna.Study) -> dict[str, Row]:
+        """The row of every finished run of the study, by job."""
+        return {
+            t.user_attrs[JOB]: row_of(t.user_attrs[ROW])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if ROW in t.user_attrs
+        }
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """Evaluate the planned run a claimed trial holds; its test accuracy (0 when it only measures: Optuna fails NaN)."""
+        key = trial.user_attrs[JOB]
+        point = json.loads(key)
+        spec = planned_spec(self.setup.spec, point)
+        row = evaluate(
+            spec, self.setup, training_of(point, self.setup), description=point["label"], cost=self.costs.get(spec)
+        )
+        self.costs[spec] = row.cost()
+        trial.set_user_attr(ROW, row.record() | {"val_curve": list(row.val_curve)})
+        accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
+        self.log(
+            f"{point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, "
+            f"{row.latency_ms:.2f} ms, {accuracy}"
+        )
+        return row.test_acc if row.trained and not math.isnan(row.test_acc) else 0.0
+
+    def run(self) -> pd.DataFrame:
+        """Every planned run, from the store where it finished before, else evaluated now; the plan's columns first."""
+        with removed_if_left_empty(self.url):
+            study = self.open()
+            done = self.finished(study)
+            for point, key in zip(self.points, self.keys):
+                if key in done:
+                    self.costs.setdefault(planned_spec(self.setup.spec, point), done[key].cost())
+            queued = self.enqueue_missing(study)
+            if done or queued:
+                self.log(f"{len(done)} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
+            drain(study, recording_interruptions(self.objective))
+            done = self.finished(study)
+        lost = [json.loads(key)["label"] for key in self.keys if key not in done]
+        if lost:
+            raise RunFailed(f"{len(lost)} planned run(s) did not finish ({', '.join(lost[:3])}); rerun the command")
+        return pd.DataFrame([point | done[key].as_dict() for point, key in zip(self.points, self.keys)])
+
+
+def drain(study: optuna.Study, objective: Callable[[optuna.Trial], Any]) -> int:
+    """Claim and run queued trials until none waits and none runs elsewhere; how many this process ran.
+
+    A trial that raises is failed by Optuna and the error goes on up (an interruption was recorded by the objective,
+    so the next run queues its job again); a trial another process left running is failed once its heartbeat stops.
+    """
+    ran = 0
+    while True:
+        try:
+            study.optimize(objective, n_trials=1)
+        except GridExhausted:
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            if TrialState.RUNNING not in states:
+                return ran
+            time.sleep(HEARTBEAT / 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            continue
+        ran += 1
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(url: str) -> Iterator[None]:
+    """Remove an SQLite store this block created (and the folders made for it) if the block fails before any run
+    finished in it: a refused or failed command leaves nothing behind, a cut one keeps what it finished."""
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        yield
+        return
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        if not has_finished_trials(url):
+            for leftover in (path, Path(f"{path}.lock"), Path(f"{path}-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
+def has_finished_trials(url: str) -> bool:
+    """Whether an SQLite store holds any finished trial (False when it cannot be read)."""
+    import sqlite3
+
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return bool(db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
+def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print, storage: str | None = None) -> pd.DataFrame:
+    """Frame in, frame out: each planned (variant, depth, width, res_mult[, seed]) of the setup's base, evaluated
+    once and kept in the run's store, so that a rerun of the same command goes on where the last one stopped.
+
+    The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
+    an optional `seed` column trains with that seed. A network's cost is measured once, however many seeds.
+    """
+    return PlanRun(plan, setup, log, storage).run()

@@ -1,0 +1,162 @@
+"""The engine: a plan's runs are jobs in one store, so a rerun goes on where an interrupted one stopped."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import scaler.engine as engine
+from scaler.engine import JOB, PlanRun, evaluate_plan, fingerprint
+from scaler.run import RunConfig, Setup, setup
+from scaler.storage import INTERRUPTED
+from scaler.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_setup(folder: Path, epochs: int = 1) -> Setup:
+    """MobileNet x0.25 on 200 real Fashion-MNIST images, writing into `folder`."""
+    config = RunConfig(
+        command="test",
+        width=0.25,
+        subset=200,
+        val_size=100,
+        test_size=200,
+        train=TrainConfig(epochs=epochs, batch_size=64),
+        folder=folder,
+        latency_runs=3,
+        progress=False,
+    )
+    return setup(config)
+
+
+def plan(seeds: list[int]) -> pd.DataFrame:
+    """The base measured once, and the base and a wider network trained on every seed."""
+    rows = [{"label": "base", "variant": "relu", "width": 1.0, "train": False, "seed": math.nan}]
+    for seed in seeds:
+        rows += [
+            {"label": f"base seed {seed}", "variant": "relu", "width": 1.0, "train": True, "seed": float(seed)},
+            {"label": f"wide seed {seed}", "variant": "relu", "width": 1.5, "train": True, "seed": float(seed)},
+        ]
+    return pd.DataFrame(rows).assign(depth=1.0, res_mult=1.0, progressive=False)
+
+
+def quiet(line: str) -> None:
+    """Drop a log line."""
+
+
+def test_a_rerun_reads_every_finished_run_back_and_a_longer_plan_runs_only_the_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same plan twice: nothing is evaluated again and the frame is the same; one more seed runs two more jobs."""
+    run = tiny_setup(tmp_path / "study")
+    first = evaluate_plan(plan([0]), run, quiet)
+    assert (tmp_path / "study" / "runs.db").is_file()
+    assert list(first.columns[:8]) == list(plan([0]).columns)
+    calls: list[str] = []
+    real = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k))
+    again = evaluate_plan(plan([0]), run, quiet)
+    assert calls == []
+    pd.testing.assert_frame_equal(again, first)
+    more = evaluate_plan(plan([0, 1]), run, quiet)
+    assert calls == ["base seed 1", "wide seed 1"]
+    pd.testing.assert_frame_equal(more.iloc[:3].reset_index(drop=True), first)
+
+
+def test_an_interrupted_run_is_queued_again_and_finishes_as_if_never_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the second job: it is recorded as interrupted; the rerun evaluates it and the jobs after it, and
+    the frame equals an uninterrupted run's (same seeds, same images)."""
+    whole = evaluate_plan(plan([0]), tiny_setup(tmp_path / "whole"), quiet)
+    run = tiny_setup(tmp_path / "cut")
+    real = engine.evaluate
+    calls: list[str] = []
+
+    def interrupting(spec, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["description"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_plan(plan([0]), run, quiet)
+    study = optuna.load_study(study_name=PlanRun(plan([0]), run).name, storage=engine.store_url(run.folder))
+    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "KeyboardInterrupt" in failed[0].user_attrs[INTERRUPTED]
+    calls.clear()
+    monkeypatch.setattr(engine, "evaluate", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k))
+    resumed = evaluate_plan(plan([0]), run, quiet)
+    assert len(calls) == 2
+    columns = ["label", "macs", "params", "val_acc", "test_acc", "epochs"]
+    pd.testing.assert_frame_equal(resumed[columns], whole[columns])
+
+
+def test_other_training_settings_are_another_study_in_the_same_store(tmp_path: Path) -> None:
+    """A plan rerun with more epochs does not reuse the 1-epoch runs; the training seed and the folder do not count."""
+    one, two = tiny_setup(tmp_path / "s"), tiny_setup(tmp_path / "s", epochs=2)
+    assert fingerprint(one) != fingerprint(two)
+    moved = tiny_setup(tmp_path / "elsewhere")
+    assert fingerprint(one) == fingerprint(moved)
+
+
+def test_a_plan_naming_one_run_twice_is_refused(tmp_path: Path) -> None:
+    """Two identical rows would be one job: refused before anything is written."""
+    run = tiny_setup(tmp_path / "dup")
+    with pytest.raises(ValueError, match="distinct"):
+        PlanRun(pd.concat([plan([0]), plan([0]).iloc[:1]]), run)
+    assert not (tmp_path / "dup").exists()
+
+
+def test_sigterm_mid_scale_then_rerun_finishes_every_run_once(tmp_path: Path) -> None:
+    """`scaler scale` stopped by SIGTERM during its trainings exits 143; the same command again finishes, and the
+    store holds each planned run completed exactly once."""
+    args = ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "cut", "--phi", "0", "1"]
+    args += ["--variant", "relu", "--train-max-phi", "1", "--seeds", "2", "--latency", "eager", "--width", "0.25"]
+    args += ["--subset", "2000", "--val-size", "100", "--test-size", "200", "--epochs", "2", "--no-progress"]
+    command = [sys.executable, "-m", "scaler.cli", *args]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    store = tmp_path / "studies" / "cut" / "runs.db"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (store.exists() and finished(store) >= 1):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, (out + err)[-3000:]
+    assert 1 <= finished(store) < 4
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "planned runs already in" in result.stdout
+    study = optuna.load_study(
+        study_name=optuna.get_all_study_names(f"sqlite:///{store}")[0], storage=f"sqlite:///{store}"
+    )
+    complete = [t.user_attrs[JOB] for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == len(set(complete)) == 4
+    summary = pd.read_csv(tmp_path / "studies" / "cut" / "scale_summary.csv")
+    assert summary.seeds.tolist() == [2, 2]
+
+
+def finished(store: Path) -> int:
+    """Completed trials in an SQLite store (0 while it is being created)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+            return int(db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
