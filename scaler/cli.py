@@ -569,11 +569,11 @@ def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
 
 def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
     """scaler frelu: which stages get FReLU, over paired seeds: Pareto front, stage effects, a recommendation."""
-    from scaler.experiments.frelu import frelu_masks, recommend, stage_effects
+    from scaler.engine import store_url
+    from scaler.experiments.frelu import chosen_masks, frelu_masks, recommend, stage_effects
     from scaler.plots import frelu_figure
     from scaler.run import setup, write
-    from scaler.scaling import scale
-    from scaler.storage import default_url, redact
+    from scaler.storage import check_url, redact
 
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1 (got {args.n_trials}); leave it out to evaluate every mask")
@@ -581,11 +581,13 @@ def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
         raise UserError(f"--at-phi must be a finite number >= 0 (got {args.at_phi})")
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv, latency_runs=30)
+    if args.storage:
+        check_url(args.storage)
     run = setup(config)
-    name = f"{config.folder.name}-frelu-phi{args.at_phi:g}"
-    storage = args.storage or default_url(name)
-    spec = scale(run.spec, *compound(*coefficients, args.at_phi))
-    frame = frelu_masks(spec, run, storage, name, args.n_trials, args.latency, seeds)
+    storage = args.storage or store_url(run.folder)
+    masks = chosen_masks(len(run.spec.stages), args.n_trials, args.seed)
+    multipliers = compound(*coefficients, args.at_phi)
+    frame = frelu_masks(run, masks, seeds, multipliers, args.latency, storage=storage)
     effects = stage_effects(frame)
     front, verdict = recommend(frame)
     frames = {"frelu": frame, "frelu_effects": effects, "frelu_front": front}
@@ -836,8 +838,12 @@ def make_parser() -> Parser:
     add_experiment_args(p, epochs=2, subset=3000)
     p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
     add_decision_args(p, "mask")
-    p.add_argument("--n-trials", type=int, help="masks to evaluate (default: all when <= 64, else 40 by NSGA-II)")
-    p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<name>-frelu-phiN/study.db)")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        help="masks to evaluate (default: all when <= 64, else 40): ReLU and FReLU everywhere, the rest at random",
+    )
+    p.add_argument("--storage", help="Optuna RDB URL of the runs (default sqlite:///studies/<name>/runs.db)")
     p.set_defaults(func=cmd_frelu)
 
     p = sub.add_parser("ladder", help="MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU")

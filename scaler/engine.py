@@ -156,17 +156,22 @@ class PlanRun:
         key = trial.user_attrs[JOB]
         point = json.loads(key)
         spec = planned_spec(self.setup.spec, point)
-        row = evaluate(
-            spec, self.setup, training_of(point, self.setup), description=point["label"], cost=self.costs.get(spec)
-        )
+        training = training_of(point, self.setup)
+        test, form = bool(point.get("test", True)), str(point.get("form", "eager"))
+        cost = self.costs.get(spec)
+        row = evaluate(spec, self.setup, training, description=point["label"], cost=cost, test=test, form=form)
         self.costs[spec] = row.cost()
         trial.set_user_attr(ROW, row.record() | {"val_curve": list(row.val_curve)})
-        accuracy = f"test_acc {row.test_acc:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
+        accuracy = "not trained"
+        if row.trained:
+            name, value = ("test_acc", row.test_acc) if test else ("val_acc", row.val_acc)
+            accuracy = f"{name} {value:.4f}, {row.train_seconds:.0f} s"
         self.log(
             f"{point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, "
             f"{row.latency_ms:.2f} ms, {accuracy}"
         )
-        return row.test_acc if row.trained and not math.isnan(row.test_acc) else 0.0
+        accuracy_value = row.test_acc if test else row.val_acc
+        return accuracy_value if row.trained and not math.isnan(accuracy_value) else 0.0
 
     def run(self) -> pd.DataFrame:
         """Every planned run, from the store where it finished before, else evaluated now; the plan's columns first."""
@@ -250,6 +255,8 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print, storage: s
     once and kept in the run's store, so that a rerun of the same command goes on where the last one stopped.
 
     The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
-    an optional `seed` column trains with that seed. A network's cost is measured once, however many seeds.
+    an optional `seed` column trains with that seed, an optional `test` False leaves the test split unlooked at
+    (selection runs), an optional `form` measures the cost in that form (eager by default). A network's cost is
+    measured once, however many seeds.
     """
     return PlanRun(plan, setup, log, storage).run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from notebook_runner import run_notebook
 
 from scaler.cli import main
+from scaler.experiments.frelu import chosen_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [  # width 0.25: at 32 px the /8 layout makes the full-width network's phi = 2 costly to train and time
@@ -121,13 +123,28 @@ def test_frelu_writes_pareto_front(study: Path) -> None:
     assert (study / "frelu_pareto.png").stat().st_size > 0
 
 
-def test_frelu_study_refuses_other_seeds(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Resuming a mask study with different seeds would mix unpaired runs: one line, exit 2, nothing rewritten."""
-    monkeypatch.chdir(study.parent.parent)
-    before = (study / "frelu.csv").read_bytes()
+def test_frelu_rerun_with_one_more_seed_trains_only_that_seed(
+    study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mask study's runs live in the engine's store: rerun with --seeds 3, the 8 finished (mask, seed) runs are
+    read back and only seed 2's four are trained; the first two seeds' accuracies are unchanged."""
+    shutil.copytree(study, tmp_path / "studies" / "tiny")
+    monkeypatch.chdir(tmp_path)
     args = ["frelu", *COEFFS, "--out", "tiny", "--n-trials", "4", "--seeds", "3", "--latency", "folded", *TINY]
-    assert main(args) == 2
-    assert (study / "frelu.csv").read_bytes() == before
+    assert main(args) == 0
+    assert "8 of 12 planned runs already in" in capsys.readouterr().out
+    before = pd.read_csv(study / "frelu.csv", dtype={"mask": str}).set_index("mask")
+    after = pd.read_csv(tmp_path / "studies" / "tiny" / "frelu.csv", dtype={"mask": str}).set_index("mask")
+    assert sorted(after.index) == sorted(before.index) and (after.seeds == 3).all()
+    for mask in before.index:
+        assert after.val_accs[mask].split()[:2] == before.val_accs[mask].split()
+
+
+def test_frelu_masks_beyond_the_limit_are_drawn_with_both_ends() -> None:
+    """Past 64 masks (or with --n-trials), ReLU and FReLU everywhere are always in, the rest seeded at random."""
+    masks = chosen_masks(7, None, seed=0)
+    assert len(masks) == 40 and {"0000000", "1111111"} <= set(masks) and masks == chosen_masks(7, None, seed=0)
+    assert len(chosen_masks(5, None, seed=0)) == 32 and chosen_masks(5, 1, seed=0) == ["00000"]
 
 
 def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,29 +1,23 @@
-"""`scaler frelu`: which stages get FReLU, as a two-objective Optuna study over per-stage masks."""
+"""`scaler frelu`: which stages get FReLU: every per-stage mask trained on paired seeds, timed interleaved."""
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
-import optuna
 import pandas as pd
-from optuna.trial import TrialState
 
-from scaler.engine import recording_interruptions
-from scaler.errors import UserError
+from scaler.engine import evaluate_plan
 from scaler.plots import pareto_mask
-from scaler.run import Cost, Log, Setup, evaluate, interleaved_costs
-from scaler.spec import NetSpec
+from scaler.run import Log, Setup, interleaved_costs
+from scaler.scaling import scale
 from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
-from scaler.storage import GridExhausted, enqueue_missing, open_study
-from scaler.train import TrainingDiverged
 from scaler.variants import apply_variant
 
 EFFECT_COLUMNS = ["stage", "d_val_acc", "d_val_acc_lo", "d_val_acc_hi", "significant", "d_latency_ms", "latency_ratio"]
-TRIAL_COLUMNS = ("mask", "variant", "val_accs", "macs", "params", "train_seconds")
 MASK_COLUMNS = (
     "mask",
     "variant",
@@ -53,102 +47,81 @@ def all_masks(stages: int) -> list[str]:
     return [format(i, f"0{stages}b") for i in range(2**stages)]
 
 
+def chosen_masks(stages: int, n_trials: int | None, seed: int, exhaustive_limit: int = 64) -> list[str]:
+    """Every per-stage mask when there are at most `exhaustive_limit` (or `n_trials` is not below their number);
+    else `n_trials` of them (40 by default): ReLU everywhere, FReLU everywhere, and the rest drawn at random (seeded)."""
+    masks = all_masks(stages)
+    wanted = n_trials if n_trials is not None else (None if len(masks) <= exhaustive_limit else 40)
+    if wanted is None or wanted >= len(masks):
+        return masks
+    ends = ["0" * stages, "1" * stages][:wanted]
+    rest = [mask for mask in masks if mask not in ends]
+    random.Random(seed).shuffle(rest)
+    return sorted(ends + rest[: wanted - len(ends)])
+
+
+def plan(
+    masks: list[str], seeds: Sequence[int], multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> pd.DataFrame:
+    """Every mask on every seed (seed-major, so that a cut study has whole seeds), the network scaled by
+    `multipliers` (depth, width, resolution); validation only: the test split is not looked at while choosing."""
+    depth, width, res_mult = multipliers
+    return pd.DataFrame(
+        [
+            {
+                "label": f"mask {mask} seed {seed}",
+                "mask": mask,
+                "variant": mask_variant(mask),
+                "seed": seed,
+                "depth": depth,
+                "width": width,
+                "res_mult": res_mult,
+                "train": True,
+                "progressive": False,
+                "test": False,
+                "form": "folded",  # counted as deployed (BN folded); compiled and timed once, at the end
+            }
+            for seed in seeds
+            for mask in masks
+        ]
+    )
+
+
 def frelu_masks(
-    spec: NetSpec,
     setup: Setup,
-    storage_url: str,
-    study_name: str,
-    n_trials: int | None = None,
-    latency_form: str = "deployed",
+    masks: list[str],
     seeds: Sequence[int] = (0, 1, 2),
-    exhaustive_limit: int = 64,
+    multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    latency_form: str = "deployed",
     latency_rounds: int = 30,
+    storage: str | None = None,
     log: Log = print,
 ) -> pd.DataFrame:
-    """Maximise mean validation accuracy over `seeds` and minimise latency over FReLU masks of `spec`'s stages.
-
-    A trial is one mask trained on every seed (paired across masks). Every mask is queued when there are at most
-    `exhaustive_limit`; otherwise NSGA-II proposes them, guided by each trial's own (uncompiled) latency. At the
-    end every finished mask is timed again, all interleaved in `latency_form`, and the Pareto front is taken on
-    mean accuracy and that latency.
-    """
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    """Mean validation accuracy over `seeds` and latency of each FReLU mask of the setup's network (scaled by
+    `multipliers`): every (mask, seed) is one run of the engine, so an interrupted study goes on where it stopped;
+    at the end every mask is timed again, all interleaved in `latency_form`, and the Pareto front is taken on mean
+    accuracy and that latency."""
     seeds = list(seeds)
-    stages = len(spec.stages)
-    exhaustive = 2**stages <= exhaustive_limit
-    seed = setup.config.seed
-    sampler = optuna.samplers.RandomSampler(seed=seed) if exhaustive else optuna.samplers.NSGAIISampler(seed=seed)
-    study = open_study(
-        storage_url, study_name, create=True, directions=("maximize", "minimize"), sampler=sampler, queue=exhaustive
-    )
-    stored = study.user_attrs.get("seeds")
-    if stored is None:
-        study.set_user_attr("seeds", seeds)
-    elif list(stored) != seeds:
-        raise UserError(
-            f"study {study_name!r} trained every mask on seeds {list(stored)}, not {seeds}; pass the same --seeds "
-            "or another --storage"
+    runs = evaluate_plan(plan(masks, seeds, multipliers), setup, log, storage)
+    rows = []
+    for mask, part in runs.groupby("mask", sort=True):
+        part = part.set_index("seed").loc[seeds]
+        first = part.iloc[0]
+        rows.append(
+            {
+                "mask": mask,
+                "variant": first.variant,
+                "val_accs": part.val_acc.tolist(),
+                "macs": first.macs,
+                "params": first.params,
+                "train_seconds": round(float(part.train_seconds.sum()), 2),
+            }
         )
-    costs: dict[str, Cost] = {}
-
-    @recording_interruptions
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        if exhaustive:
-            mask = trial.suggest_categorical("mask", all_masks(stages))
-        else:
-            mask = "".join(str(trial.suggest_categorical(f"stage{i}", [0, 1])) for i in range(1, stages + 1))
-        variant = mask_variant(mask)
-        rows = []
-        for run_seed in seeds:
-            try:
-                row = evaluate(
-                    apply_variant(spec, variant),
-                    setup,
-                    replace(setup.config.train, seed=run_seed),
-                    form="folded" if latency_form == "deployed" else latency_form,  # compiled once, at the end
-                    test=False,
-                    cost=costs.get(mask),
-                    description=f"mask {mask} seed {run_seed}",
-                )
-            except TrainingDiverged as error:
-                log(f"mask {mask} ({variant}) seed {run_seed} failed: {error}")
-                trial.set_user_attr("failure", str(error))
-                raise
-            costs[mask] = row.cost()
-            rows.append(row)
-        accuracies = [row.val_acc for row in rows]
-        record = rows[0].record() | {
-            "mask": mask,
-            "variant": variant,
-            "val_accs": accuracies,
-            "val_acc": statistics.fmean(accuracies),
-            "train_seconds": round(sum(row.train_seconds for row in rows), 2),
-        }
-        for key, value in record.items():
-            trial.set_user_attr(key, value)
-        log(
-            f"mask {mask} ({variant}): val_acc {statistics.fmean(accuracies):.4f} over seeds {seeds} "
-            f"({' '.join(f'{a:.4f}' for a in accuracies)}), latency {rows[0].latency_ms:.2f} ms ({rows[0].latency_form}), "
-            f"{rows[0].macs / 1e6:.2f} M MACs"
-        )
-        return statistics.fmean(accuracies), rows[0].latency_ms
-
-    if exhaustive:
-        enqueue_missing(study, storage_url, "mask", all_masks(stages))
-        try:
-            study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,))
-        except GridExhausted:
-            pass
-    else:
-        study.optimize(objective, n_trials=n_trials or 40, catch=(TrainingDiverged,))
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not trials:
-        raise UserError(f"no FReLU mask of study {study_name!r} finished training (see the failures above); lower --lr")
-    frame = pd.DataFrame([{k: t.user_attrs.get(k) for k in TRIAL_COLUMNS} for t in trials])
-    frame = frame.drop_duplicates("mask", keep="last").reset_index(drop=True)
+    frame = pd.DataFrame(rows)
     log(f"timing {len(frame)} masks interleaved ({latency_form}, {latency_rounds} rounds)")
+    base = setup.spec if multipliers == (1.0, 1.0, 1.0) else scale(setup.spec, *multipliers)
     latency = interleaved_costs(
-        {mask: apply_variant(spec, mask_variant(mask)) for mask in frame["mask"]}, latency_form, rounds=latency_rounds
+        {mask: apply_variant(base, mask_variant(mask)) for mask in frame["mask"]}, latency_form, rounds=latency_rounds
     )
     frame["latency_ms"] = [latency[mask][0] for mask in frame["mask"]]
     frame["latency_iqr_ms"] = [latency[mask][1] for mask in frame["mask"]]
