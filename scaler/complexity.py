@@ -125,9 +125,12 @@ def interleaved_latency(
     rounds: int = 30,
     warmup: int = 3,
     threads: int = DEFAULT_THREADS,
+    progress: bool = False,
 ) -> dict[K, list[float]]:
     """Wall times in ms of one batch-1 forward pass per model per round, the models in a rotated order each round,
     so that a shared machine's drift falls on all of them alike; `input_shape` is shared or given per model."""
+    from tqdm import tqdm
+
     names = list(models)
     shapes = input_shape if isinstance(input_shape, Mapping) else dict.fromkeys(names, input_shape)
     inputs = {name: _example(model, shapes[name], 1) for name, model in models.items()}
@@ -135,7 +138,8 @@ def interleaved_latency(
     with torch_threads(threads):
         for model in models.values():
             model.eval()
-        for round_ in range(warmup + rounds):
+        bar = tqdm(range(warmup + rounds), desc=f"timing {len(names)} networks", disable=not progress, leave=False)
+        for round_ in bar:
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 start = time.perf_counter()
                 models[name](inputs[name])

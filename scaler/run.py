@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -13,7 +14,7 @@ import shlex
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,36 @@ Log = Callable[[str], None]
 LATENCY_FORMS = ("eager", "deployed", "folded")
 RUN_JSON = "run.json"
 RECORDED_PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "numpy", "pandas", "scipy", "matplotlib")
+
+
+PHASES = ("building", "training", "testing", "counting", "compiling", "timing")
+
+
+class Stopwatch:
+    """Where a command's time goes: seconds per phase of this process, written into run.json."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time the block takes to `name`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def reset(self) -> None:
+        """Start counting again (a new command in the same process)."""
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    def report(self) -> dict[str, float]:
+        """Seconds per phase, rounded."""
+        return {name: round(seconds, 1) for name, seconds in self.seconds.items()}
+
+
+STOPWATCH = Stopwatch()
 
 
 @dataclass(frozen=True)
@@ -140,6 +171,7 @@ def setup(config: RunConfig, data: bool = True) -> Setup:
     """Build the base spec, check that the run's folder can be written, and load the data when the run trains."""
     spec = config.base_spec()
     check_writable(config.folder, "the study folder")
+    STOPWATCH.reset()
     return Setup(config, spec, config.load_dataset() if data else None, time.time())
 
 
@@ -200,25 +232,39 @@ def latency_form_of(spec: NetSpec, form: str, model: nn.Module | None = None) ->
 
     if form not in LATENCY_FORMS:
         raise UserError(f"unknown latency form {form!r}; choose from {', '.join(LATENCY_FORMS)}")
-    model = build(spec).eval() if model is None else cpu_copy(model)
+    with STOPWATCH.phase("building"):
+        model = build(spec).eval() if model is None else cpu_copy(model)
     if form == "eager":
         return model
     if form == "folded":
         return deploy(model, shifts=False, compile=False)
-    timed = deploy(model)
-    with torch.no_grad():
-        timed(torch.randn(1, *spec.input_shape))
+    with STOPWATCH.phase("compiling"):
+        timed = deploy(model)
+        with torch.no_grad():
+            timed(torch.randn(1, *spec.input_shape))
     return timed
 
 
-def interleaved_costs(specs: Mapping[K, NetSpec], form: str, rounds: int = 30) -> dict[K, tuple[float, float]]:
+def interleaved_costs(
+    specs: Mapping[K, NetSpec], form: str, rounds: int = 30, progress: bool = False
+) -> dict[K, tuple[float, float]]:
     """Latency median and IQR in ms of each network built in `form`, all timed interleaved in one run (batch 1);
-    a compiled network that dynamo would run eager (its recompile limit hit) fails instead."""
+    a compiled network that dynamo would run eager (its recompile limit hit) fails instead. `progress` shows a bar
+    for the building (compiling, when deployed) of each network, then one for the rounds."""
     import torch._dynamo
+    from tqdm import tqdm
 
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
-        models = {key: latency_form_of(spec, form) for key, spec in specs.items()}
-        times = interleaved_latency(models, {key: spec.input_shape for key, spec in specs.items()}, rounds=rounds)
+        verb = "compiling" if form == "deployed" else "building"
+        models = {
+            key: latency_form_of(spec, form)
+            for key, spec in tqdm(
+                specs.items(), desc=f"{verb} {len(specs)} networks", disable=not progress, leave=False
+            )
+        }
+        with STOPWATCH.phase("timing"):
+            shapes = {key: spec.input_shape for key, spec in specs.items()}
+            times = interleaved_latency(models, shapes, rounds=rounds, progress=progress)
     return {key: (round(statistics.median(t), 4), round(interquartile_range(t), 4)) for key, t in times.items()}
 
 
@@ -240,20 +286,26 @@ def measure(
     if form not in LATENCY_FORMS:
         raise UserError(f"unknown latency form {form!r}; choose from {', '.join(LATENCY_FORMS)}")
     check_fits(spec)
-    model = build(spec).eval() if model is None else cpu_copy(model)
-    counted = model if form == "eager" else deploy(model, shifts=False, compile=False)
+    with STOPWATCH.phase("building"):
+        model = build(spec).eval() if model is None else cpu_copy(model)
+        counted = model if form == "eager" else deploy(model, shifts=False, compile=False)
     timed = latency_form_of(spec, form, model) if form == "deployed" else counted
-    times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)
     batch_ms = math.nan
-    if batch_latency:
-        batch_ms = statistics.median(
-            latency_times(timed, spec.input_shape, batch_latency, runs=max(3, runs // 4), threads=threads)
-        )
+    with STOPWATCH.phase("timing"):
+        times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)
+        if batch_latency:
+            batch_ms = statistics.median(
+                latency_times(timed, spec.input_shape, batch_latency, runs=max(3, runs // 4), threads=threads)
+            )
+    with STOPWATCH.phase("counting"):
+        params = count_params(counted)
+        macs = count_macs(counted, spec.input_shape)
+        activations = count_activations(counted, spec.input_shape)
     return Cost(
         resolution=spec.resolution,
-        params=count_params(counted),
-        macs=count_macs(counted, spec.input_shape),
-        activations=count_activations(counted, spec.input_shape),
+        params=params,
+        macs=macs,
+        activations=activations,
         latency_ms=round(statistics.median(times), 4),
         latency_iqr_ms=round(interquartile_range(times), 4),
         latency_form=form,
@@ -264,8 +316,9 @@ def measure(
 def count(spec: NetSpec, batch: int = 1, training: bool = False) -> tuple[int, int]:
     """fvcore MACs and parameters of a spec as built, untimed; refused in one line, unbuilt, when it cannot fit."""
     check_fits(spec, batch, training=training)
-    model = build(spec)
-    return count_macs(model, spec.input_shape), count_params(model)
+    with STOPWATCH.phase("counting"):
+        model = build(spec)
+        return count_macs(model, spec.input_shape), count_params(model)
 
 
 def buildable(spec: NetSpec) -> NetSpec:
@@ -312,24 +365,28 @@ def evaluate_model(
     """
     config = setup.config.train if train_config is True else train_config
     if config is False:
-        model = build(spec, seed=setup.config.seed)
+        with STOPWATCH.phase("building"):
+            model = build(spec, seed=setup.config.seed)
         cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
         return Row(**asdict(cost)), model
     assert isinstance(config, TrainConfig)
     if setup.dataset is None:
         raise ValueError("evaluate: training needs a Setup with its dataset loaded")
     check_fits(spec, config.batch_size, training=True)
-    model = build(spec, seed=config.seed)
-    result = train(
-        model,
-        setup.dataset,
-        spec.resolution,
-        config,
-        report=report,
-        progress=setup.config.progress,
-        description=description,
-    )
-    test_acc = test_accuracy(model, setup.dataset, spec.resolution, config) if test else math.nan
+    with STOPWATCH.phase("building"):
+        model = build(spec, seed=config.seed)
+    with STOPWATCH.phase("training"):
+        result = train(
+            model,
+            setup.dataset,
+            spec.resolution,
+            config,
+            report=report,
+            progress=setup.config.progress,
+            description=description,
+        )
+    with STOPWATCH.phase("testing"):
+        test_acc = test_accuracy(model, setup.dataset, spec.resolution, config) if test else math.nan
     cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
     row = Row(
         **asdict(cost),
@@ -368,7 +425,7 @@ def retime_interleaved(
     networks = frame.drop_duplicates(keys).to_dict("records")
     log(f"timing {len(networks)} networks interleaved ({form}, {rounds} rounds)")
     specs = {tuple(point[key] for key in keys): planned_spec(setup.spec, point) for point in networks}
-    latency = interleaved_costs(specs, form, rounds=rounds)
+    latency = interleaved_costs(specs, form, rounds=rounds, progress=setup.config.progress)
     rows = list(frame[keys].itertuples(index=False, name=None))
     return frame.assign(
         latency_ms=[latency[row][0] for row in rows],
@@ -455,6 +512,7 @@ def provenance(
         "started": _iso(started),
         "ended": _iso(ended),
         "seconds": round(ended - started, 1),
+        "seconds_by_phase": STOPWATCH.report(),  # this process's; workers' trainings are in their trials
         "outputs": sorted(outputs),
     }
     return dict(redact_secrets(record))

@@ -14,6 +14,8 @@ import pytest
 from scaler.engine import evaluate_plan
 from scaler.errors import UserError
 from scaler.run import (
+    PHASES,
+    STOPWATCH,
     RunConfig,
     evaluate,
     interleaved_costs,
@@ -141,11 +143,23 @@ def test_write_records_provenance_and_keeps_earlier_runs(tiny) -> None:
     assert (
         record["started"] <= record["ended"] and record["device"].startswith(("cpu", "cuda")) and record["threads"] >= 1
     )
+    assert set(record["seconds_by_phase"]) == set(PHASES)
     write(tiny.folder, tiny.config, ("scale", "--again"), tiny.started, frames)
     again = json.loads((tiny.folder / "run.json").read_text())
     assert again["command"] == "scaler scale --again" and [e["command"] for e in again["earlier"]] == [
         "scaler scale --out tiny"
     ]
+
+
+def test_the_stopwatch_says_where_the_time_went(tiny) -> None:
+    """Building, counting and timing an untrained network, then training and testing one, each add to its phase."""
+    STOPWATCH.reset()
+    evaluate(tiny.spec, tiny, False)
+    untrained = dict(STOPWATCH.seconds)
+    assert untrained["building"] > 0 and untrained["counting"] > 0 and untrained["timing"] > 0
+    assert untrained["training"] == untrained["testing"] == 0
+    evaluate(tiny.spec, tiny)
+    assert STOPWATCH.seconds["training"] > 0 and STOPWATCH.seconds["testing"] > 0
 
 
 def test_study_without_a_winner_is_a_user_error(tmp_path: Path) -> None:

@@ -121,7 +121,10 @@ def frelu_masks(
     log(f"timing {len(frame)} masks interleaved ({latency_form}, {latency_rounds} rounds)")
     base = setup.spec if multipliers == (1.0, 1.0, 1.0) else scale(setup.spec, *multipliers)
     latency = interleaved_costs(
-        {mask: apply_variant(base, mask_variant(mask)) for mask in frame["mask"]}, latency_form, rounds=latency_rounds
+        {mask: apply_variant(base, mask_variant(mask)) for mask in frame["mask"]},
+        latency_form,
+        rounds=latency_rounds,
+        progress=setup.config.progress,
     )
     frame["latency_ms"] = [latency[mask][0] for mask in frame["mask"]]
     frame["latency_iqr_ms"] = [latency[mask][1] for mask in frame["mask"]]
