@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -85,15 +86,31 @@ def millions(value: Any) -> str:
 
 def cmd_profile(args: argparse.Namespace, argv: Argv) -> int:
     """scaler profile: one row per phi."""
+    import time
+
+    import pandas as pd
+
     from scaler.profile import PROFILE_COLUMNS, profile_multipliers, profile_phis
-    from scaler.run import RunConfig
+    from scaler.run import RunConfig, write
+    from scaler.storage import check_writable
 
     if args.runs < 1 or args.threads < 1:
         raise UserError(f"--runs and --threads must be >= 1 (got {args.runs}, {args.threads})")
+    started = time.time()
+    folder = study_folder(args.out, option="--out") if args.out is not None else None
     config = RunConfig(
-        command="profile", base=args.base, variant=variant_of(args), dataset=args.dataset, task=task_of(args), argv=argv
+        command="profile",
+        base=check_base(args.base),
+        variant=variant_of(args),
+        dataset=args.dataset,
+        task=task_of(args),
+        argv=argv,
     )
+    if folder:
+        config = replace(config, folder=folder)
     spec = config.base_spec()
+    if folder:
+        check_writable(folder, "the study folder")
     direct = (args.width, args.depth, args.resolution)
     if any(v is not None for v in direct):
         if any(v is not None for v in (args.alpha, args.beta, args.gamma)):
@@ -106,6 +123,10 @@ def cmd_profile(args: argparse.Namespace, argv: Argv) -> int:
             for v, default in zip((args.alpha, args.beta, args.gamma), EFFICIENTNET_COEFFICIENTS)
         )
         rows = profile_phis(spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads)
+    if folder:
+        frame = pd.DataFrame([{k: row[k] for k in PROFILE_COLUMNS} for row in rows])
+        paths = write(folder, config, argv, started, {"profile": frame}, options=options_of(args))
+        print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{k: row[k] for k in PROFILE_COLUMNS} for row in rows], indent=1))
         return 0
@@ -551,20 +572,33 @@ def cmd_scale(args: argparse.Namespace, argv: Argv) -> int:
 
 def cmd_plot(args: argparse.Namespace, argv: Argv) -> int:
     """scaler plot: trade-off figures from a study's scale.csv."""
+    import time
+
     from scaler.experiments.scale import PLOTTED_COLUMNS, summarise
     from scaler.plots import tradeoff_figures
-    from scaler.run import read_frame
+    from scaler.run import read_frame, write
 
     path = study_folder(args.study) / "scale.csv"
     if not path.is_file():
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
+    started = time.time()
     frame = read_frame(path, PLOTTED_COLUMNS, f"rerun scaler scale --study {args.study}", tuple(PLOTTED_COLUMNS[1:]))
-    paths = []
-    for name, figure in tradeoff_figures(summarise(frame)).items():
-        figure.savefig(path.parent / f"{name}.png", dpi=120, bbox_inches="tight")
-        paths.append(str(path.parent / f"{name}.png"))
-    print("wrote " + ", ".join(paths))
+    figures = tradeoff_figures(summarise(frame))
+    paths = write(path.parent, PlotConfig(args.study, path.name), argv, started, figures=figures)
+    print("wrote " + ", ".join(map(str, paths)))
     return 0
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """What `scaler plot` ran on, for run.json: the study and the file it read."""
+
+    study: str
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict."""
+        return {"command": "plot", "study": self.study, "source": self.source}
 
 
 def cmd_frelu(args: argparse.Namespace, argv: Argv) -> int:
@@ -758,6 +792,7 @@ def make_parser() -> Parser:
     p.add_argument("--runs", type=int, default=30, help="latency runs (median is reported)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads for latency")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--out", help="also write profile.csv and run.json into studies/OUT")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser(

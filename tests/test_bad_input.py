@@ -122,7 +122,7 @@ PORT = closed_port()
 CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("alpha below 1", ["profile", "--alpha", "0.5"], "alpha must be >= 1", no_setup),
     ("phi below 0", ["profile", "--phi", "-1"], "phi must be >= 0", no_setup),
-    ("unknown base (profile)", ["profile", "--base", "vgg"], "unknown base", no_setup),
+    ("unknown base (profile)", ["profile", "--base", "vgg"], "is not a base network", no_setup),
     ("unknown dataset", ["profile", "--dataset", "imagenet21k"], "unknown dataset", no_setup),
     ("unknown variant", ["profile", "--variant", "sparkly"], "unknown variant", no_setup),
     ("no feasible network", ["search", *FAST, "--ratio-tolerance", "0.001"], "no network", no_setup),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import Cli
 
@@ -86,7 +88,7 @@ def test_profile_direct_multipliers(capsys) -> None:
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["profile", "--base", "alexnet"], "unknown base"),
+        (["profile", "--base", "alexnet"], "--base 'alexnet' is not a base network"),
         (["profile", "--alpha", "0.8"], "alpha must be >= 1"),
         (["profile", "--phi", "-1"], "phi must be >= 0"),
         (["profile", "--dataset", "imagenet21k"], "unknown dataset"),
@@ -111,3 +113,16 @@ def test_a_user_error_through_the_real_entry_point() -> None:
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "alpha must be >= 1" in lines[0], result.stderr
+
+
+def test_profile_out_writes_its_table_and_run_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`profile --out NAME`: profile.csv with one row per phi and a run.json naming the command, beside the table."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", "--phi", "0", "1", "--runs", "2", "--out", "p"]) == 0
+    assert "wrote studies/p/profile.csv" in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "studies" / "p" / "profile.csv")
+    assert frame.phi.tolist() == [0.0, 1.0] and (frame.macs > 0).all()
+    record = json.loads((tmp_path / "studies" / "p" / "run.json").read_text())
+    assert record["command"] == "scaler profile --phi 0 1 --runs 2 --out p" and record["outputs"] == ["profile.csv"]

@@ -152,6 +152,9 @@ def test_plot_command_redraws(study: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (study / "acc_vs_macs.png").unlink()
     assert main(["plot", "--study", "tiny"]) == 0
     assert (study / "acc_vs_macs.png").exists()
+    record = json.loads((study / "run.json").read_text())
+    assert record["command"] == "scaler plot --study tiny" and record["config"]["source"] == "scale.csv"
+    assert "acc_vs_macs.png" in record["outputs"] and record["earlier"][-1]["command"].startswith("scaler frelu")
 
 
 @pytest.mark.parametrize("notebook", ["tradeoff.ipynb", "frelu_placement.ipynb"])
