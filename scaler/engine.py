@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from scaler.errors import RunFailed
+from scaler.errors import RunFailed, UserError
 from scaler.run import PLAN_COLUMNS, Cost, Log, Row, Setup, evaluate, planned_spec
 from scaler.spec import NetSpec
 from scaler.storage import (
@@ -184,7 +185,7 @@ class PlanRun:
             queued = self.enqueue_missing(study)
             if done or queued:
                 self.log(f"{len(done)} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
-            drain(study, recording_interruptions(self.objective))
+            drain(study, recording_interruptions(self.objective), requeue=lambda: self.enqueue_missing(study))
             done = self.finished(study)
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
         if lost:
@@ -192,26 +193,74 @@ class PlanRun:
         return pd.DataFrame([point | done[key].as_dict() for point, key in zip(self.points, self.keys)])
 
 
-def drain(study: optuna.Study, objective: Callable[[optuna.Trial], Any]) -> int:
-    """Claim and run queued trials until none waits and none runs elsewhere; how many this process ran.
+class TrialBudget:
+    """How many more trials may start, and until when: one count shared by every local worker of a command."""
 
-    A trial that raises is failed by Optuna and the error goes on up (an interruption was recorded by the objective,
-    so the next run queues its job again); a trial another process left running is failed once its heartbeat stops.
+    def __init__(self, n_trials: int | None, timeout: float | None) -> None:
+        self.remaining = multiprocessing.get_context("spawn").Value("i", -1 if n_trials is None else n_trials)
+        self.deadline = None if timeout is None else time.time() + timeout
+
+    def take(self) -> bool:
+        """Reserve one trial; False once the count or the time is spent."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        with self.remaining.get_lock():
+            if self.remaining.value == 0:
+                return False
+            if self.remaining.value > 0:
+                self.remaining.value -= 1
+        return True
+
+    def give_back(self) -> None:
+        """Return a reservation that found no trial to run."""
+        with self.remaining.get_lock():
+            if self.remaining.value >= 0:
+                self.remaining.value += 1
+
+
+def drain(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    *,
+    budget: TrialBudget | None = None,
+    on_empty: Callable[[], int] | None = None,
+    catch: tuple[type[Exception], ...] = (),
+    requeue: Callable[[], int] | None = None,
+    heartbeat: float = HEARTBEAT,
+) -> int:
+    """Claim and run queued trials until none waits and none runs elsewhere, or the budget is spent; how many this
+    process ran. The one loop of every command.
+
+    When the queue runs dry with nothing running, `on_empty` may queue more (the search's confirmation after its
+    screen; it returns how many). A trial another process left running is failed once its heartbeat stops (and
+    queued again). Exceptions in `catch` fail their trial alone; any other fails it and goes on up after `requeue`
+    put the interrupted job back: a crash as a one-line RunFailed, an interruption or a user error as it is.
     """
+    budget = budget or TrialBudget(None, None)
     ran = 0
-    while True:
+    while budget.take():
         try:
-            study.optimize(objective, n_trials=1)
+            study.optimize(objective, n_trials=1, catch=catch)
         except GridExhausted:
+            budget.give_back()
             states = [t.state for t in study.get_trials(deepcopy=False)]
             if TrialState.RUNNING not in states:
-                return ran
-            time.sleep(HEARTBEAT / 2)
+                if TrialState.WAITING in states or (on_empty is not None and on_empty()):
+                    continue
+                break
+            time.sleep(max(1.0, heartbeat / 2))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             continue
+        except BaseException as error:
+            if requeue is not None:
+                requeue()
+            if isinstance(error, Exception) and not isinstance(error, UserError):
+                raise RunFailed(f"a trial crashed ({interruption(error)}); rerun the same command to go on") from error
+            raise
         ran += 1
+    return ran
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ import random
 import signal
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,10 +19,9 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from scaler.engine import interruption, recording_interruptions
+from scaler.engine import HEARTBEAT, TrialBudget, drain, recording_interruptions
 from scaler.errors import RunFailed, UserError
 from scaler.grid import CONTROL, Candidate, Network, control_network, space
 from scaler.guard import check_fits
@@ -34,7 +32,6 @@ from scaler.stats import accuracy_interval, bootstrap_p_best, paired_difference
 from scaler.storage import (
     INTERRUPTED,
     STUDIES_DIR,
-    GridExhausted,
     QueueStudy,
     check_url,
     default_url,
@@ -282,31 +279,6 @@ class Job:
         """Inverse of `key`."""
         stage, network, seed = key.split(":")
         return cls(stage, network, int(seed))
-
-
-class TrialBudget:
-    """How many more trials may start, and until when: one count shared by every local worker of a command."""
-
-    def __init__(self, n_trials: int | None, timeout: float | None) -> None:
-        self.remaining = multiprocessing.get_context("spawn").Value("i", -1 if n_trials is None else n_trials)
-        self.deadline = None if timeout is None else time.time() + timeout
-
-    def take(self) -> bool:
-        """Reserve one trial; False once the count or the time is spent."""
-        if self.deadline is not None and time.time() >= self.deadline:
-            return False
-        with self.remaining.get_lock():
-            if self.remaining.value == 0:
-                return False
-            if self.remaining.value > 0:
-                self.remaining.value -= 1
-        return True
-
-    def give_back(self) -> None:
-        """Return a reservation that found no trial to run."""
-        with self.remaining.get_lock():
-            if self.remaining.value >= 0:
-                self.remaining.value += 1
 
 
 class GridSearch:
@@ -568,32 +540,15 @@ class GridSearch:
         When the queue runs dry with nothing running, the next stage is queued (the confirmation after the
         screen). An interrupted or crashed trial goes back to the queue before the interruption goes on up.
         """
-        budget = budget or TrialBudget(None, None)
-        ran = 0
-        while budget.take():
-            try:
-                self.study.optimize(self.objective, n_trials=1, catch=(TrainingDiverged,))
-            except GridExhausted:
-                budget.give_back()
-                waiting, running = self.pending()
-                if not waiting and not running:
-                    if self.advance() or self.pending()[0]:
-                        continue
-                    break
-                time.sleep(max(1, (self.config.heartbeat or 10) // 2))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(self.study)
-                continue
-            except BaseException as error:
-                self.enqueue_missing()
-                if isinstance(error, Exception) and not isinstance(error, UserError):
-                    raise RunFailed(
-                        f"a trial crashed ({interruption(error)}); rerun the same command to go on"
-                    ) from error
-                raise
-            ran += 1
-        return ran
+        return drain(
+            self.study,
+            self.objective,
+            budget=budget,
+            on_empty=self.advance,
+            catch=(TrainingDiverged,),
+            requeue=self.enqueue_missing,
+            heartbeat=self.config.heartbeat or HEARTBEAT,
+        )
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
