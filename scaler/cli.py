@@ -720,7 +720,7 @@ def cmd_flgc(args: argparse.Namespace, argv: Argv) -> int:
     base_spec = config.base_spec()
     specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
     run = setup(config, data=not args.profile_only)
-    frames = flgc.run(points, run, args.top_k, args.spatial)
+    frames = flgc.run(points, run)
     grouped = points[points.arm != "dense"]
     share = grouped_share(base_spec, specs[grouped.variant.iloc[-1]]) if len(grouped) else 0.0
     write(

@@ -18,9 +18,10 @@ import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
+from torch import nn
 
 from scaler.errors import RunFailed, UserError
-from scaler.run import PLAN_COLUMNS, Cost, Log, Row, Setup, evaluate, planned_spec
+from scaler.run import PLAN_COLUMNS, Cost, Log, Row, Setup, evaluate_model, planned_spec
 from scaler.spec import NetSpec
 from scaler.storage import (
     INTERRUPTED,
@@ -37,6 +38,7 @@ from scaler.train import Progressive, TrainConfig, TrainingDiverged
 STORE = "runs.db"
 JOB = "job"  # user attribute naming the planned run a trial is for
 ROW = "row"  # user attribute holding what the run measured
+EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
 UNFINGERPRINTED = ("argv", "progress", "folder")
 UNFINGERPRINTED_TRAIN = ("threads", "device", "seed")
@@ -112,10 +114,27 @@ def row_of(record: Mapping[str, Any]) -> Row:
     return Row(**values | {"val_curve": tuple(values.get("val_curve", ()))})
 
 
-class PlanRun:
-    """One command's plan in its store: queue what no trial holds, run the queue, read the rows back in plan order."""
+Extra = Callable[[dict[str, Any], NetSpec, Row, nn.Module], dict[str, Any]]
 
-    def __init__(self, plan: pd.DataFrame, setup: Setup, log: Log = print, storage: str | None = None) -> None:
+
+class PlanRun:
+    """One command's plan in its store: queue what no trial holds, run the queue, read the rows back in plan order.
+
+    `extra(point, spec, row, model)`, when given, reads more off each evaluated model, as JSON: `columns` (added
+    to the run's row) and `tables` (lists of rows by name, see `tables`); it is stored with the run. A network's
+    cost is measured once for all its seeds unless `shared_cost` is False (FLGC: the cost of the deployed model
+    follows the groups its training learned).
+    """
+
+    def __init__(
+        self,
+        plan: pd.DataFrame,
+        setup: Setup,
+        log: Log = print,
+        storage: str | None = None,
+        extra: Extra | None = None,
+        shared_cost: bool = True,
+    ) -> None:
         missing = [c for c in PLAN_COLUMNS if c not in plan]
         if missing:
             raise ValueError(f"plan lacks columns {missing}")
@@ -127,6 +146,9 @@ class PlanRun:
         self.url = storage or store_url(setup.folder)
         self.name = f"{setup.config.command}-{fingerprint(setup)}"
         self.costs: dict[NetSpec, Cost] = {}
+        self.extra = extra
+        self.shared_cost = shared_cost
+        self.extras: dict[str, dict[str, Any]] = {}
 
     def open(self) -> optuna.Study:
         """The plan's study, created on first use, with the config it was made with (no password)."""
@@ -145,12 +167,23 @@ class PlanRun:
         return len(missing)
 
     def finished(self, study: optuna.Study) -> dict[str, Row]:
-        """The row of every finished run of the study, by job."""
-        return {
-            t.user_attrs[JOB]: row_of(t.user_attrs[ROW])
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if ROW in t.user_attrs
-        }
+        """The row of every finished run of the study, by job (what `extra` read off it goes to `self.extras`)."""
+        rows = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if ROW in t.user_attrs:
+                rows[t.user_attrs[JOB]] = row_of(t.user_attrs[ROW])
+                self.extras[t.user_attrs[JOB]] = t.user_attrs.get(EXTRA, {})
+        return rows
+
+    def tables(self, name: str) -> pd.DataFrame:
+        """Table `name` of every planned run's extra, each row after its run's plan columns, in plan order."""
+        return pd.DataFrame(
+            [
+                point | row
+                for point, key in zip(self.points, self.keys)
+                for row in self.extras.get(key, {}).get("tables", {}).get(name, [])
+            ]
+        )
 
     def objective(self, trial: optuna.Trial) -> float:
         """Evaluate the planned run a claimed trial holds; its test accuracy (0 when it only measures: Optuna fails NaN)."""
@@ -158,10 +191,20 @@ class PlanRun:
         point = json.loads(key)
         spec = planned_spec(self.setup.spec, point)
         training = training_of(point, self.setup)
-        test, form = bool(point.get("test", True)), str(point.get("form", "eager"))
-        cost = self.costs.get(spec)
-        row = evaluate(spec, self.setup, training, description=point["label"], cost=cost, test=test, form=form)
+        test, form, batch = bool(point.get("test", True)), str(point.get("form", "eager")), point.get("batch_latency")
+        row, model = evaluate_model(
+            spec,
+            self.setup,
+            training,
+            description=point["label"],
+            cost=self.costs.get(spec) if self.shared_cost else None,
+            test=test,
+            form=form,
+            batch_latency=int(batch or 0),
+        )
         self.costs[spec] = row.cost()
+        if self.extra is not None:
+            trial.set_user_attr(EXTRA, self.extra(point, spec, row, model))
         trial.set_user_attr(ROW, row.record() | {"val_curve": list(row.val_curve)})
         accuracy = "not trained"
         if row.trained:
@@ -180,7 +223,7 @@ class PlanRun:
             study = self.open()
             done = self.finished(study)
             for point, key in zip(self.points, self.keys):
-                if key in done:
+                if key in done and self.shared_cost:
                     self.costs.setdefault(planned_spec(self.setup.spec, point), done[key].cost())
             queued = self.enqueue_missing(study)
             if done or queued:
@@ -190,7 +233,18 @@ class PlanRun:
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
         if lost:
             raise RunFailed(f"{len(lost)} planned run(s) did not finish ({', '.join(lost[:3])}); rerun the command")
-        return pd.DataFrame([point | done[key].as_dict() for point, key in zip(self.points, self.keys)])
+        return pd.DataFrame(
+            [
+                point | measured(done[key]) | self.extras.get(key, {}).get("columns", {})
+                for point, key in zip(self.points, self.keys)
+            ]
+        )
+
+
+def measured(row: Row) -> dict[str, Any]:
+    """A run's row as columns; an untrained row has no seed of its own and keeps the plan's."""
+    values = row.as_dict()
+    return values if values["seed"] is not None else {k: v for k, v in values.items() if k != "seed"}
 
 
 class TrialBudget:
@@ -305,7 +359,7 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print, storage: s
 
     The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
     an optional `seed` column trains with that seed, an optional `test` False leaves the test split unlooked at
-    (selection runs), an optional `form` measures the cost in that form (eager by default). A network's cost is
-    measured once, however many seeds.
+    (selection runs), an optional `form` measures the cost in that form (eager by default) and `batch_latency`
+    also times a batch of that many. A network's cost is measured once, however many seeds.
     """
     return PlanRun(plan, setup, log, storage).run()

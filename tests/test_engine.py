@@ -64,8 +64,10 @@ def test_a_rerun_reads_every_finished_run_back_and_a_longer_plan_runs_only_the_n
     assert (tmp_path / "study" / "runs.db").is_file()
     assert list(first.columns[:8]) == list(plan([0]).columns)
     calls: list[str] = []
-    real = engine.evaluate
-    monkeypatch.setattr(engine, "evaluate", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k))
+    real = engine.evaluate_model
+    monkeypatch.setattr(
+        engine, "evaluate_model", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k)
+    )
     again = evaluate_plan(plan([0]), run, quiet)
     assert calls == []
     pd.testing.assert_frame_equal(again, first)
@@ -81,7 +83,7 @@ def test_an_interrupted_run_is_queued_again_and_finishes_as_if_never_cut(
     the frame equals an uninterrupted run's (same seeds, same images)."""
     whole = evaluate_plan(plan([0]), tiny_setup(tmp_path / "whole"), quiet)
     run = tiny_setup(tmp_path / "cut")
-    real = engine.evaluate
+    real = engine.evaluate_model
     calls: list[str] = []
 
     def interrupting(spec, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -90,14 +92,16 @@ def test_an_interrupted_run_is_queued_again_and_finishes_as_if_never_cut(
             raise KeyboardInterrupt
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", interrupting)
+    monkeypatch.setattr(engine, "evaluate_model", interrupting)
     with pytest.raises(KeyboardInterrupt):
         evaluate_plan(plan([0]), run, quiet)
     study = optuna.load_study(study_name=PlanRun(plan([0]), run).name, storage=engine.store_url(run.folder))
     failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "KeyboardInterrupt" in failed[0].user_attrs[INTERRUPTED]
     calls.clear()
-    monkeypatch.setattr(engine, "evaluate", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k))
+    monkeypatch.setattr(
+        engine, "evaluate_model", lambda spec, *a, **k: calls.append(k["description"]) or real(spec, *a, **k)
+    )
     resumed = evaluate_plan(plan([0]), run, quiet)
     assert len(calls) == 2
     columns = ["label", "macs", "params", "val_acc", "test_acc", "epochs"]

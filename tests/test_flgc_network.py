@@ -57,7 +57,7 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
 
 def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Four arms, two seeds: one row per (arm, G, seed), CIs and paired differences, the duplication probe; a
-    rerun takes every row from flgc_runs.csv and trains nothing."""
+    rerun takes every run from the engine's store and trains nothing."""
     monkeypatch.chdir(tmp_path)
     args = "flgc --groups 2 --seeds 2 --top-k 2 --width 0.125 --subset 64 --val-size 32 --test-size 32"
     args += " --epochs 1 --batch-size 32 --no-progress --out f"
@@ -81,7 +81,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert (folder / "flgc.png").exists() and (folder / "run.json").read_text().count('"command": "scaler flgc') == 1
     capsys.readouterr()
     assert main(args.split()) == 0
-    assert capsys.readouterr().out.count("already done") == 8
+    assert "8 of 8 planned runs already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)
     run_notebook("flgc.ipynb", folder)
 

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
+from scaler.engine import Extra, PlanRun
 from scaler.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
-from scaler.run import Log, Setup, evaluate_model
+from scaler.run import Log, Row, Setup
 from scaler.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
 from scaler.stats import accuracy_interval, mean_interval, paired_by_seed
 from scaler.train import recalibrated_accuracy
-from scaler.variants import apply_variant
 
 ARMS = GROUPING_ARMS
 PROBE_RULES = ("weight", "logit", "random")
 BATCH_LATENCY = 32
-RUNS_FILE = "flgc_runs.csv"
 
 
 def variant_of(arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False) -> str:
@@ -119,87 +114,56 @@ def probe_rows(model: nn.Module, spec: NetSpec, setup: Setup, seed: int) -> list
     return rows
 
 
-def fingerprint(setup: Setup, top_k: int, spatial: bool) -> str:
-    """What makes two runs' rows comparable: base, width, data, training config, top-k, spatial grouping."""
-    config = setup.config
-    keys = {
-        "base": config.base,
-        "width": config.width,
-        "dataset": config.dataset,
-        "subset": config.subset,
-        "val_size": config.val_size,
-        "test_size": config.test_size,
-        "data_seed": config.data_seed,
-        "train": {k: v for k, v in asdict(replace(config.train, seed=0)).items() if k not in ("threads", "device")},
-        "top_k": top_k,
-        "spatial": spatial,
-    }
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def read_off(setup: Setup, probe: bool) -> Extra:
+    """What the engine keeps of each evaluated model besides its row: the share of channels and filters that moved,
+    the duplicated maps, per-layer rows, and for trained plain FLGC the zero-shot duplication probe."""
+
+    def extra(point: dict[str, Any], spec: NetSpec, row: Row, model: nn.Module) -> dict[str, Any]:
+        per_layer = layer_rows(model)
+        channels = sum(layer["in_channels"] + layer["out_channels"] for layer in per_layer)
+        columns = {
+            "moved": round(sum(layer["moved"] for layer in per_layer) / channels, 4) if channels else 0.0,
+            "duplicated": sum(layer["duplicated"] for layer in per_layer),
+        }
+        tables = {"layers": per_layer}
+        if row.trained and probe and point["arm"] == "flgc":
+            tables["probe"] = probe_rows(model, spec, setup, int(point["seed"]))
+        return {"columns": columns, "tables": tables}
+
+    return extra
 
 
 def run(
     points: pd.DataFrame,
     setup: Setup,
-    top_k: int = DUPLICATE_TOP_K,
-    spatial: bool = False,
     log: Log = print,
     probe: bool = True,
+    storage: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """flgc.csv (one row per arm, G, seed), flgc_summary.csv, flgc_layers.csv and flgc_probe.csv.
 
-    Each row is saved to flgc_runs.csv as it finishes, so an interrupted study goes on where it stopped.
+    Every (arm, G, seed) is one run of the engine, so an interrupted study goes on where it stopped; each is
+    costed in the folded (deployed, uncompiled) form, with its batch latency too.
     """
-    trains = setup.dataset is not None
-    key = fingerprint(setup, top_k, spatial)
-    runs_path = setup.folder / RUNS_FILE
-    layers_path, probe_path = setup.folder / "flgc_layers_runs.csv", setup.folder / "flgc_probe_runs.csv"
-    earlier, layers, probes = (
-        _read(path, key) if trains else pd.DataFrame() for path in (runs_path, layers_path, probe_path)
+    plan = points.assign(
+        label=[f"{arm} G={g} seed {seed}" for arm, g, seed in zip(points.arm, points.groups, points.seed)],
+        depth=1.0,
+        width=1.0,
+        res_mult=1.0,
+        train=setup.dataset is not None,
+        progressive=False,
+        form="folded",
+        batch_latency=BATCH_LATENCY,
     )
-    rows: list[dict[Any, Any]] = earlier.to_dict("records")
-    done = {(r["arm"], int(r["groups"]), int(r["seed"])) for r in rows}
-    for point in points.to_dict("records"):
-        if (point["arm"], point["groups"], point["seed"]) in done:
-            log(f"{point['arm']} G={point['groups']} seed {point['seed']}: already done ({runs_path})")
-            continue
-        spec = apply_variant(setup.spec, point["variant"])
-        train_config = replace(setup.config.train, seed=point["seed"]) if trains else False
-        description = f"{point['arm']} G={point['groups']} seed {point['seed']}"
-        row, model = evaluate_model(
-            spec, setup, train_config, description=description, form="folded", batch_latency=BATCH_LATENCY
-        )
-        per_layer = layer_rows(model)
-        channels = sum(layer["in_channels"] + layer["out_channels"] for layer in per_layer)
-        result = (
-            point
-            | row.as_dict()
-            | {
-                "moved": round(sum(layer["moved"] for layer in per_layer) / channels, 4) if channels else 0.0,
-                "duplicated": sum(layer["duplicated"] for layer in per_layer),
-                "seed": point["seed"],  # an untrained (profiled) row keeps its planned seed
-                "fingerprint": key,
-            }
-        )
-        result.pop("val_curve")
-        rows.append(result)
-        tag = {"arm": point["arm"], "groups": point["groups"], "seed": point["seed"], "fingerprint": key}
-        layers = pd.concat([layers, pd.DataFrame([tag | layer for layer in per_layer])], ignore_index=True)
-        if trains and probe and point["arm"] == "flgc":
-            probed = probe_rows(model, spec, setup, point["seed"])
-            probes = pd.concat([probes, pd.DataFrame([tag | p for p in probed])], ignore_index=True)
-        if trains:
-            setup.folder.mkdir(parents=True, exist_ok=True)
-            _merge(runs_path, pd.DataFrame(rows), key)
-            _merge(layers_path, layers, key)
-            _merge(probe_path, probes, key)
-        accuracy = f"test_acc {row.test_acc:.4f} in {row.train_seconds:.0f} s" if row.trained else "untrained"
-        log(
-            f"{description}: {accuracy}, {row.macs / 1e6:.2f} M MACs, moved {result['moved']:.1%}, "
-            f"{result['duplicated']} duplicated maps"
-        )
-    planned = set(zip(points.arm, points.groups, points.seed))
-    frame, layers, probes = (_planned(part, planned) for part in (pd.DataFrame(rows), layers, probes))
+    runner = PlanRun(plan, setup, log, storage, extra=read_off(setup, probe), shared_cost=False)
+    engine_columns = [column for column in plan if column not in points]
+    frame = runner.run().drop(columns=[*engine_columns, "val_curve"])
     frame = frame.sort_values(["seed", "groups", "arm"], key=_arm_order).reset_index(drop=True)
+    tag = ["arm", "groups", "seed"]
+    layers, probes = (runner.tables(name) for name in ("layers", "probe"))
+    layers, probes = (
+        table.drop(columns=[c for c in table if c in plan and c not in tag]) for table in (layers, probes)
+    )
     return {
         "flgc": frame,
         "flgc_summary": summarise(frame),
@@ -208,33 +172,8 @@ def run(
     }
 
 
-def _planned(frame: pd.DataFrame, planned: set[tuple[str, int, int]]) -> pd.DataFrame:
-    """The rows of the planned (arm, G, seed) triples, without the fingerprint column."""
-    if frame.empty:
-        return frame
-    keep = [(arm, int(g), int(seed)) in planned for arm, g, seed in zip(frame.arm, frame.groups, frame.seed)]
-    return frame[keep].drop(columns=["fingerprint"], errors="ignore").reset_index(drop=True)
-
-
 def _arm_order(column: pd.Series) -> pd.Series:
     return column.map(ARMS.index) if column.name == "arm" else column
-
-
-def _read(path: Path, key: str) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame()
-    frame = pd.read_csv(path)
-    return frame[frame.fingerprint == key] if "fingerprint" in frame else pd.DataFrame()
-
-
-def _merge(path: Path, frame: pd.DataFrame, key: str) -> None:
-    """Write `frame` (this fingerprint's rows) to `path`, keeping rows of other fingerprints already there."""
-    if frame.empty:
-        return
-    others = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    if "fingerprint" in others:
-        others = others[others.fingerprint != key]
-    pd.concat([others, frame], ignore_index=True).to_csv(path, index=False)
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
