@@ -152,6 +152,7 @@ class PlanRun:
 
     def open(self) -> optuna.Study:
         """The plan's study, created on first use, with the config it was made with (no password)."""
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine logs each run itself
         study = open_study(self.url, self.name, create=True, heartbeat=HEARTBEAT)
         if "config" not in study.user_attrs:
             study.set_user_attr("config", redact_secrets(self.setup.config.to_json()))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pg import postgres_server, postgres_url  # noqa: F401
 
 from scaler.cli import main
+from scaler.run import RunConfig
+from scaler.train import TrainConfig
 
 Cli = Callable[[list[str]], tuple[object, str, str]]
 # The smallest search that still screens and confirms: 300 images, 1 epoch, a coarse grid, 1 finalist on 2 seeds.
@@ -28,3 +31,18 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
         return status, out, err
 
     return run
+
+
+def tiny_config(folder: Path, epochs: int = 1) -> RunConfig:
+    """MobileNet x0.25 on 200 real Fashion-MNIST images (100 to validate, 200 to test), writing into `folder`."""
+    return RunConfig(
+        command="test",
+        width=0.25,
+        subset=200,
+        val_size=100,
+        test_size=200,
+        train=TrainConfig(epochs=epochs, batch_size=64),
+        folder=folder,
+        latency_runs=3,
+        progress=False,
+    )

@@ -13,31 +13,20 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from optuna.trial import TrialState
 
 import scaler.engine as engine
 from scaler.engine import JOB, PlanRun, evaluate_plan, fingerprint
-from scaler.run import RunConfig, Setup, setup
+from scaler.run import Setup, setup
 from scaler.storage import INTERRUPTED
-from scaler.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_setup(folder: Path, epochs: int = 1) -> Setup:
     """MobileNet x0.25 on 200 real Fashion-MNIST images, writing into `folder`."""
-    config = RunConfig(
-        command="test",
-        width=0.25,
-        subset=200,
-        val_size=100,
-        test_size=200,
-        train=TrainConfig(epochs=epochs, batch_size=64),
-        folder=folder,
-        latency_runs=3,
-        progress=False,
-    )
-    return setup(config)
+    return setup(tiny_config(folder, epochs))
 
 
 def plan(seeds: list[int]) -> pd.DataFrame:
@@ -164,3 +153,15 @@ def finished(store: Path) -> int:
             return int(db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+def test_the_engine_prints_only_its_own_lines(tmp_path: Path) -> None:
+    """Optuna's per-trial INFO lines ("Trial 0 finished with value ...") stay out of a command's output."""
+    args = ["scale", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--out", "q", "--phi", "0", "1"]
+    args += ["--variant", "relu", "--train-max-phi", "-1", "--latency", "eager", "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "relu φ=0:" in result.stdout
+    assert "Trial 0 finished" not in result.stdout + result.stderr and "A new study created" not in result.stderr

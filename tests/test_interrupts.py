@@ -302,21 +302,17 @@ def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) 
     assert done == every_job(tmp_path / "studies" / "crash"), done
 
 
+def small_config(study: str, storage: str, **changes: Any) -> SearchConfig:
+    """A search on 300 images for 1 epoch over the coarse grid of these tests."""
+    fields: dict[str, Any] = {"subset": 300, "val_size": 100, "train": TrainConfig(epochs=1), "progress": False}
+    return SearchConfig(step=STEP, ratio_tolerance=TOLERANCE, study=study, storage=storage, **fields | changes)
+
+
 def test_stored_config_hides_the_password(postgres_url: str) -> None:
     """The study keeps its config for workers elsewhere, without the storage password."""
     with_password = postgres_url.replace("://postgres@", "://postgres:hunter2@")
     assert "hunter2" in with_password
-    config = SearchConfig(
-        step=STEP,
-        ratio_tolerance=TOLERANCE,
-        study="pw",
-        storage=with_password,
-        subset=300,
-        val_size=100,
-        train=TrainConfig(epochs=1),
-        progress=False,
-    )
-    search = GridSearch(config, log=lambda line: None)
+    search = GridSearch(small_config("pw", with_password), log=lambda line: None)
     stored = search.study.user_attrs["config"]
     assert "hunter2" not in json.dumps(stored)
     assert stored["storage"] == redact(with_password)
@@ -328,19 +324,7 @@ def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path
     from scaler.search import summarise, trials_frame
 
     url = f"sqlite:///{tmp_path / 'killed.db'}"
-    config = SearchConfig(
-        step=STEP,
-        ratio_tolerance=TOLERANCE,
-        study="killed",
-        storage=url,
-        confirm=2,
-        confirm_seeds=2,
-        subset=300,
-        val_size=100,
-        train=TrainConfig(epochs=1),
-        progress=False,
-    )
-    search = GridSearch(config, log=lambda line: None)
+    search = GridSearch(small_config("killed", url, confirm=2, confirm_seeds=2), log=lambda line: None)
     trial = search.study.ask()
     job = search.study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]["job"]
     search.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what the heartbeat check does

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from scaler.engine import evaluate_plan
 from scaler.errors import UserError
 from scaler.run import (
     PHASES,
     STOPWATCH,
-    RunConfig,
     evaluate,
     interleaved_costs,
     latency_form_of,
@@ -35,19 +35,7 @@ TINY_TRAIN = TrainConfig(epochs=1, batch_size=64)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A Setup on 200 real Fashion-MNIST images: MobileNet at width 0.25."""
-    folder = tmp_path_factory.mktemp("run") / "tiny"
-    config = RunConfig(
-        command="test",
-        width=0.25,
-        subset=200,
-        val_size=100,
-        test_size=200,
-        train=TINY_TRAIN,
-        folder=folder,
-        latency_runs=3,
-        progress=False,
-    )
-    return setup(config)
+    return setup(tiny_config(tmp_path_factory.mktemp("run") / "tiny"))
 
 
 def test_evaluate_trains_tests_and_measures(tiny) -> None:
