@@ -22,6 +22,7 @@ from scaler.zoo import BASES
 
 if TYPE_CHECKING:
     from scaler.run import RunConfig
+    from scaler.search import SearchConfig
     from scaler.train import TrainConfig
 
 Argv = tuple[str, ...]
@@ -319,7 +320,23 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
 
 def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
     """scaler search: grid search of alpha, beta, gamma with proxy training."""
-    from scaler.search import SearchConfig, run_search
+    from scaler.search import run_search
+
+    config = search_config(args, argv)
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    summary = run_search(config, log)
+    if args.json:
+        keys = ("alpha", "beta", "gamma", "val_acc", "macs", "study", "trials")
+        print(json.dumps({k: summary[k] for k in keys}))
+        return 0
+    print_search_summary(summary, config)
+    return 0
+
+
+def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
+    """The search the options ask for, every option checked; `--quick` studies are named apart (<name>-quick), so
+    that a smoke run never blocks the full search of the same network with its other settings."""
+    from scaler.search import SearchConfig
 
     settings = search_settings(args)
     check_search_args(args, settings)
@@ -349,15 +366,10 @@ def cmd_search(args: argparse.Namespace, argv: Argv) -> int:
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
+    if args.quick and not args.study:
+        config = replace(config, study=f"{config.study_name}-quick")
     check_study_name(config.study_name, "--study" if args.study else "the name made from --base, --width and --variant")
-    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    summary = run_search(config, log)
-    if args.json:
-        keys = ("alpha", "beta", "gamma", "val_acc", "macs", "study", "trials")
-        print(json.dumps({k: summary[k] for k in keys}))
-        return 0
-    print_search_summary(summary, config)
-    return 0
+    return config
 
 
 def print_search_summary(summary: dict[str, Any], config: Any) -> None:

@@ -197,3 +197,16 @@ def test_the_quick_preset_learns_well_above_chance() -> None:
     row = evaluate(run.spec, run, test=False, description="quick preset")
     print(f"\n[--quick] base val_acc {row.val_acc:.3f} after {row.train_seconds:.1f} s")
     assert row.val_acc >= 0.5
+
+
+def test_a_quick_study_is_named_apart_from_the_full_search() -> None:
+    """`search --quick` must not take the full search's study: resuming it with the full settings would be refused."""
+    from scaler.cli import make_parser, search_config
+
+    def name(*args: str) -> str:
+        argv = ("search", *args)
+        return search_config(make_parser().parse_args(argv), argv).study_name
+
+    assert name() == "mobilenet-w0.25-fashion-mnist"
+    assert name("--quick") == "mobilenet-w0.25-fashion-mnist-quick"
+    assert name("--quick", "--study", "mine") == "mine"
