@@ -8,8 +8,8 @@ python benchmarks/proxy_rank.py --study mobilenet-w0.25-fashion-mnist
 S=mobilenet-w0.25-fashion-mnist
 scaler scale --study $S --phi 0 0.5 1 1.5 2 3 --variant relu frelu frelu-early fused --train-max-phi 2 --no-progress   # about 30 min
 scaler ladder --study $S --subset 6000 --epochs 6 --no-progress   # about 8 min
-scaler frelu --study $S --no-progress   # about 25 min; resumes from its Optuna database
+scaler frelu --study $S --no-progress   # about 25 min; resumes from the engine's runs.db
 scaler compare-scaling --study $S --subset 6000 --epochs 3 --no-progress   # about 12 min
-scaler flgc --width 0.25 --epochs 2 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # about 2.5 h; resumes from flgc_runs.csv
+scaler flgc --width 0.25 --epochs 2 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # about 2.5 h; resumes from the engine's runs.db
 python benchmarks/flgc_deploy.py --rounds 60 > benchmarks/results/flgc_deploy.txt
 python benchmarks/flgc_deploy.py --rounds 60 --keep-memory > benchmarks/results/flgc_deploy_keep_memory.txt
