@@ -98,13 +98,12 @@ def seed_of(point: Mapping[str, Any], setup: Setup) -> int | None:
 
 
 def training_of(point: Mapping[str, Any], setup: Setup) -> TrainConfig | bool:
-    """How a planned point trains: not at all, with the run's config, progressively, and with its own seed."""
-    config: TrainConfig | bool = bool(point["train"]) and setup.dataset is not None
-    if config and point["progressive"]:
-        config = replace(setup.config.train, progressive=Progressive())
-    if config and pd.notna(point.get("seed", math.nan)):
-        config = replace(setup.config.train if config is True else config, seed=int(point["seed"]))
-    return config
+    """How a planned point trains: not at all, or the run's config, progressively where it says, with its seed."""
+    seed = seed_of(point, setup)
+    if seed is None or setup.dataset is None:
+        return False
+    progressive = Progressive() if point["progressive"] else setup.config.train.progressive
+    return replace(setup.config.train, progressive=progressive, seed=seed)
 
 
 def row_of(record: Mapping[str, Any]) -> Row:
