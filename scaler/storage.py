@@ -102,7 +102,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def check_url(url: str, must_exist: bool = False) -> None:
+def check_url(url: str, must_exist: bool = False, schema: bool = True) -> None:
     """One line for a URL SQLAlchemy cannot parse, a raw '@' in a password, or an SQLite file that is not Optuna's."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -127,10 +127,10 @@ def check_url(url: str, must_exist: bool = False) -> None:
         )
     path = sqlite_path(url)
     if path is not None:
-        check_sqlite_file(path, must_exist)
+        check_sqlite_file(path, must_exist, schema)
 
 
-def check_sqlite_file(path: Path, must_exist: bool) -> None:
+def check_sqlite_file(path: Path, must_exist: bool, schema: bool = True) -> None:
     """Refuse a missing file (when it must exist), a path that cannot be written, a file that is not SQLite, and an
     SQLite file of another program."""
     try:
@@ -142,7 +142,7 @@ def check_sqlite_file(path: Path, must_exist: bool) -> None:
     if path.is_dir():
         raise UserError(f"--storage path {shown_path(path)} is a folder, not a database file")
     check_writable(path.parent, "the storage folder")
-    if missing:
+    if missing or not schema:
         return
     if not os.access(path, os.R_OK | os.W_OK):
         raise UserError(f"cannot write the study database {shown_path(path)} (permission denied); fix its permissions")
@@ -346,8 +346,11 @@ def open_study(
     queue: bool = True,
 ) -> optuna.Study:
     """The study `name` in `url`, created under the study's lock when `create` (two processes may start together)."""
-    check_url(url, must_exist=not create)
+    check_url(url, must_exist=not create, schema=False)
     with study_lock(url, name):
+        path = sqlite_path(url)
+        if path is not None:  # whose tables these are, read once no other process is half-way through creating them
+            check_sqlite_file(path, must_exist=not create)
         storage = open_storage(url, heartbeat)
         try:
             if create:
