@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from scaler.nn.flgc import FASTEST, STRATEGIES, FLGCConv2d, deploy_flgc
+from scaler.model.nn.flgc import FASTEST, STRATEGIES, FLGCConv2d, deploy_flgc
 
 
 def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:

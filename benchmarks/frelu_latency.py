@@ -15,12 +15,12 @@ import warnings
 
 import torch
 
-from scaler.complexity import DEFAULT_THREADS, count_macs, measure_latency
-from scaler.nn.build import build
-from scaler.nn.deploy import deploy
-from scaler.tasks import dataset_task
-from scaler.variants import apply_variant
-from scaler.zoo import base
+from scaler.model.complexity import DEFAULT_THREADS, count_macs, measure_latency
+from scaler.model.nn.build import build
+from scaler.model.nn.deploy import deploy
+from scaler.model.variants import apply_variant
+from scaler.model.zoo import base
+from scaler.training.tasks import dataset_task
 
 FORMS = {
     "eager": lambda m: m.eval(),

@@ -22,9 +22,11 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from scaler.run import evaluate, write
-from scaler.search import CONFIRM, SCREEN, GridSearch, SearchConfig
-from scaler.storage import STUDIES_DIR, default_url, open_study
+from scaler.experiments.search.config import SearchConfig
+from scaler.experiments.search.queue import CONFIRM, SCREEN, GridSearch
+from scaler.report.files import write
+from scaler.study.run import evaluate
+from scaler.study.storage import STUDIES_DIR, default_url, open_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaler.grid import control_network, space
-from scaler.run import RunConfig, count, evaluate, setup, write
-from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
-from scaler.stats import paired_difference
-from scaler.train import TrainConfig
+from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
+from scaler.report.files import write
+from scaler.study.grid import control_network, space
+from scaler.study.run import RunConfig, count, evaluate, setup
+from scaler.study.stats import paired_difference
+from scaler.training.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

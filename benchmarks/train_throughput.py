@@ -2,7 +2,7 @@
 
 naive: torchvision-style dataset (PIL image -> Resize -> ToTensor -> Normalize per sample), DataLoader,
        NCHW eager model, the same optimiser and loss.
-scaler: scaler.train.train (uint8 tensors in memory, resized and normalised once, channels_last),
+scaler: scaler.training.train.train (uint8 tensors in memory, resized and normalised once, channels_last),
         eager and torch.compile'd (the compiled run's first pass includes compilation; the second reuses it).
 
 Each loop runs twice, interleaved; the better run counts.
@@ -29,11 +29,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from scaler.data import Dataset
-from scaler.nn.build import build
-from scaler.run import RunConfig, measure, setup, write
-from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
-from scaler.train import TrainConfig, make_optimizer, train
+from scaler.model.nn.build import build
+from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
+from scaler.report.files import write
+from scaler.study.run import RunConfig, measure, setup
+from scaler.training.data import Dataset
+from scaler.training.train import TrainConfig, make_optimizer, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -17,3 +17,8 @@ def shown_path(path: Path | str, limit: int = 80) -> str:
     """A path for a one-line message: cut in the middle when long."""
     text = str(path)
     return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """An error's text on one line, cut at `limit` characters when given."""
+    return " ".join(str(error).split())[:limit]

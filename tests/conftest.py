@@ -9,8 +9,8 @@ import pytest
 from pg import postgres_server, postgres_url  # noqa: F401
 
 from scaler.cli import main
-from scaler.run import RunConfig
-from scaler.train import TrainConfig
+from scaler.study.run import RunConfig
+from scaler.training.train import TrainConfig
 
 Cli = Callable[[list[str]], tuple[object, str, str]]
 # The smallest search that still screens and confirms: 300 images, 1 epoch, a coarse grid, 1 finalist on 2 seeds.

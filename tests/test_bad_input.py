@@ -19,8 +19,9 @@ import torch
 from conftest import FAST, Cli
 from optuna.trial import TrialState
 
-from scaler.search import GridSearch, SearchConfig
-from scaler.train import TrainConfig
+from scaler.experiments.search.config import SearchConfig
+from scaler.experiments.search.queue import GridSearch
+from scaler.training.train import TrainConfig
 
 SECRET = "s3cret-pw"
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -260,6 +261,15 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ),
     ("storage in memory", ["search", "--storage", "sqlite://", *FAST], "in-memory", no_setup),
     ("storage in memory (frelu)", ["frelu", *COEFFS, "--storage", "sqlite://", *TINY], "in-memory", no_setup),
+    ("scale workers 0", ["scale", *COEFFS, "--workers", "0", "--train-max-phi", "-1"], "--workers", no_setup),
+    ("ladder workers 10000", ["ladder", *COEFFS, "--workers", "10000", *TINY], "--workers", no_setup),
+    ("flgc malformed storage", ["flgc", "--storage", "not a url", "--profile-only"], "not a database URL", no_setup),
+    (
+        "compare-scaling storage with password",
+        ["compare-scaling", *COEFFS, "--storage", f"postgresql://user:{SECRET}@127.0.0.1:{PORT}/db", *TINY],
+        "cannot open storage",
+        no_setup,
+    ),
     ("plot garbage scale.csv", ["plot", "--study", "p"], "lacks the column", scale_csv("a,b\n\x01,zz\n")),
     ("plot empty scale.csv", ["plot", "--study", "p"], "not a readable CSV", scale_csv("")),
     (

@@ -1,4 +1,4 @@
-"""scaler.data: IDX and CIFAR-10 readers, lookup order, splits, errors; never touches the network."""
+"""scaler.training.data: IDX and CIFAR-10 readers, lookup order, splits, errors; never touches the network."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from scaler import data
-from scaler.data import Dataset, Split, load_dataset
 from scaler.errors import UserError
+from scaler.training import data
+from scaler.training.data import Dataset, Split, load_dataset
 
 REAL_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

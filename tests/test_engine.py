@@ -16,10 +16,10 @@ import pytest
 from conftest import tiny_config
 from optuna.trial import TrialState
 
-import scaler.engine as engine
-from scaler.engine import JOB, PlanRun, evaluate_plan, fingerprint
-from scaler.run import Setup, setup
-from scaler.storage import INTERRUPTED
+import scaler.study.engine as engine
+from scaler.study.engine import JOB, PlanRun, evaluate_plan, fingerprint
+from scaler.study.run import Setup, setup
+from scaler.study.storage import INTERRUPTED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +165,48 @@ def test_the_engine_prints_only_its_own_lines(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "relu φ=0:" in result.stdout
     assert "Trial 0 finished" not in result.stdout + result.stderr and "A new study created" not in result.stderr
+
+
+def test_a_worker_joins_a_plan_queued_by_the_command_and_the_command_reads_its_runs_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scaler worker --study NAME --storage URL` (as from another machine) rebuilds the command's config from the
+    store and runs its queue; the command then finds every run finished and evaluates none itself."""
+    run = tiny_setup(tmp_path / "joined")
+    planned = PlanRun(plan([0]), run, quiet)
+    planned.enqueue_missing(planned.open())
+    command = [sys.executable, "-m", "scaler.cli", "worker", "--study", planned.name, "--storage", planned.url]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "3 trial(s) run by this worker" in result.stdout
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the worker ran every job")
+
+    monkeypatch.setattr(engine, "evaluate_model", not_here)
+    frame = evaluate_plan(plan([0]), run, quiet)
+    assert frame.trained.tolist() == [False, True, True] and frame.test_acc.iloc[1:].between(0, 1).all()
+
+
+def test_flgc_with_two_workers_on_postgresql_runs_every_job_once_with_its_hook(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`scaler flgc --workers 2 --storage postgresql://...`: two local processes share the queue on a real server;
+    each (arm, G, seed) trains once, and FLGC's per-layer tables (the engine hook, rebuilt in each worker) are kept."""
+    args = ["flgc", "--width", "0.125", "--groups", "2", "--arms", "dense", "flgc", "--seeds", "2", "--out", "w"]
+    args += ["--subset", "256", "--val-size", "100", "--test-size", "100", "--epochs", "1", "--no-progress"]
+    args += ["--storage", postgres_url, "--workers", "2"]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "2 workers, " in result.stdout
+    names = optuna.get_all_study_names(postgres_url)
+    study = optuna.load_study(study_name=names[0], storage=postgres_url)
+    complete = [t.user_attrs[JOB] for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == len(set(complete)) == 4
+    folder = tmp_path / "studies" / "w"
+    layers = pd.read_csv(folder / "flgc_layers.csv")
+    assert set(layers.arm) == {"flgc"} and set(layers.seed) == {0, 1}  # dense has no FLGC layer
+    assert not (folder / "runs.db").exists()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from scaler.errors import UserError
-from scaler.extrapolate import (
+from scaler.study.extrapolate import (
     DEFAULT_EXPONENT,
     HELD_OUT_COLUMNS,
     SaturatingFit,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from scaler.complexity import count_macs
-from scaler.nn.build import build
-from scaler.nn.flgc import (
+from scaler.model.complexity import count_macs
+from scaler.model.nn.build import build
+from scaler.model.nn.flgc import (
     FASTEST,
     STRATEGIES,
     DeployedFLGC,
@@ -21,8 +21,8 @@ from scaler.nn.flgc import (
     freeze_assignments,
     grouped_macs,
 )
-from scaler.spec import NetSpec
-from scaler.zoo import base
+from scaler.model.spec import NetSpec
+from scaler.model.zoo import base
 
 
 @torch.no_grad()
@@ -308,8 +308,8 @@ def test_build_and_deploy() -> None:
 
 
 def test_deploy_pipeline_keeps_outputs() -> None:
-    """scaler.nn.deploy.deploy (FLGC deployed, BN folded, shifts) computes what the trained model does."""
-    from scaler.nn.deploy import deploy
+    """scaler.model.nn.deploy.deploy (FLGC deployed, BN folded, shifts) computes what the trained model does."""
+    from scaler.model.nn.deploy import deploy
 
     torch.manual_seed(6)
     model = build(small_spec(groups=4, duplicate=True))

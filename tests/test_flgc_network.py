@@ -12,18 +12,18 @@ import torch
 from notebook_runner import run_notebook
 
 from scaler.cli import main
-from scaler.complexity import count_macs
-from scaler.data import Dataset, Split
 from scaler.experiments.flgc import plan
-from scaler.nn.build import build
-from scaler.nn.deploy import deploy
-from scaler.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
-from scaler.run import grouped_share
-from scaler.scaling import scale
-from scaler.spec import SpecError
-from scaler.train import TrainConfig, make_optimizer, train
-from scaler.variants import apply_variant
-from scaler.zoo import base
+from scaler.model.complexity import count_macs
+from scaler.model.nn.build import build
+from scaler.model.nn.deploy import deploy
+from scaler.model.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.scaling import scale
+from scaler.model.spec import SpecError
+from scaler.model.variants import apply_variant
+from scaler.model.zoo import base
+from scaler.study.run import grouped_share
+from scaler.training.data import Dataset, Split
+from scaler.training.train import TrainConfig, make_optimizer, train
 
 
 def small_resnet(variant: str):

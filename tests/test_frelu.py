@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from scaler.nn.activations import FReLU
-from scaler.nn.build import build
-from scaler.nn.deploy import ShiftDepthwise, deploy, fold_batchnorm
-from scaler.variants import apply_variant
-from scaler.zoo import base
+from scaler.model.nn.activations import FReLU
+from scaler.model.nn.build import build
+from scaler.model.nn.deploy import ShiftDepthwise, deploy, fold_batchnorm
+from scaler.model.variants import apply_variant
+from scaler.model.zoo import base
 
 
 def _randomise_bn(model: torch.nn.Module) -> None:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from scaler.complexity import interleaved_latency
 from scaler.experiments.frelu import all_masks, mask_variant, recommend, stage_effects, summarise_masks
+from scaler.model.complexity import interleaved_latency
 
 
 def synthetic_masks(gain: float, seeds: int = 4) -> pd.DataFrame:

@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import pytest
 
-from scaler import zoo
-from scaler.complexity import count_activations, count_params
 from scaler.errors import UserError
-from scaler.guard import Footprint, available_memory, check_fits, footprint
-from scaler.nn.build import build
-from scaler.scaling import compound, scale
-from scaler.spec import NetSpec
-from scaler.variants import apply_variant
+from scaler.model import zoo
+from scaler.model.complexity import count_activations, count_params
+from scaler.model.guard import Footprint, available_memory, check_fits, footprint
+from scaler.model.nn.build import build
+from scaler.model.scaling import compound, scale
+from scaler.model.spec import NetSpec
+from scaler.model.variants import apply_variant
 
 
 def _masked_mobilenet() -> NetSpec:

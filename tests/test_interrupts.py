@@ -23,10 +23,11 @@ import pytest
 import tomllib
 from optuna.trial import TrialState
 
-from scaler.grid import grid_points
-from scaler.search import GridSearch, SearchConfig
-from scaler.storage import enqueue_missing, open_study, redact
-from scaler.train import TrainConfig
+from scaler.experiments.search.config import SearchConfig
+from scaler.experiments.search.queue import GridSearch
+from scaler.study.grid import grid_points
+from scaler.study.storage import enqueue_missing, open_study, redact
+from scaler.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP, TOLERANCE = 0.5, 0.12
@@ -321,7 +322,8 @@ def test_stored_config_hides_the_password(postgres_url: str) -> None:
 def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path: Path) -> None:
     """A worker killed (kill -9) right after claiming a job leaves a FAIL trial with no attributes of its own;
     trials.csv and summary.json's failures still name the job it held, from the queue."""
-    from scaler.search import summarise, trials_frame
+    from scaler.experiments.search.queue import trials_frame
+    from scaler.experiments.search.report import summarise
 
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     search = GridSearch(small_config("killed", url, confirm=2, confirm_seeds=2), log=lambda line: None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scaler.nn.build import build
-from scaler.variants import apply_variant
-from scaler.zoo import BASES, base
+from scaler.model.nn.build import build
+from scaler.model.variants import apply_variant
+from scaler.model.zoo import BASES, base
 
 
 @pytest.mark.parametrize("name", list(BASES))

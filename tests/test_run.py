@@ -12,21 +12,12 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from scaler.engine import evaluate_plan
 from scaler.errors import UserError
-from scaler.run import (
-    PHASES,
-    STOPWATCH,
-    evaluate,
-    interleaved_costs,
-    latency_form_of,
-    measure,
-    setup,
-    study_info,
-    write,
-)
-from scaler.scaling import scale
-from scaler.train import TrainConfig
+from scaler.model.scaling import scale
+from scaler.report.files import study_info, write
+from scaler.study.engine import evaluate_plan
+from scaler.study.run import PHASES, STOPWATCH, evaluate, interleaved_costs, latency_form_of, measure, setup
+from scaler.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=64)
@@ -187,7 +178,7 @@ def test_every_committed_result_has_a_run_json(folder: Path) -> None:
 
 
 def test_command_line_names_the_program() -> None:
-    from scaler.run import command_line
+    from scaler.report.files import command_line
 
     assert command_line(("search", "--study", "a b")) == "scaler search --study 'a b'"
     assert command_line(("benchmarks/proxy_rank.py", "--factor", "3")) == "python benchmarks/proxy_rank.py --factor 3"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.scaling import compound, round_channels, round_repeats, round_resolution, scale
-from scaler.spec import SpecError
-from scaler.variants import apply_variant
-from scaler.zoo import base
+from scaler.model.scaling import compound, round_channels, round_repeats, round_resolution, scale
+from scaler.model.spec import SpecError
+from scaler.model.variants import apply_variant
+from scaler.model.zoo import base
 
 
 @pytest.mark.parametrize(
@@ -95,9 +95,9 @@ def test_variants_are_spec_functions() -> None:
 @pytest.mark.parametrize("name", ["mobilenet", "resnet50", "efficientnet-b0"])
 def test_macs_follow_resolution_squared_on_small_inputs(name: str) -> None:
     """At 28 px every gamma^phi of the grid (phi 1 and 2) builds an input whose MACs track r^2 within 10 %."""
-    from scaler.complexity import count_macs
-    from scaler.grid import GAMMA_RANGE
-    from scaler.nn.build import build
+    from scaler.model.complexity import count_macs
+    from scaler.model.nn.build import build
+    from scaler.study.grid import GAMMA_RANGE
 
     spec = scale(base(name, in_channels=1, resolution=28, num_classes=10), 1.0, 0.25, 1.0)
     assert spec.resolution == 32 and spec.resolution % spec.total_stride == 0

@@ -13,14 +13,14 @@ from conftest import FAST, Cli
 from notebook_runner import run_notebook
 
 from scaler.cli import main
-from scaler.complexity import count_macs, count_params
 from scaler.errors import UserError
-from scaler.grid import CONTROL, Candidate, control_network, grid_points, space
-from scaler.nn.build import build
-from scaler.scaling import scale, scale_compound
-from scaler.search import TRIAL_COLUMNS
-from scaler.spec import NetSpec
-from scaler.zoo import base as zoo_base
+from scaler.experiments.search.queue import TRIAL_COLUMNS
+from scaler.model.complexity import count_macs, count_params
+from scaler.model.nn.build import build
+from scaler.model.scaling import scale, scale_compound
+from scaler.model.spec import NetSpec
+from scaler.model.zoo import base as zoo_base
+from scaler.study.grid import CONTROL, Candidate, control_network, grid_points, space
 
 
 def count(spec: NetSpec) -> tuple[int, int]:
@@ -166,7 +166,7 @@ def test_a_study_made_before_a_training_setting_existed_still_resumes() -> None:
     """A stored fingerprint without a later TrainConfig field reads it at its default; another value differs."""
     from dataclasses import replace
 
-    from scaler.search import SearchConfig, differences, grid_fingerprint, recorded_fingerprint
+    from scaler.experiments.search.config import SearchConfig, differences, grid_fingerprint, recorded_fingerprint
 
     config = SearchConfig()
     stored = grid_fingerprint(config)
@@ -179,8 +179,10 @@ def test_a_study_made_before_a_training_setting_existed_still_resumes() -> None:
 def test_the_quick_preset_learns_well_above_chance() -> None:
     """`search --quick`'s images, epochs and batch train the base to well above chance (0.1) on real Fashion-MNIST:
     a smoke run that learns nothing checks nothing (the old preset's 1,000 images stayed at 0.14)."""
-    from scaler.cli import make_parser, search_settings, train_config
-    from scaler.run import RunConfig, evaluate, setup
+    from scaler.cli import make_parser
+    from scaler.experiments.options import train_config
+    from scaler.experiments.search import search_settings
+    from scaler.study.run import RunConfig, evaluate, setup
 
     args = make_parser().parse_args(["search", "--quick", "--no-progress"])
     settings = search_settings(args)
@@ -201,7 +203,8 @@ def test_the_quick_preset_learns_well_above_chance() -> None:
 
 def test_a_quick_study_is_named_apart_from_the_full_search() -> None:
     """`search --quick` must not take the full search's study: resuming it with the full settings would be refused."""
-    from scaler.cli import make_parser, search_config
+    from scaler.cli import make_parser
+    from scaler.experiments.search import search_config
 
     def name(*args: str) -> str:
         argv = ("search", *args)

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from conftest import FAST
 
-from scaler.run import provenance
-from scaler.search import SearchConfig
-from scaler.storage import redact, redact_secrets
+from scaler.experiments.search.config import SearchConfig
+from scaler.report.files import provenance
+from scaler.study.storage import redact, redact_secrets
 
 SECRET = "pw-s3cret:x"  # a ':' inside the password, as a careless user might type
 

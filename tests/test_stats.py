@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_by_seed
+from scaler.study.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_by_seed
 
 
 def test_clear_winner_is_certain() -> None:

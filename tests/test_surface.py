@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from scaler.surface import best_of, fit_surface
+from scaler.study.surface import best_of, fit_surface
 
 
 def quadratic(x: np.ndarray) -> np.ndarray:

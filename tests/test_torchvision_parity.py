@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from scaler.complexity import count_macs, count_params
-from scaler.nn.build import build
-from scaler.zoo import EFFICIENTNET_FAMILY, base, efficientnet
+from scaler.model.complexity import count_macs, count_params
+from scaler.model.nn.build import build
+from scaler.model.zoo import EFFICIENTNET_FAMILY, base, efficientnet
 
 CASES = [
     ("mobilenetv2", lambda: base("mobilenetv2"), torchvision.models.mobilenet_v2, 224),

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from scaler.augment import OPS, apply_op, op_strength, rand_augment
-from scaler.data import Dataset, Split
 from scaler.errors import UserError
-from scaler.nn.build import build
-from scaler.scaling import scale
-from scaler.train import Prepared, Progressive, TrainConfig, cosine_lr, recalibrate_batchnorm, train
-from scaler.zoo import base
+from scaler.model.nn.build import build
+from scaler.model.scaling import scale
+from scaler.model.zoo import base
+from scaler.training.augment import OPS, apply_op, op_strength, rand_augment
+from scaler.training.data import Dataset, Split
+from scaler.training.train import Prepared, Progressive, TrainConfig, cosine_lr, recalibrate_batchnorm, train
 
 
 def striped(channels: int = 1, size: int = 28) -> torch.Tensor:

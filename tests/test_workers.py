@@ -17,8 +17,11 @@ import pytest
 from conftest import FAST
 from optuna.trial import FrozenTrial, TrialState
 
-from scaler.search import GridSearch, QueueStudy, SearchConfig, max_workers
-from scaler.train import TrainConfig
+from scaler.experiments.search.config import SearchConfig
+from scaler.experiments.search.queue import GridSearch
+from scaler.study.storage import QueueStudy
+from scaler.study.workers import max_workers
+from scaler.training.train import TrainConfig
 
 BACKENDS = ["sqlite", "postgresql"]
 KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.5, 0.12, 2

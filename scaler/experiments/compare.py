@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scaler.engine import evaluate_plan
-from scaler.run import Log, Setup
-from scaler.scaling import compound
-from scaler.stats import accuracy_interval, paired_by_seed
+from scaler.errors import UserError
+from scaler.experiments import Argv, Command
+from scaler.experiments.options import add_experiment_args, add_seeds_arg, experiment_config, options_of, seeds_of
+from scaler.model.complexity import CONVENTION
+from scaler.model.scaling import compound
+from scaler.report.files import write
+from scaler.study.engine import evaluate_plan
+from scaler.study.run import Log, Setup, setup
+from scaler.study.stats import accuracy_interval, paired_by_seed
 
 DWR_WIDTH_EXPONENT = 0.8  # Dollár et al. 2021: FLOPs exponents e_w = 0.8, e_d = e_r = 0.1
 
@@ -87,10 +93,48 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def figures(summary: pd.DataFrame) -> dict[str, Figure]:
     """Accuracy (mean, 95 % CI over seeds) against measured MACs ratio, one line per rule, each from the base."""
-    from scaler.plots import accuracy_vs_macs
+    from scaler.report.figures import accuracy_vs_macs
 
     base_row = summary[summary.rule == "base"]
     scaled = summary[summary.rule != "base"]
     plotted = pd.concat([base_row.assign(rule=rule) for rule in scaled.rule.unique()] + [scaled])
     figure = accuracy_vs_macs(plotted, "rule", x="macs_ratio", title="scaling rules at equal FLOPs")
     return {"compare_scaling": figure}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the command."""
+    add_experiment_args(p, epochs=3, subset=6000)
+    p.add_argument("--factors", type=float, nargs="+", default=[2.0, 4.0], help="FLOPs factors")
+    add_seeds_arg(p, "network", "rules")
+
+
+def main(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler compare-scaling: depth, width, resolution, compound and dWr at 2x and 4x FLOPs, over paired seeds."""
+    bad = [factor for factor in args.factors if not (math.isfinite(factor) and factor > 1)]
+    if bad:
+        raise UserError(f"--factors are FLOPs multiples of the base and must be finite numbers > 1 (got {bad[0]:g})")
+    seeds = seeds_of(args)
+    config, coefficients = experiment_config(args, argv)
+    prepared = setup(config)
+    frames = run(plan(coefficients, args.factors, seeds), prepared)
+    summary = frames["compare_scaling_summary"]
+    write(prepared.folder, config, argv, prepared.started, frames, figures(summary), options_of(args))
+    print(
+        f"# {CONVENTION}; test accuracy mean over seeds {seeds} [95 % t CI]; vs_compound = paired difference to "
+        "compound scaling at the same factor [95 % t CI]"
+    )
+    columns = ["rule", "factor", "macs_ratio", "resolution", "test_acc", "acc_lo", "acc_hi"]
+    columns += ["vs_compound", "vs_compound_lo", "vs_compound_hi", "vs_compound_significant", "train_seconds"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
+    written = [prepared.folder / f"{name}.csv" for name in frames] + [prepared.folder / "compare_scaling.png"]
+    print(f"wrote {', '.join(map(str, written))}, {prepared.folder / 'run.json'}")
+    return 0
+
+
+COMMAND = Command(
+    "compare-scaling",
+    "depth / width / resolution / compound / dWr scaling at equal FLOPs",
+    add_arguments,
+    main,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 from typing import Any
 
@@ -9,12 +10,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from scaler.engine import Extra, PlanRun
-from scaler.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
-from scaler.run import Log, Row, Setup
-from scaler.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
-from scaler.stats import accuracy_interval, mean_interval, paired_by_seed
-from scaler.train import recalibrated_accuracy
+from scaler.errors import UserError
+from scaler.experiments import Argv, Command
+from scaler.experiments.options import (
+    add_engine_args,
+    add_seeds_arg,
+    add_task_args,
+    add_train_args,
+    check_seed,
+    data_options,
+    options_of,
+    output_folder,
+    task_of,
+)
+from scaler.model.complexity import CONVENTION
+from scaler.model.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
+from scaler.model.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
+from scaler.model.variants import apply_variant
+from scaler.report.figures import flgc_figure
+from scaler.report.files import write
+from scaler.study.engine import Extra, Hook, PlanRun
+from scaler.study.run import Log, Row, RunConfig, Setup, buildable, grouped_share, setup
+from scaler.study.stats import accuracy_interval, mean_interval, paired_by_seed
+from scaler.training.train import recalibrated_accuracy
 
 ARMS = GROUPING_ARMS
 PROBE_RULES = ("weight", "logit", "random")
@@ -138,7 +156,6 @@ def run(
     setup: Setup,
     log: Log = print,
     probe: bool = True,
-    storage: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """flgc.csv (one row per arm, G, seed), flgc_summary.csv, flgc_layers.csv and flgc_probe.csv.
 
@@ -155,7 +172,9 @@ def run(
         form="folded",
         batch_latency=BATCH_LATENCY,
     )
-    runner = PlanRun(plan, setup, log, storage, extra=read_off(setup, probe), shared_cost=False)
+    runner = PlanRun(
+        plan, setup, log, extra=Hook("scaler.experiments.flgc:read_off", {"probe": probe}), shared_cost=False
+    )
     engine_columns = [column for column in plan if column not in points]
     frame = runner.run().drop(columns=[*engine_columns, "val_curve"])
     frame = frame.sort_values(["seed", "groups", "arm"], key=_arm_order).reset_index(drop=True)
@@ -229,3 +248,90 @@ def summarise_probe(probes: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the command."""
+    p.add_argument("--base", default="resnet50", help="base network (default resnet50; CIFAR stem below 64 px)")
+    add_task_args(p)
+    p.add_argument("--groups", type=int, nargs="+", default=[2, 4, 8, 16], help="group counts G (dense is G = 1)")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=GROUPING_ARMS,
+        default=list(GROUPING_ARMS),
+        help="dense (G = 1), fixed (contiguous groups, as ResNeXt), flgc, flgc-dup (default: all four)",
+    )
+    add_seeds_arg(p, "run", "arms")
+    p.add_argument(
+        "--spatial", action="store_true", help="group the bottleneck's kxk conv too (not only the 1x1 convs)"
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=DUPLICATE_TOP_K,
+        help="duplication threshold: mean score of a group's top K members",
+    )
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
+    p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
+    p.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
+    add_engine_args(p)
+    p.add_argument("--out", help="output folder under studies/ (default flgc-<base>-<dataset>)")
+    p.add_argument("--profile-only", action="store_true", help="deployed MACs, params and latency only; no training")
+    add_train_args(p, epochs=3, subset=6000)
+
+
+def main(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler flgc: dense, fixed groups, FLGC and FLGC with duplication as the group count grows, over seeds."""
+    if any(g < 1 for g in args.groups) or args.top_k < 1 or args.seeds < 1:
+        raise UserError(f"--groups, --top-k and --seeds must be >= 1 (got {args.groups}, {args.top_k}, {args.seeds})")
+    if not args.width > 0:
+        raise UserError(f"--width must be > 0 (got {args.width})")
+    arms = tuple(args.arms)
+    config = RunConfig(
+        command="flgc",
+        base=args.base,
+        width=args.width,
+        dataset=args.dataset,
+        task=task_of(args),
+        folder=output_folder(args.out, args.base, args.dataset, prefix="flgc-"),
+        argv=argv,
+        **data_options(args),
+    )
+    check_seed("--seed", args.seed, more=args.seeds - 1)
+    seeds = list(range(args.seed, args.seed + (1 if args.profile_only else args.seeds)))
+    points = plan(args.groups, seeds, args.top_k, args.spatial, arms)
+    base_spec = config.base_spec()
+    specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
+    prepared = setup(config, data=not args.profile_only)
+    frames = run(points, prepared)
+    grouped = points[points.arm != "dense"]
+    share = grouped_share(base_spec, specs[grouped.variant.iloc[-1]]) if len(grouped) else 0.0
+    write(
+        prepared.folder,
+        config,
+        argv,
+        prepared.started,
+        frames,
+        {"flgc": flgc_figure(frames["flgc_summary"])},
+        options_of(args),
+    )
+    print(
+        f"# {prepared.spec.name} x{args.width:g} width on {args.dataset}, seeds {seeds}; {CONVENTION}; "
+        f"{share:.1%} of the dense MACs are in grouped convolutions; MACs, params and latency of the deployed model"
+    )
+    print(frames["flgc_summary"].round(4).to_string(index=False))
+    if not frames["flgc_probe"].empty:
+        print("\n# zero-shot duplication on the trained FLGC models (validation gain, paired by seed):")
+        print(frames["flgc_probe"].round(4).to_string(index=False))
+    written = ", ".join(str(prepared.folder / f"{name}.csv") for name in frames)
+    print(f"wrote {written}, {prepared.folder / 'flgc.png'}, {prepared.folder / 'run.json'}")
+    return 0
+
+
+COMMAND = Command(
+    "flgc",
+    "dense, fixed groups, FLGC and FLGC + duplication as the number of groups grows",
+    add_arguments,
+    main,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import statistics
@@ -10,12 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from scaler.engine import evaluate_plan
-from scaler.plots import pareto_mask
-from scaler.run import Log, Setup, interleaved_costs
-from scaler.scaling import scale
-from scaler.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
-from scaler.variants import apply_variant
+from scaler.errors import UserError
+from scaler.experiments import Argv, Command
+from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
+from scaler.model.scaling import compound, scale
+from scaler.model.variants import apply_variant
+from scaler.report.figures import frelu_figure, pareto_mask
+from scaler.report.files import write
+from scaler.study.engine import evaluate_plan
+from scaler.study.run import Log, Setup, interleaved_costs, setup
+from scaler.study.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
 
 EFFECT_COLUMNS = ["stage", "d_val_acc", "d_val_acc_lo", "d_val_acc_hi", "significant", "d_latency_ms", "latency_ratio"]
 MASK_COLUMNS = (
@@ -94,7 +99,6 @@ def frelu_masks(
     multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0),
     latency_form: str = "deployed",
     latency_rounds: int = 30,
-    storage: str | None = None,
     log: Log = print,
 ) -> pd.DataFrame:
     """Mean validation accuracy over `seeds` and latency of each FReLU mask of the setup's network (scaled by
@@ -102,7 +106,7 @@ def frelu_masks(
     at the end every mask is timed again, all interleaved in `latency_form`, and the Pareto front is taken on mean
     accuracy and that latency."""
     seeds = list(seeds)
-    runs = evaluate_plan(plan(masks, seeds, multipliers), setup, log, storage)
+    runs = evaluate_plan(plan(masks, seeds, multipliers), setup, log)
     rows = []
     for mask, part in runs.groupby("mask", sort=True):
         part = part.set_index("seed").loc[seeds]
@@ -241,3 +245,55 @@ def effects_clause(effects: pd.DataFrame) -> str:
         f"points at {row.latency_ratio:.2f}x latency"
         for row in clear.itertuples()
     )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the command."""
+    add_experiment_args(p, epochs=2, subset=3000)
+    p.add_argument("--at-phi", type=float, default=0.0, help="scale the network to this phi first")
+    add_decision_args(p, "mask")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        help="masks to evaluate (default: all when <= 64, else 40): ReLU and FReLU everywhere, the rest at random",
+    )
+
+
+def main(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler frelu: which stages get FReLU, over paired seeds: Pareto front, stage effects, a recommendation."""
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials must be >= 1 (got {args.n_trials}); leave it out to evaluate every mask")
+    if not math.isfinite(args.at_phi) or args.at_phi < 0:
+        raise UserError(f"--at-phi must be a finite number >= 0 (got {args.at_phi})")
+    seeds = seeds_of(args)
+    config, coefficients = experiment_config(args, argv, latency_runs=30)
+    prepared = setup(config)
+    masks = chosen_masks(len(prepared.spec.stages), args.n_trials, args.seed)
+    multipliers = compound(*coefficients, args.at_phi)
+    frame = frelu_masks(prepared, masks, seeds, multipliers, args.latency)
+    effects = stage_effects(frame)
+    front, verdict = recommend(frame)
+    frames = {"frelu": frame, "frelu_effects": effects, "frelu_front": front}
+    figures = {"frelu_pareto": frelu_figure(frame)}
+    write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
+    print(
+        f"# {len(frame)} masks, φ={args.at_phi:g}, seeds {seeds}: validation accuracy mean [95 % t CI]; "
+        f"{args.latency} latency, all masks timed interleaved: median (IQR)"
+    )
+    print("# Pareto front (mean accuracy up, latency down), with each mask's gain over ReLU paired by seed:")
+    print(front.round(4).to_string(index=False))
+    print("# per-stage main effect of FReLU (accuracy points, latency):")
+    print(effects.round(4).to_string(index=False))
+    print(f"recommendation: {verdict}")
+    print(
+        f"wrote {', '.join(str(prepared.folder / (n + '.csv')) for n in frames)}, {prepared.folder / 'frelu_pareto.png'}"
+    )
+    return 0
+
+
+COMMAND = Command(
+    "frelu",
+    "which blocks get FReLU: multi-objective study of per-stage masks",
+    add_arguments,
+    main,
+)

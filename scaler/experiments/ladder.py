@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pandas as pd
 
-from scaler.engine import evaluate_plan
-from scaler.run import Log, Setup, retime_interleaved
-from scaler.scaling import compound
-from scaler.stats import accuracy_interval, paired_by_seed
+from scaler.experiments import Argv, Command
+from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
+from scaler.model.complexity import CONVENTION
+from scaler.model.scaling import compound
+from scaler.model.variants import apply_variant
+from scaler.report.files import write
+from scaler.study.engine import evaluate_plan
+from scaler.study.run import Log, Setup, retime_interleaved, setup
+from scaler.study.stats import accuracy_interval, paired_by_seed
+from scaler.training.train import Progressive
 
 
 def plan(
@@ -84,3 +91,41 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
                 row |= diff.columns(name)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the command."""
+    add_experiment_args(p, epochs=5, subset=0)
+    p.add_argument("--frelu", default="frelu-early", help="FReLU placement of step 3 (a variant, e.g. frelu:1,2)")
+    add_decision_args(p, "step")
+
+
+def main(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU, over seeds."""
+    seeds = seeds_of(args)
+    config, coefficients = experiment_config(args, argv)
+    apply_variant(config.base_spec(), "fused+" + args.frelu)
+    Progressive().check(config.train.epochs)
+    prepared = setup(config)
+    frames = run(plan(coefficients, args.frelu, prepared.spec.name, seeds), prepared, latency_form=args.latency)
+    write(prepared.folder, config, argv, prepared.started, frames, options=options_of(args))
+    print(
+        f"# {CONVENTION}; test accuracy on the held-out test set, mean over seeds {seeds} [95 % t CI]; gain = paired "
+        f"difference to the step before [95 % t CI]; {args.latency} latency, steps timed interleaved: median (IQR)"
+    )
+    columns = ["step", "test_acc", "acc_lo", "acc_hi", "gain", "gain_lo", "gain_hi", "gain_significant"]
+    columns += ["train_seconds", "macs", "latency_ms", "latency_iqr_ms"]
+    summary = frames["ladder_summary"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
+    print(
+        f"wrote {prepared.folder / 'ladder.csv'}, {prepared.folder / 'ladder_summary.csv'}, {prepared.folder / 'run.json'}"
+    )
+    return 0
+
+
+COMMAND = Command(
+    "ladder",
+    "MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU",
+    add_arguments,
+    main,
+)

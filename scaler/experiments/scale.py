@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pandas as pd
 
-from scaler.engine import evaluate_plan
-from scaler.extrapolate import extrapolate, held_out_error
-from scaler.run import Log, Setup, retime_interleaved
-from scaler.scaling import compound
-from scaler.stats import accuracy_interval
+from scaler.errors import UserError
+from scaler.experiments import Argv, Command
+from scaler.experiments.options import (
+    add_experiment_args,
+    add_latency_arg,
+    add_seeds_arg,
+    experiment_config,
+    options_of,
+    seeds_of,
+)
+from scaler.model.complexity import CONVENTION
+from scaler.model.scaling import compound
+from scaler.model.variants import VARIANT_HELP
+from scaler.report.figures import tradeoff_figures
+from scaler.report.files import write
+from scaler.study.engine import evaluate_plan
+from scaler.study.extrapolate import extrapolate, held_out_error
+from scaler.study.run import Log, Setup, retime_interleaved, setup
+from scaler.study.stats import accuracy_interval
 
 SUMMARY_FIRST = ["variant", "phi", "resolution", "params", "macs", "macs_ratio", "target_ratio"]
 PLOTTED_COLUMNS = ["variant", "phi", "macs", "latency_ms", "latency_iqr_ms"]  # what `scaler plot` reads back
@@ -85,3 +100,74 @@ def run(
         frames["extrapolation"] = held_out_error(frames["scale"])
     frames["scale_summary"] = summarise(frames["scale"])
     return frames
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the command."""
+    add_experiment_args(p, epochs=3, subset=6000)
+    p.add_argument("--phi", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument(
+        "--variant", dest="variant_list", nargs="+", default=["relu", "frelu"], help=f"variants: {VARIANT_HELP}"
+    )
+    p.add_argument(
+        "--train-max-phi",
+        type=float,
+        default=2.0,
+        help="train the points with phi <= this, every one on the same images (-1: profile only); the largest "
+        "trained phi is held out to judge the extrapolation",
+    )
+    add_seeds_arg(p, "trained point", "variants and phi")
+    add_latency_arg(p, "network")
+
+
+def main(args: argparse.Namespace, argv: Argv) -> int:
+    """scaler scale: every (variant, phi) profiled, trained up to --train-max-phi, extrapolated beyond."""
+    if not math.isfinite(args.train_max_phi):
+        raise UserError(f"--train-max-phi must be a finite number, -1 to only profile (got {args.train_max_phi})")
+    bad = [phi for phi in args.phi if not (math.isfinite(phi) and phi >= 0)]
+    if bad:
+        raise UserError(f"--phi values must be finite numbers >= 0 (got {bad[0]:g})")
+    seeds = seeds_of(args)
+    config, coefficients = experiment_config(args, argv)
+    prepared = setup(config, data=args.train_max_phi >= 0)
+    points = plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds)
+    frames = run(points, prepared, latency_form=args.latency)
+    figures = tradeoff_figures(frames["scale_summary"])
+    paths = write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
+    for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
+        print(
+            f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g} ({row.fit_seeds} seeds), predicted "
+            f"{row.predicted:.4f} [{row.pred_lo:.4f}, {row.pred_hi:.4f}] at φ={row.held_out_phi:g}, measured "
+            f"{row.measured:.4f} ({row.measured_seeds} seeds): error {row.error:+.4f}; naive: last value "
+            f"{row.last_value_error:+.4f}, log-linear {row.log_linear_error:+.4f}; "
+            f"{'beats both' if row.beats_naive else 'does not beat both'}{'; fit at a bound' if row.at_bound else ''}"
+        )
+    print(f"# {CONVENTION}; test_acc is the mean over seeds with its 95 % t interval [acc_lo, acc_hi]")
+    columns = [
+        "variant",
+        "phi",
+        "resolution",
+        "macs",
+        "macs_ratio",
+        "latency_ms",
+        "latency_iqr_ms",
+        "seeds",
+        "test_acc",
+        "acc_lo",
+        "acc_hi",
+        "predicted_acc",
+        "pred_lo",
+        "pred_hi",
+    ]
+    summary = frames["scale_summary"]
+    print(summary[[c for c in columns if c in summary]].round(4).to_string(index=False))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+COMMAND = Command(
+    "scale",
+    "carry alpha, beta, gamma to larger phi for each variant: profile, train, extrapolate",
+    add_arguments,
+    main,
+)

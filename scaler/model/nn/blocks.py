@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from scaler.nn.activations import ActFactory
-from scaler.nn.depthwise import DepthwiseConv2d
+from scaler.model.nn.activations import ActFactory
+from scaler.model.nn.depthwise import DepthwiseConv2d
 
 Pointwise = Callable[[int, int], nn.Module]
 Spatial = Callable[[int, int, int], nn.Module]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaler.spec import DUPLICATE_TOP_K
+from scaler.model.spec import DUPLICATE_TOP_K
 
 STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_matmul", "bucketed_matmul")
 BUCKET_CALL_COST = 0.05

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from scaler.complexity import DEFAULT_THREADS
-from scaler.run import measure
-from scaler.scaling import compound, scale
-from scaler.spec import NetSpec
+from scaler.model.complexity import DEFAULT_THREADS
+from scaler.model.scaling import compound, scale
+from scaler.model.spec import NetSpec
+from scaler.study.run import measure
 
 PROFILE_COLUMNS = [
     "phi",

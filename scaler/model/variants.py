@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scaler.spec import DUPLICATE_TOP_K, NetSpec, SpecError
+from scaler.model.spec import DUPLICATE_TOP_K, NetSpec, SpecError
 
 VARIANT_HELP = (
     "relu (as built), frelu (every stage, stem and head), frelu-early (first half of the stages), "

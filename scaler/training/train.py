@@ -6,17 +6,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from scaler.augment import rand_augment
-from scaler.data import Dataset, Split
 from scaler.errors import UserError
-from scaler.nn.flgc import assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.nn.flgc import assignment_parameters, flgc_layers, freeze_assignments
+from scaler.training.augment import rand_augment
+from scaler.training.data import Dataset, Split
 
 
 class TrainingDiverged(UserError):
@@ -108,6 +108,15 @@ class TrainConfig:
     def peak_lr(self) -> float:
         """The peak learning rate at this batch size: `lr` scaled linearly from a batch of 64."""
         return self.lr * self.batch_size / LR_REFERENCE_BATCH
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `dataclasses.asdict` after a JSON round trip (the progressive ramp's lists back to tuples)."""
+        ramp = data.get("progressive")
+        if ramp:
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in ramp.items()}
+            ramp = Progressive(**fields)
+        return cls(**data | {"progressive": ramp})
 
 
 @dataclass

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from scaler.errors import UserError
-from scaler.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
-from scaler.spec import NetSpec
+from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS, scale_compound
+from scaler.model.spec import NetSpec
 
 ALPHA_RANGE = (1.0, 2.0)
 BETA_RANGE = (1.0, 1.5)

@@ -55,7 +55,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     FLGC layers in training form (a mask on a dense weight) are counted as deployed: one real conv per
     group, sum_g |in_g| |out_g| k^2 H W, since that is what they cost once deployed.
     """
-    from scaler.nn.flgc import FLGCConv2d, deploy_flgc
+    from scaler.model.nn.flgc import FLGCConv2d, deploy_flgc
 
     if any(isinstance(m, FLGCConv2d) for m in model.modules()):
         model = deploy_flgc(copy.deepcopy(model), "per_group")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from scaler.errors import UserError, shown_path
-from scaler.tasks import DATASET_TASKS, dataset_task
+from scaler.training.tasks import DATASET_TASKS, dataset_task
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path("~/.cache/scaler/data")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from scaler.scaling import scale
-from scaler.spec import Head, NetSpec, SpecError, Stage, Stem
+from scaler.model.scaling import scale
+from scaler.model.spec import Head, NetSpec, SpecError, Stage, Stem
 
 MIN_FEATURE_MAP = 4
 SMALL_INPUT = 64  # below this many pixels a base gets the CIFAR stem, fitted strides and a stride-multiple size
@@ -86,7 +86,7 @@ def efficientnetv2_s() -> NetSpec:
 
 def mobilenet_fused() -> NetSpec:
     """MobileNetV1 whose first two stages are Fused-MBConv (EfficientNetV2's lesson for early layers)."""
-    from scaler.variants import fuse_early
+    from scaler.model.variants import fuse_early
 
     return replace(fuse_early(mobilenet(), 2), name="mobilenet-fused")
 

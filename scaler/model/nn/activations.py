@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from scaler.nn.depthwise import DepthwiseConv2d
-from scaler.spec import SpecError
+from scaler.model.nn.depthwise import DepthwiseConv2d
+from scaler.model.spec import SpecError
 
 ActFactory = Callable[[int], nn.Module]
 

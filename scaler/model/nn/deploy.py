@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaler.nn.activations import FReLU
-from scaler.nn.blocks import ConvBN
+from scaler.model.nn.activations import FReLU
+from scaler.model.nn.blocks import ConvBN
 
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BN that follows a conv (ConvBN, FReLU's funnel, deployed FLGC) into it, in place; eval only."""
-    from scaler.nn.flgc import DeployedFLGC
+    from scaler.model.nn.flgc import DeployedFLGC
 
     model.eval()
     for module in model.modules():
@@ -84,7 +84,7 @@ def depthwise_as_shifts(model: nn.Module) -> nn.Module:
 
 def deploy(model: nn.Module, shifts: bool = True, compile: bool = True) -> nn.Module:
     """A copy in its fastest inference form: FLGC as real grouped convs, BN folded, shift-depthwise, compiled."""
-    from scaler.nn.flgc import deploy_flgc
+    from scaler.model.nn.flgc import deploy_flgc
 
     deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval()))
     if shifts:

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from scaler.errors import UserError
-from scaler.scaling import round_channels
-from scaler.spec import NetSpec, Stage
+from scaler.model.scaling import round_channels
+from scaler.model.spec import NetSpec, Stage
 
 BYTES_PER_VALUE = 4
 TRAINING_PARAM_COPIES = 4  # weights, gradients and two optimiser moments

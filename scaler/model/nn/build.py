@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from scaler.nn.activations import act_factory
-from scaler.nn.blocks import (
+from scaler.model.nn.activations import act_factory
+from scaler.model.nn.blocks import (
     Bottleneck,
     DepthwiseSeparable,
     FusedMBConv,
@@ -19,8 +19,8 @@ from scaler.nn.blocks import (
     dense_pointwise,
     dense_spatial,
 )
-from scaler.scaling import round_channels
-from scaler.spec import NetSpec, SpecError, Stage
+from scaler.model.scaling import round_channels
+from scaler.model.spec import NetSpec, SpecError, Stage
 
 
 class Network(nn.Module):
@@ -72,7 +72,7 @@ def grouped_conv(stage: Stage, kernel: int = 1) -> Callable[[int, int, int], nn.
                 f"{in_channels}->{out_channels}: choose a G that divides every width (e.g. 2, 4 or 8)"
             )
         if stage.grouping == "flgc":
-            from scaler.nn.flgc import FLGCConv2d
+            from scaler.model.nn.flgc import FLGCConv2d
 
             return FLGCConv2d(in_channels, out_channels, groups, kernel, stride, stage.duplicate, stage.duplicate_top_k)
         return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)

@@ -315,8 +315,8 @@ def claim_waiting_trial(engine: Any, trial_id: int) -> bool:
 
 
 def queued_key(trial: optuna.trial.FrozenTrial, key: str) -> Any:
-    """The grid key of a trial: its parameter once started, its fixed parameter while queued."""
-    return trial.params.get(key, trial.system_attrs.get("fixed_params", {}).get(key))
+    """The job a trial holds: its parameter once started, its fixed parameter while queued, else its user attribute."""
+    return trial.params.get(key, trial.system_attrs.get("fixed_params", {}).get(key, trial.user_attrs.get(key)))
 
 
 def holds_its_point(trial: optuna.trial.FrozenTrial) -> bool:
@@ -324,13 +324,17 @@ def holds_its_point(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != TrialState.FAIL or "failure" in trial.user_attrs
 
 
-def enqueue_missing(study: optuna.Study, url: str, key: str, values: list[Any]) -> int:
-    """Queue each value of `key` no trial holds yet (interrupted ones are queued again), under the study's lock; how many."""
+def enqueue_missing(study: optuna.Study, url: str, key: str, values: list[Any], as_param: bool = True) -> int:
+    """Queue each value of `key` no trial holds yet (interrupted ones are queued again), under the study's lock; how
+    many. The value is the trial's fixed parameter `key`, or with `as_param` False its user attribute `key`."""
     with study_lock(url, study.study_name):
         held = {queued_key(t, key) for t in study.get_trials(deepcopy=False) if holds_its_point(t)}
         missing = [value for value in values if value not in held]
         for value in missing:
-            study.enqueue_trial({key: value}, skip_if_exists=False)
+            if as_param:
+                study.enqueue_trial({key: value}, skip_if_exists=False)
+            else:
+                study.enqueue_trial({}, user_attrs={key: value}, skip_if_exists=False)
     return len(missing)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from scaler.spec import NetSpec, SpecError, Stage
+from scaler.model.spec import NetSpec, SpecError, Stage
 
 CHANNEL_DIVISOR = 8
 RESOLUTION_MULTIPLE = 2

@@ -4,43 +4,47 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import pandas as pd
+import torch
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 from torch import nn
 
 from scaler.errors import RunFailed, UserError
-from scaler.run import PLAN_COLUMNS, Cost, Log, Row, Setup, evaluate_model, planned_spec
-from scaler.spec import NetSpec
-from scaler.storage import (
+from scaler.model.spec import NetSpec
+from scaler.study.run import PLAN_COLUMNS, Cost, Log, Row, RunConfig, Setup, evaluate_model, planned_spec
+from scaler.study.storage import (
     INTERRUPTED,
     GridExhausted,
-    holds_its_point,
+    enqueue_missing,
     open_study,
     redact,
     redact_secrets,
     sqlite_path,
-    study_lock,
+    storage_errors,
 )
-from scaler.train import Progressive, TrainConfig, TrainingDiverged
+from scaler.study.workers import run_workers, worker_process
+from scaler.training.train import Progressive, TrainConfig, TrainingDiverged
 
 STORE = "runs.db"
 JOB = "job"  # user attribute naming the planned run a trial is for
 ROW = "row"  # user attribute holding what the run measured
+RUNNER = "runner"  # study attribute: the hook and cost rule a worker needs to evaluate the plan's runs
 EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
-UNFINGERPRINTED = ("argv", "progress", "folder")
+UNFINGERPRINTED = ("argv", "progress", "folder", "storage", "workers")
 UNFINGERPRINTED_TRAIN = ("threads", "device", "seed")
 
 
@@ -116,79 +120,36 @@ def row_of(record: Mapping[str, Any]) -> Row:
 Extra = Callable[[dict[str, Any], NetSpec, Row, nn.Module], dict[str, Any]]
 
 
-class PlanRun:
-    """One command's plan in its store: queue what no trial holds, run the queue, read the rows back in plan order.
+@dataclass(frozen=True)
+class Hook:
+    """An experiment's `extra`, named so that any worker can rebuild it: `function(setup, **kwargs)` -> Extra."""
+
+    function: str  # "module:name"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, setup: Setup) -> Extra:
+        """The Extra for this process's setup."""
+        module, name = self.function.split(":")
+        return cast(Extra, getattr(importlib.import_module(module), name)(setup, **self.kwargs))
+
+
+class JobRunner:
+    """Evaluates the planned run a claimed trial holds, in whichever process claimed it (the command's or a worker's).
 
     `extra(point, spec, row, model)`, when given, reads more off each evaluated model, as JSON: `columns` (added
-    to the run's row) and `tables` (lists of rows by name, see `tables`); it is stored with the run. A network's
-    cost is measured once for all its seeds unless `shared_cost` is False (FLGC: the cost of the deployed model
-    follows the groups its training learned).
+    to the run's row) and `tables` (lists of rows by name); it is stored with the run. A network's cost is
+    measured once for all its seeds unless `shared_cost` is False (FLGC: the cost of the deployed model follows
+    the groups its training learned).
     """
 
-    def __init__(
-        self,
-        plan: pd.DataFrame,
-        setup: Setup,
-        log: Log = print,
-        storage: str | None = None,
-        extra: Extra | None = None,
-        shared_cost: bool = True,
-    ) -> None:
-        missing = [c for c in PLAN_COLUMNS if c not in plan]
-        if missing:
-            raise ValueError(f"plan lacks columns {missing}")
-        self.points: list[dict[str, Any]] = [{str(k): v for k, v in point.items()} for point in plan.to_dict("records")]
-        self.keys = [job_key(point | {"seed": seed_of(point, setup)}) for point in self.points]
-        if len(set(self.keys)) != len(self.keys):
-            raise ValueError("plan rows must be distinct: two rows name the same run")
-        self.setup, self.log = setup, log
-        self.url = storage or store_url(setup.folder)
-        self.name = f"{setup.config.command}-{fingerprint(setup)}"
+    def __init__(self, setup: Setup, log: Log = print, extra: Hook | None = None, shared_cost: bool = True) -> None:
+        self.setup, self.log, self.shared_cost = setup, log, shared_cost
+        self.extra = extra(setup) if extra is not None else None
         self.costs: dict[NetSpec, Cost] = {}
-        self.extra = extra
-        self.shared_cost = shared_cost
-        self.extras: dict[str, dict[str, Any]] = {}
-
-    def open(self) -> optuna.Study:
-        """The plan's study, created on first use, with the config it was made with (no password)."""
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine logs each run itself
-        study = open_study(self.url, self.name, create=True, heartbeat=HEARTBEAT)
-        if "config" not in study.user_attrs:
-            study.set_user_attr("config", redact_secrets(self.setup.config.to_json()))
-        return study
-
-    def enqueue_missing(self, study: optuna.Study) -> int:
-        """Queue every planned run no trial holds yet (interrupted ones again), under the study's lock; how many."""
-        with study_lock(self.url, study.study_name):
-            held = {t.user_attrs.get(JOB) for t in study.get_trials(deepcopy=False) if holds_its_point(t)}
-            missing = [key for key in self.keys if key not in held]
-            for key in missing:
-                study.enqueue_trial({}, user_attrs={JOB: key}, skip_if_exists=False)
-        return len(missing)
-
-    def finished(self, study: optuna.Study) -> dict[str, Row]:
-        """The row of every finished run of the study, by job (what `extra` read off it goes to `self.extras`)."""
-        rows = {}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if ROW in t.user_attrs:
-                rows[t.user_attrs[JOB]] = row_of(t.user_attrs[ROW])
-                self.extras[t.user_attrs[JOB]] = t.user_attrs.get(EXTRA, {})
-        return rows
-
-    def tables(self, name: str) -> pd.DataFrame:
-        """Table `name` of every planned run's extra, each row after its run's plan columns, in plan order."""
-        return pd.DataFrame(
-            [
-                point | row
-                for point, key in zip(self.points, self.keys)
-                for row in self.extras.get(key, {}).get("tables", {}).get(name, [])
-            ]
-        )
 
     def objective(self, trial: optuna.Trial) -> float:
         """Evaluate the planned run a claimed trial holds; its test accuracy (0 when it only measures: Optuna fails NaN)."""
-        key = trial.user_attrs[JOB]
-        point = json.loads(key)
+        point = json.loads(trial.user_attrs[JOB])
         spec = planned_spec(self.setup.spec, point)
         training = training_of(point, self.setup)
         test, form, batch = bool(point.get("test", True)), str(point.get("form", "eager")), point.get("batch_latency")
@@ -217,6 +178,71 @@ class PlanRun:
         accuracy_value = row.test_acc if test else row.val_acc
         return accuracy_value if row.trained and not math.isnan(accuracy_value) else 0.0
 
+    def drain(self, study: optuna.Study, url: str) -> int:
+        """Claim and run the study's queued runs until none is left; an interrupted one is queued again first."""
+        return drain(study, recording_interruptions(self.objective), requeue=lambda: requeue_interrupted(study, url))
+
+
+def requeue_interrupted(study: optuna.Study, url: str) -> int:
+    """Queue again every job of the study that no trial holds any more (an interrupted or crashed run's)."""
+    keys = list(dict.fromkeys(t.user_attrs[JOB] for t in study.get_trials(deepcopy=False) if JOB in t.user_attrs))
+    return enqueue_missing(study, url, JOB, keys, as_param=False)
+
+
+class PlanRun:
+    """One command's plan in its store: queue what no trial holds, run the queue (here or in `workers` local
+    processes), read the rows back in plan order. The store is the config's `storage`, else runs.db in its folder."""
+
+    def __init__(
+        self, plan: pd.DataFrame, setup: Setup, log: Log = print, extra: Hook | None = None, shared_cost: bool = True
+    ) -> None:
+        missing = [c for c in PLAN_COLUMNS if c not in plan]
+        if missing:
+            raise ValueError(f"plan lacks columns {missing}")
+        self.points: list[dict[str, Any]] = [{str(k): v for k, v in point.items()} for point in plan.to_dict("records")]
+        self.keys = [job_key(point | {"seed": seed_of(point, setup)}) for point in self.points]
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("plan rows must be distinct: two rows name the same run")
+        self.setup, self.log = setup, log
+        self.url = setup.config.storage or store_url(setup.folder)
+        self.name = f"{setup.config.command}-{fingerprint(setup)}"
+        self.hook, self.shared_cost = extra, shared_cost
+        self.runner = JobRunner(setup, log, extra, shared_cost)
+        self.extras: dict[str, dict[str, Any]] = {}
+
+    def open(self) -> optuna.Study:
+        """The plan's study, created on first use, with what a worker on any machine needs to join it."""
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine logs each run itself
+        study = open_study(self.url, self.name, create=True, heartbeat=HEARTBEAT)
+        if "config" not in study.user_attrs:
+            study.set_user_attr("config", redact_secrets(self.setup.config.to_json()))
+            hook = asdict(self.hook) if self.hook else None
+            study.set_user_attr(RUNNER, {"extra": hook, "shared_cost": self.shared_cost})
+        return study
+
+    def enqueue_missing(self, study: optuna.Study) -> int:
+        """Queue every planned run no trial holds yet (interrupted ones again), under the study's lock; how many."""
+        return enqueue_missing(study, self.url, JOB, self.keys, as_param=False)
+
+    def finished(self, study: optuna.Study) -> dict[str, Row]:
+        """The row of every finished run of the study, by job (what `extra` read off it goes to `self.extras`)."""
+        rows = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if ROW in t.user_attrs:
+                rows[t.user_attrs[JOB]] = row_of(t.user_attrs[ROW])
+                self.extras[t.user_attrs[JOB]] = t.user_attrs.get(EXTRA, {})
+        return rows
+
+    def tables(self, name: str) -> pd.DataFrame:
+        """Table `name` of every planned run's extra, each row after its run's plan columns, in plan order."""
+        return pd.DataFrame(
+            [
+                point | row
+                for point, key in zip(self.points, self.keys)
+                for row in self.extras.get(key, {}).get("tables", {}).get(name, [])
+            ]
+        )
+
     def run(self) -> pd.DataFrame:
         """Every planned run, from the store where it finished before, else evaluated now; the plan's columns first."""
         with removed_if_left_empty(self.url):
@@ -224,11 +250,13 @@ class PlanRun:
             done = self.finished(study)
             for point, key in zip(self.points, self.keys):
                 if key in done and self.shared_cost:
-                    self.costs.setdefault(planned_spec(self.setup.spec, point), done[key].cost())
+                    self.runner.costs.setdefault(planned_spec(self.setup.spec, point), done[key].cost())
             queued = self.enqueue_missing(study)
             if done or queued:
                 self.log(f"{len(done)} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
-            drain(study, recording_interruptions(self.objective), requeue=lambda: self.enqueue_missing(study))
+            if queued:
+                self.log(f"other machines can join: scaler worker --study {self.name} --storage {redact(self.url)}")
+            self.run_queue(study)
             done = self.finished(study)
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
         if lost:
@@ -239,6 +267,35 @@ class PlanRun:
                 for point, key in zip(self.points, self.keys)
             ]
         )
+
+    def run_queue(self, study: optuna.Study) -> None:
+        """Run the queue in this process, or in the config's local workers (a crashed worker is a RunFailed)."""
+        workers = self.setup.config.workers
+        if workers <= 1 or self.setup.dataset is None:
+            self.runner.drain(study, self.url)
+            return
+        config = replace(self.setup.config, progress=False, workers=1, storage=self.url)
+        crashed = run_workers(plan_worker, (config.to_json(), self.name), workers, self.url, self.log)
+        if crashed:
+            self.enqueue_missing(study)
+            raise RunFailed(f"{crashed}; the unfinished runs are queued again: rerun the same command to finish them")
+
+
+def plan_worker(config_json: dict[str, Any], name: str, threads: int) -> None:
+    """Body of one local worker process of a plan: join its study and run queued runs until none is left."""
+    torch.set_num_threads(threads)
+    worker_process(lambda: join_plan(RunConfig.from_json(config_json), name, log=lambda line: print(line, flush=True)))
+
+
+def join_plan(config: RunConfig, name: str, log: Log = print) -> int:
+    """Join a plan's study in `config.storage` from any process or machine and run its queue; how many runs."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    assert config.storage is not None
+    study = open_study(config.storage, name, create=False, heartbeat=HEARTBEAT)
+    stored = study.user_attrs.get(RUNNER) or {}
+    hook = Hook(**stored["extra"]) if stored.get("extra") else None
+    prepared = Setup(config, config.base_spec(), config.load_dataset(), time.time())
+    return JobRunner(prepared, log, hook, bool(stored.get("shared_cost", True))).drain(study, config.storage)
 
 
 def measured(row: Row) -> dict[str, Any]:
@@ -340,20 +397,26 @@ def removed_if_left_empty(url: str) -> Iterator[None]:
 
 
 def has_finished_trials(url: str) -> bool:
-    """Whether an SQLite store holds any finished trial (False when it cannot be read)."""
-    import sqlite3
-
+    """Whether an SQLite store holds any finished trial, read through Optuna (False when it cannot be read)."""
     path = sqlite_path(url)
     if path is None or not path.exists():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return bool(db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0])
-    except sqlite3.Error:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        try:
+            return any(
+                optuna.load_study(study_name=name, storage=storage).get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE,)
+                )
+                for name in optuna.get_all_study_names(storage)
+            )
+        finally:
+            storage.engine.dispose()
+    except storage_errors():
         return False
 
 
-def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print, storage: str | None = None) -> pd.DataFrame:
+def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:
     """Frame in, frame out: each planned (variant, depth, width, res_mult[, seed]) of the setup's base, evaluated
     once and kept in the run's store, so that a rerun of the same command goes on where the last one stopped.
 
@@ -362,4 +425,4 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print, storage: s
     (selection runs), an optional `form` measures the cost in that form (eager by default) and `batch_latency`
     also times a batch of that many. A network's cost is measured once, however many seeds.
     """
-    return PlanRun(plan, setup, log, storage).run()
+    return PlanRun(plan, setup, log).run()

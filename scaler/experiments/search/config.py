@@ -1,0 +1,195 @@
+"""What one search is (SearchConfig) and what makes two searches the same study (the fingerprint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from scaler.errors import UserError
+from scaler.study.run import RunConfig
+from scaler.study.storage import (
+    STUDIES_DIR,
+    default_url,
+    redact_secrets,
+    study_folder,
+)
+from scaler.training.tasks import dataset_task
+from scaler.training.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything one `scaler search` needs.
+
+    The search measures every distinct network of the grid at `phi` and keeps those within
+    `ratio_tolerance` of 2^phi the base's MACs. With more of them than `confirm`, each is screened on
+    1/`halving` of the training budget at `seed`; the best `confirm` (and EfficientNet's point, the control)
+    are then trained with the full budget on `confirm_seeds` fresh seeds, beside the base on the same seeds.
+    """
+
+    base: str = "mobilenet"
+    width: float = 1.0
+    dataset: str = "fashion-mnist"
+    variant: str = "relu"
+    phi: float = 1.0
+    step: float = 0.05
+    ratio_tolerance: float = 0.05
+    halving: int = 3
+    n_trials: int | None = None
+    timeout: float | None = None
+    confirm: int = 3
+    confirm_seeds: int = 3
+    subset: int | None = 3000
+    val_size: int | None = 1000
+    data_dir: str | None = None
+    study: str | None = None
+    storage: str | None = None
+    studies_dir: Path = STUDIES_DIR
+    seed: int = 0
+    data_seed: int = 0
+    heartbeat: int | None = 10
+    workers: int = 1
+    train: TrainConfig = field(default_factory=TrainConfig)
+    progress: bool = True
+    argv: tuple[str, ...] = ()
+
+    @property
+    def study_name(self) -> str:
+        """--study, or '<base>[-wW]-<dataset>[-<variant>][-phiN]'."""
+        if self.study:
+            return self.study
+        name = self.base if self.width == 1 else f"{self.base}-w{self.width:g}".replace("+", "")
+        name = f"{name}-{self.dataset}"
+        if self.variant != "relu":
+            name += "-" + self.variant.replace(":", "").replace(",", "").replace("+", "-")
+        return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
+
+    @property
+    def confirm_seed_list(self) -> list[int]:
+        """The fresh seeds of the confirmation: the next ones after the selection seed."""
+        return [self.seed + offset for offset in range(1, self.confirm_seeds + 1)]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict a worker elsewhere can rebuild the search from."""
+        data = asdict(self)
+        data["studies_dir"] = str(self.studies_dir)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **overrides: Any) -> SearchConfig:
+        """Inverse of `to_json`, with some fields replaced (storage, data_dir, threads...)."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(
+                f"this study was made by an older scaler search (it has {', '.join(sorted(unknown))}); "
+                "start a new study or use the scaler version that made it"
+            )
+        fields = {
+            **data,
+            "train": TrainConfig.from_json(data["train"]),
+            "studies_dir": Path(data["studies_dir"]),
+            "argv": tuple(data.get("argv", ())),
+        }
+        return replace(cls(**fields), **overrides)
+
+    @property
+    def storage_url(self) -> str:
+        """--storage, or the study's embedded SQLite file."""
+        return self.storage or default_url(self.study_name, self.studies_dir)
+
+    @property
+    def folder(self) -> Path:
+        """studies/<study>: where CSV, PNG and JSON go (checked to stay under studies/, not created)."""
+        return study_folder(self.study_name, self.studies_dir)
+
+    def run_config(self) -> RunConfig:
+        """The run layer's view of this search: base, variant, data sizes, training, folder."""
+        return RunConfig(
+            command="search",
+            base=self.base,
+            width=self.width,
+            variant=self.variant,
+            dataset=self.dataset,
+            task=dataset_task(self.dataset),
+            data_dir=self.data_dir,
+            subset=self.subset,
+            val_size=self.val_size,
+            data_seed=self.data_seed,
+            train=self.train,
+            folder=self.folder,
+            latency_runs=15,
+            progress=self.progress,
+            argv=self.argv,
+        )
+
+    def stored(self) -> dict[str, Any]:
+        """`to_json` as kept in the study: no password, neither in the storage URL nor in the command line."""
+        return dict(redact_secrets(self.to_json()))
+
+    def check(self) -> None:
+        """The options that can be wrong on their own: one line, before anything is built."""
+        if not 2 <= self.halving <= 3:
+            raise UserError(
+                f"--halving must be 2 or 3 (got {self.halving}): the screen trains on 1/halving of the budget, "
+                "at least a third, so that it ranks networks by more than their first steps"
+            )
+        if self.train.progressive:
+            raise UserError(
+                "the search trains without --progressive: its screen cuts runs short, which would leave progressive "
+                "learning in its first, smallest stage; use it in scale or ladder"
+            )
+        if self.confirm < 1 or self.confirm_seeds < 2:
+            raise UserError(
+                f"--confirm must be >= 1 and --confirm-seeds >= 2 (got {self.confirm}, {self.confirm_seeds}): "
+                "the winner is chosen on fresh seeds with a confidence interval"
+            )
+
+
+FINGERPRINT_TRAIN = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("threads", "device", "max_images")
+)
+
+
+def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
+    """What makes two searches the same study: the space, the selection and how every network is trained."""
+    train = {k: v for k, v in asdict(config.train).items() if k in FINGERPRINT_TRAIN}
+    fingerprint = {
+        "base": config.base,
+        "width": config.width,
+        "dataset": config.dataset,
+        "variant": config.variant,
+        "phi": config.phi,
+        "step": config.step,
+        "ratio_tolerance": config.ratio_tolerance,
+        "halving": config.halving,
+        "confirm": config.confirm,
+        "confirm_seeds": config.confirm_seeds,
+        "seed": config.seed,
+        "data_seed": config.data_seed,
+        "subset": config.subset,
+        "val_size": config.val_size,
+        "train": train,
+    }
+    return dict(json.loads(json.dumps(fingerprint)))
+
+
+def recorded_fingerprint(stored: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored fingerprint with the training settings it predates filled in at their defaults."""
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    return stored | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
+
+
+def differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys (nested ones as train.lr) whose values differ between two fingerprints."""
+    keys = sorted(set(stored) | set(wanted))
+    found = []
+    for key in keys:
+        old, new = stored.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key} {old!r} -> {new!r}")
+    return found

@@ -1,0 +1,1 @@
+"""The study: storage, the engine, runs, grids, statistics, surfaces and extrapolation."""

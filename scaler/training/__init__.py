@@ -1,0 +1,1 @@
+"""Training: data, augmentation and the one training loop."""
