@@ -72,8 +72,8 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert (frame[frame.arm != "dense"].macs < frame.macs[0]).all()
     assert (frame[frame.arm.isin(["dense", "fixed", "flgc"])]["duplicated"] == 0).all()
     summary = pd.read_csv(folder / "flgc_summary.csv").set_index("arm")
-    assert (summary.seeds == 2).all() and (summary.ci_low <= summary.test_acc).all()
-    assert {"vs_dense", "vs_flgc_low"} <= set(summary.columns)
+    assert (summary.seeds == 2).all() and (summary.acc_lo <= summary.test_acc).all()
+    assert {"vs_dense", "vs_flgc_lo"} <= set(summary.columns)
     probe = pd.read_csv(folder / "flgc_probe.csv")
     assert set(probe.rule) == {"weight", "logit", "random"} and (probe.seeds == 2).all()
     layers = pd.read_csv(folder / "flgc_layers.csv")
@@ -91,6 +91,8 @@ def test_flgc_profile_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.chdir(tmp_path)
     assert main("flgc --groups 2 --width 0.125 --profile-only --spatial --no-progress --out p".split()) == 0
     assert "of the dense MACs are in grouped convolutions" in capsys.readouterr().out
+    written = {path.name for path in (tmp_path / "studies" / "p").iterdir()}
+    assert {"flgc.csv", "flgc_summary.csv", "flgc.png", "run.json"} <= written, written
     frame = pd.read_csv(tmp_path / "studies" / "p" / "flgc.csv")
     assert sorted(frame.arm) == ["dense", "fixed", "flgc", "flgc-dup"] and (frame.seed == 0).all()
     assert (

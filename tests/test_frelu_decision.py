@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from scaler.experiments.frelu import all_masks, mask_variant, recommend, stage_effects, summarise_masks
+from scaler.experiments.frelu import all_masks, mask_variant, recommend, stage_effects, summarise
 from scaler.model.complexity import interleaved_latency
 
 
@@ -32,7 +32,7 @@ def synthetic_masks(gain: float, seeds: int = 4) -> pd.DataFrame:
                 "train_seconds": 1.0,
             }
         )
-    return summarise_masks(pd.DataFrame(rows))
+    return summarise(pd.DataFrame(rows))
 
 
 def test_stage_effects_find_the_stage_that_helps() -> None:

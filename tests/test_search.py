@@ -95,7 +95,7 @@ def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, cap
     assert frame.val_acc.between(0, 1).all()
     table = pd.read_csv(study_dir / "confirm.csv")
     assert set(table.network) == set(finalists) and (table.seeds == 2).all()
-    assert (table.ci95_low <= table.mean_val_acc).all() and (table.mean_val_acc <= table.ci95_high).all()
+    assert (table.acc_lo <= table.mean_val_acc).all() and (table.mean_val_acc <= table.acc_hi).all()
     assert table.p_best.dropna().sum() == pytest.approx(1.0, abs=1e-3)
     winner = summary["confirmation"]["winner"]
     assert winner != "base" and table.mean_val_acc.iloc[0] == table[table.network != "base"].mean_val_acc.max()

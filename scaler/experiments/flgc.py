@@ -26,7 +26,7 @@ from scaler.experiments.options import (
 from scaler.model.complexity import CONVENTION
 from scaler.model.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
 from scaler.model.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
-from scaler.model.variants import apply_variant
+from scaler.model.variants import apply_variant, grouping_variant
 from scaler.report.figures import flgc_figure
 from scaler.report.files import write
 from scaler.study.engine import Extra, Hook, PlanRun
@@ -37,16 +37,6 @@ from scaler.training.train import recalibrated_accuracy
 ARMS = GROUPING_ARMS
 PROBE_RULES = ("weight", "logit", "random")
 BATCH_LATENCY = 32
-
-
-def variant_of(arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False) -> str:
-    """The variant string of an arm at `groups` groups."""
-    if arm == "dense":
-        return "relu"
-    name = {"fixed": f"fixed:{groups}", "flgc": f"flgc:{groups}", "flgc-dup": f"flgc-dup:{groups}"}[arm]
-    if arm == "flgc-dup" and top_k != DUPLICATE_TOP_K:
-        name += f":{top_k}"
-    return name + ("+spatial" if spatial else "")
 
 
 def plan(
@@ -61,7 +51,9 @@ def plan(
     for seed in seeds:
         for arm in arms:
             for g in [1] if arm == "dense" else sorted({g for g in groups if g > 1}):
-                rows.append({"arm": arm, "groups": g, "variant": variant_of(arm, g, top_k, spatial), "seed": seed})
+                rows.append(
+                    {"arm": arm, "groups": g, "variant": grouping_variant(arm, g, top_k, spatial), "seed": seed}
+                )
     return pd.DataFrame(rows)
 
 
@@ -208,8 +200,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             "groups": groups,
             "seeds": len(part),
             "test_acc": mean,
-            "ci_low": low,
-            "ci_high": high,
+            "acc_lo": low,
+            "acc_hi": high,
             "macs": part.macs.mean(),
             "moved": part.moved.mean(),
             "duplicated": part["duplicated"].mean(),
@@ -220,7 +212,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             column = f"vs_{reference}"
             diff = None if arm == reference else paired_by_seed(by_seed, (reference, ref_groups), (arm, groups))
             if diff is not None:
-                row |= {column: diff.mean, f"{column}_low": diff.low, f"{column}_high": diff.high}
+                row |= {column: diff.mean, f"{column}_lo": diff.low, f"{column}_hi": diff.high}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -243,8 +235,8 @@ def summarise_probe(probes: pd.DataFrame) -> pd.DataFrame:
                 "duplicated": part["duplicated"].mean(),
                 "flgc_macs": part.flgc_macs.mean(),
                 "val_gain": mean,
-                "val_gain_low": low,
-                "val_gain_high": high,
+                "val_gain_lo": low,
+                "val_gain_hi": high,
             }
         )
     return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ from scaler.errors import UserError
 from scaler.experiments import Argv, Command
 from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
 from scaler.model.scaling import compound, scale
-from scaler.model.variants import apply_variant
+from scaler.model.variants import apply_variant, frelu_variant
 from scaler.report.figures import frelu_figure, pareto_mask
 from scaler.report.files import write
 from scaler.study.engine import evaluate_plan
@@ -43,8 +43,7 @@ MASK_COLUMNS = (
 
 def mask_variant(mask: str) -> str:
     """'01100' -> 'frelu:2,3' (stages numbered from 1); all zeros -> 'relu'."""
-    stages = [str(i) for i, bit in enumerate(mask, start=1) if bit == "1"]
-    return f"frelu:{','.join(stages)}" if stages else "relu"
+    return frelu_variant(i for i, bit in enumerate(mask, start=1) if bit == "1")
 
 
 def all_masks(stages: int) -> list[str]:
@@ -133,10 +132,10 @@ def frelu_masks(
     frame["latency_ms"] = [latency[mask][0] for mask in frame["mask"]]
     frame["latency_iqr_ms"] = [latency[mask][1] for mask in frame["mask"]]
     frame["latency_form"] = latency_form
-    return summarise_masks(frame)
+    return summarise(frame)
 
 
-def summarise_masks(frame: pd.DataFrame) -> pd.DataFrame:
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Per mask: seeds, mean validation accuracy with its 95 % t interval, per-seed accuracies, Pareto flag (mean
     accuracy up, latency down), cheapest first."""
     frame = frame.copy()

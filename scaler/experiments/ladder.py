@@ -11,7 +11,7 @@ from scaler.experiments import Argv, Command
 from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
 from scaler.model.complexity import CONVENTION
 from scaler.model.scaling import compound
-from scaler.model.variants import apply_variant
+from scaler.model.variants import apply_variant, joined
 from scaler.report.files import write
 from scaler.study.engine import evaluate_plan
 from scaler.study.run import Log, Setup, retime_interleaved, setup
@@ -30,7 +30,7 @@ def plan(
         ("0", base_name, "relu", {"depth": 1.0, "width": 1.0, "res_mult": 1.0}, False),
         ("1", f"+ compound scaling φ=1 (α={alpha}, β={beta}, γ={gamma})", "relu", scaled, False),
         ("2", "+ Fused-MBConv early stages + progressive learning", "fused", scaled, True),
-        ("3", f"+ FReLU ({frelu_variant})", f"fused+{frelu_variant}", scaled, True),
+        ("3", f"+ FReLU ({frelu_variant})", joined("fused", frelu_variant), scaled, True),
     ]
     return pd.DataFrame(
         [
@@ -104,7 +104,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU, over seeds."""
     seeds = seeds_of(args)
     config, coefficients = experiment_config(args, argv)
-    apply_variant(config.base_spec(), "fused+" + args.frelu)
+    apply_variant(config.base_spec(), joined("fused", args.frelu))
     Progressive().check(config.train.epochs)
     prepared = setup(config)
     frames = run(plan(coefficients, args.frelu, prepared.spec.name, seeds), prepared, latency_form=args.latency)

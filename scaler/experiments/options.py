@@ -10,7 +10,7 @@ from typing import Any
 from scaler.errors import UserError
 from scaler.experiments import Argv
 from scaler.model.scaling import compound
-from scaler.model.variants import VARIANT_HELP
+from scaler.model.variants import VARIANT_HELP, frelu_variant, joined
 from scaler.model.zoo import BASES
 from scaler.report.files import study_info
 from scaler.study.run import RunConfig
@@ -43,7 +43,7 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
 def variant_of(args: argparse.Namespace) -> str:
     """--variant with the --activation/--frelu-stages shorthand folded in."""
     if args.activation == "frelu" or args.frelu_stages:
-        return args.variant + "+" + (f"frelu:{args.frelu_stages}" if args.frelu_stages else "frelu")
+        return joined(args.variant, frelu_variant(args.frelu_stages.split(",") if args.frelu_stages else None))
     return args.variant
 
 

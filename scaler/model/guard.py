@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scaler.errors import UserError
-from scaler.model.scaling import round_channels
 from scaler.model.spec import NetSpec, Stage
+from scaler.model.structure import Block, blocks, conv_size
 
 BYTES_PER_VALUE = 4
 TRAINING_PARAM_COPIES = 4  # weights, gradients and two optimiser moments
@@ -34,11 +33,6 @@ class _Tally:
         self.activations += activations
 
 
-def conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output side of a convolution or pooling of `size` pixels."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def _conv_bn(t: _Tally, cin: int, cout: int, kernel: int, groups: int, size: int, act: str | None) -> None:
     t.add(cout * (cin // groups) * kernel * kernel + 2 * cout, cout * size * size)
     _act(t, act, cout, size)
@@ -60,34 +54,31 @@ def _se(t: _Tally, channels: int, squeeze: int) -> None:
         t.add(channels * squeeze + squeeze + squeeze * channels + channels, squeeze + channels)
 
 
-def _block(stage: Stage, act: str, cin: int, stride: int, size: int) -> tuple[_Tally, int]:
-    """Cost of one block of `stage` reading `cin` channels at `size` px, and its output side."""
+def _block(layout: Block, size: int) -> tuple[_Tally, int]:
+    """Cost of one block reading its channels at `size` px, and its output side."""
     t = _Tally()
-    out, k = stage.out_channels, stage.kernel
+    stage, cin, stride, act = layout.stage, layout.in_channels, layout.stride, layout.activation
+    out, k, hidden, squeeze = stage.out_channels, stage.kernel, layout.hidden, layout.squeeze
     small = conv_size(size, k, stride, k // 2)
-    squeeze = max(1, int(cin * stage.se_ratio)) if stage.se_ratio > 0 else 0
     if stage.block == "dsconv":
         _conv_bn(t, cin, cin, k, cin, small, act)
         _pointwise(t, stage, cin, out, small, act)
     elif stage.block == "mbconv":
-        hidden = round_channels(cin * stage.expand)
         if hidden != cin:
             _pointwise(t, stage, cin, hidden, size, act)
         _conv_bn(t, hidden, hidden, k, hidden, small, act)
         _se(t, hidden, squeeze)
         _pointwise(t, stage, hidden, out, small, None)
     elif stage.block == "fused":
-        hidden = round_channels(cin * stage.expand)
         expanded = hidden != cin
         _conv_bn(t, cin, hidden if expanded else out, k, 1, small, act)
         _se(t, hidden, squeeze)
         if expanded:
             _pointwise(t, stage, hidden, out, small, None)
     else:
-        mid = round_channels(out * stage.expand)
-        _pointwise(t, stage, cin, mid, size, act)
-        _conv_bn(t, mid, mid, k, 1, small, act)
-        _pointwise(t, stage, mid, out, small, None)
+        _pointwise(t, stage, cin, hidden, size, act)
+        _conv_bn(t, hidden, hidden, k, 1, small, act)
+        _pointwise(t, stage, hidden, out, small, None)
         if stride != 1 or cin != out:
             _conv_bn(t, cin, out, 1, 1, conv_size(size, 1, stride, 0), None)
         _act(t, act, out, small)
@@ -95,7 +86,8 @@ def _block(stage: Stage, act: str, cin: int, stride: int, size: int) -> tuple[_T
 
 
 def footprint(spec: NetSpec) -> Footprint:
-    """Parameters and per-image activations of build(spec), in closed form from the spec (no torch)."""
+    """Parameters and per-image activations of build(spec), in closed form from the spec's layout (no torch);
+    blocks alike in their layout and input size are costed once (a network scaled to huge depth stays fast)."""
     t = _Tally()
     stem = spec.stem
     size = conv_size(spec.resolution, stem.kernel, stem.stride, stem.kernel // 2)
@@ -103,19 +95,14 @@ def footprint(spec: NetSpec) -> Footprint:
     if stem.maxpool:
         size = conv_size(size, 3, 2, 1)
     channels = stem.out_channels
-    for stage in spec.stages:
-        first, size = _block(stage, stage.activation_of(0), channels, stage.stride, size)
-        t.add(first.params, first.activations)
-        channels = stage.out_channels
-        if stage.repeats > 1:
-            rest = (
-                Counter(stage.block_activations[1:])
-                if stage.block_activations
-                else {stage.activation: stage.repeats - 1}
-            )
-            for act, count in rest.items():
-                block, _ = _block(stage, act, channels, 1, size)
-                t.add(block.params * count, block.activations * count)
+    costed: dict[tuple[Block, int], tuple[_Tally, int]] = {}
+    for layout in blocks(spec):
+        key = (replace(layout, position=0, index=0), size)
+        if key not in costed:
+            costed[key] = _block(layout, size)
+        cost, size = costed[key]
+        t.add(cost.params, cost.activations)
+        channels = layout.stage.out_channels
     if spec.head.out_channels:
         _conv_bn(t, channels, spec.head.out_channels, 1, 1, size, spec.activation)
         channels = spec.head.out_channels

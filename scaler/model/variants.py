@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from scaler.model.spec import DUPLICATE_TOP_K, NetSpec, SpecError
@@ -122,6 +123,27 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
     if variant == "spatial":
         return with_grouped_spatial(spec)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
+
+
+def joined(*variants: str) -> str:
+    """Variants applied left to right, as one variant string ('fused', 'frelu:1' -> 'fused+frelu:1')."""
+    return "+".join(variants)
+
+
+def frelu_variant(stages: Iterable[int | str] | None = None) -> str:
+    """FReLU on the given 1-based stages ('frelu:2,3'); None: every stage, stem and head ('frelu'); none: 'relu'."""
+    if stages is None:
+        return "frelu"
+    numbers = [str(stage).strip() for stage in stages]
+    return f"frelu:{','.join(numbers)}" if numbers else "relu"
+
+
+def grouping_variant(arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False) -> str:
+    """The variant of a grouping arm at `groups` groups: dense ('relu'), fixed:G, flgc:G or flgc-dup:G[:K]."""
+    if arm == "dense":
+        return "relu"
+    name = f"{arm}:{groups}" + (f":{top_k}" if arm == "flgc-dup" and top_k != DUPLICATE_TOP_K else "")
+    return joined(name, "spatial") if spatial else name
 
 
 def apply_variant(spec: NetSpec, variant: str) -> NetSpec:

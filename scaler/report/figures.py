@@ -41,7 +41,7 @@ def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict
         right.errorbar(
             rows.mean_val_acc,
             range(len(rows)),
-            xerr=[rows.mean_val_acc - rows.ci95_low, rows.ci95_high - rows.mean_val_acc],
+            xerr=[rows.mean_val_acc - rows.acc_lo, rows.acc_hi - rows.mean_val_acc],
             fmt="none",
             ecolor="k",
             capsize=3,
@@ -195,14 +195,14 @@ def flgc_figure(summary: pd.DataFrame) -> Figure:
     dense = summary[summary.arm == "dense"]
     for arm, rows in summary[summary.arm != "dense"].groupby("arm", sort=False):
         rows = rows.sort_values("groups")
-        if "ci_low" in rows:
-            errors = [rows.test_acc - rows.ci_low, rows.ci_high - rows.test_acc]
+        if "acc_lo" in rows:
+            errors = [rows.test_acc - rows.acc_lo, rows.acc_hi - rows.test_acc]
             left.errorbar(rows.groups, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
         right.plot(rows.groups, rows.macs / 1e6, marker="o", label=str(arm))
     if not dense.empty:
-        if "ci_low" in dense:
+        if "acc_lo" in dense:
             left.axhline(float(dense.test_acc.iloc[0]), color="black", lw=1, label="dense")
-            left.axhspan(float(dense.ci_low.iloc[0]), float(dense.ci_high.iloc[0]), color="black", alpha=0.1)
+            left.axhspan(float(dense.acc_lo.iloc[0]), float(dense.acc_hi.iloc[0]), color="black", alpha=0.1)
         right.axhline(float(dense.macs.iloc[0]) / 1e6, color="black", lw=1, label="dense")
     for ax, ylabel in ((left, "test accuracy (mean, 95 % CI)"), (right, "deployed MACs (M)")):
         ax.set_xscale("log", base=2)
@@ -211,7 +211,7 @@ def flgc_figure(summary: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    left.set_title("accuracy as groups grow" if "ci_low" in summary else "not trained (--profile-only)")
+    left.set_title("accuracy as groups grow" if "acc_lo" in summary else "not trained (--profile-only)")
     right.set_title("cost of the deployed model")
     fig.tight_layout()
     return fig

@@ -53,7 +53,7 @@ CONTROL = Candidate(*EFFICIENTNET_COEFFICIENTS)
 
 
 @dataclass(frozen=True)
-class Network:
+class GridPoint:
     """One distinct network of the space: the grid points that build it, its cost and its multipliers as built.
 
     `label` is the member whose nominal alpha*beta^2*gamma^2 is nearest the target: the coefficients a
@@ -82,7 +82,7 @@ class Network:
         return asdict(self) | {"members": list(self.members)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Network:
+    def from_json(cls, data: dict[str, Any]) -> GridPoint:
         """Inverse of `to_json`."""
         return cls(**(data | {"members": tuple(data["members"])}))
 
@@ -119,7 +119,7 @@ def space(
     ratio_tolerance: float,
     count: Callable[[NetSpec], tuple[int, int]],
     extra: Iterable[Candidate] = (CONTROL,),
-) -> list[Network]:
+) -> list[GridPoint]:
     """Every distinct network the grid (and `extra` points) builds at `phi`, measured, feasible within the band.
 
     Feasible: measured MACs within `ratio_tolerance` of 2^phi times the base's. `count(spec)` returns
@@ -146,7 +146,7 @@ def space(
             ratio = round(macs / base_macs, 4)
         depth, width, resolution = built_multipliers(spec, base)
         networks.append(
-            Network(
+            GridPoint(
                 label=representative.label,
                 members=tuple(sorted(c.label for c in members)),
                 depth=depth,
@@ -166,7 +166,7 @@ def space(
     return sorted(networks, key=lambda n: n.label)
 
 
-def control_network(networks: list[Network], control: Candidate = CONTROL) -> tuple[Network, bool]:
+def control_network(networks: list[GridPoint], control: Candidate = CONTROL) -> tuple[GridPoint, bool]:
     """The feasible network EfficientNet's (1.2, 1.1, 1.15) builds, or the nearest one (and whether it was snapped)."""
     feasible = [n for n in networks if n.feasible]
     for network in feasible:

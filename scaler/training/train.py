@@ -257,7 +257,7 @@ def recalibrate_batchnorm(model: nn.Module, data: Prepared, images: int = 1024, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False) -> float:
+def prepared_accuracy(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False) -> float:
     """Top-1 accuracy on a prepared split."""
     model.eval()
     correct = 0
@@ -382,7 +382,7 @@ def train(
             if calibration is not None:
                 recalibrate_batchnorm(model, calibration, config.precise_bn)
             result.train_seconds = time.perf_counter() - start_time
-            accuracy = evaluate(model, val, config.eval_batch_size, amp)
+            accuracy = prepared_accuracy(model, val, config.eval_batch_size, amp)
             result.val_acc.append(accuracy)
             result.epochs = epoch + 1
             bar.set_postfix(val_acc=f"{accuracy:.4f}", res=size)
@@ -415,7 +415,7 @@ def split_accuracy(
     """Top-1 accuracy of `model` on one split of `dataset` at `resolution`, normalised as in training."""
     device = next(model.parameters()).device
     data = Prepared(split, *normalisation(dataset, device), resolution, device, config.channels_last)
-    return evaluate(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+    return prepared_accuracy(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
 
 
 def recalibrated_accuracy(

@@ -19,7 +19,7 @@ from scaler.model.guard import check_fits
 from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
 from scaler.study.engine import HEARTBEAT, TrialBudget, drain, recording_interruptions
-from scaler.study.grid import CONTROL, Candidate, Network, control_network, space
+from scaler.study.grid import CONTROL, Candidate, GridPoint, control_network, space
 from scaler.study.run import Cost, count, evaluate, measure, present, setup
 from scaler.study.storage import (
     INTERRUPTED,
@@ -108,7 +108,7 @@ class GridSearch:
         else:
             stored = self.stored_space()
         self.networks = (
-            [Network.from_json(data) for data in stored]
+            [GridPoint.from_json(data) for data in stored]
             if stored
             else space(self.base, config.phi, config.step, config.ratio_tolerance, self.count, extra=(CONTROL,))
         )

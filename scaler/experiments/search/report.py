@@ -15,7 +15,7 @@ import pandas as pd
 from scaler.experiments.search.queue import BASE, CONFIRM, SCREEN, GridSearch, diverged
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
-from scaler.study.grid import CONTROL, Network
+from scaler.study.grid import CONTROL, GridPoint
 from scaler.study.run import present
 from scaler.study.stats import accuracy_interval, bootstrap_p_best, paired_difference
 from scaler.study.storage import (
@@ -56,8 +56,8 @@ def confirmation(
             "role": roles.get(label, "candidate"),
             "seeds": len(table),
             "mean_val_acc": round(mean, 5),
-            "ci95_low": round(low, 5),
-            "ci95_high": round(high, 5),
+            "acc_lo": round(low, 5),
+            "acc_hi": round(high, 5),
             "std": round(statistics.stdev(table[label]), 5),
             "p_best": round(p_best.get(label, math.nan), 4) if label in p_best else math.nan,
         }
@@ -66,8 +66,8 @@ def confirmation(
                 diff = paired_difference(table[other].tolist(), table[label].tolist())
                 row |= {
                     f"vs_{name}": round(diff.mean, 5),
-                    f"vs_{name}_low": round(diff.low, 5),
-                    f"vs_{name}_high": round(diff.high, 5),
+                    f"vs_{name}_lo": round(diff.low, 5),
+                    f"vs_{name}_hi": round(diff.high, 5),
                 }
         rows.append(row)
     result: dict[str, Any] = {
@@ -87,7 +87,7 @@ def confirmation(
     return pd.DataFrame(rows), result
 
 
-def response_surface(frame: pd.DataFrame, networks: dict[str, Network]) -> dict[str, Any]:
+def response_surface(frame: pd.DataFrame, networks: dict[str, GridPoint]) -> dict[str, Any]:
     """A polynomial over the screened networks' log (depth, width, resolution) as built: its best network and fit error."""
     screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
     if screened.empty:
@@ -148,7 +148,7 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         summary.update(
             asdict(network.candidate),
             val_acc=float(row.mean_val_acc),
-            ci95=[float(row.ci95_low), float(row.ci95_high)],
+            ci95=[float(row.acc_lo), float(row.acc_hi)],
             macs=cost.macs,
             macs_ratio=network.macs_ratio,
             params=cost.params,
@@ -239,12 +239,12 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             for name in ("winner", "base"):
                 if isinstance(row.get(f"vs_{name}"), float) and not math.isnan(row[f"vs_{name}"]):
                     cells.append(
-                        f"{100 * row[f'vs_{name}']:+.2f} [{100 * row[f'vs_{name}_low']:+.2f}, {100 * row[f'vs_{name}_high']:+.2f}] pt"
+                        f"{100 * row[f'vs_{name}']:+.2f} [{100 * row[f'vs_{name}_lo']:+.2f}, {100 * row[f'vs_{name}_hi']:+.2f}] pt"
                     )
                 else:
                     cells.append("")
             p_best = "" if math.isnan(row.get("p_best", math.nan)) else f"{row['p_best']:.2f}"
-            interval = f"[{row['ci95_low']:.4f}, {row['ci95_high']:.4f}]"
+            interval = f"[{row['acc_lo']:.4f}, {row['acc_hi']:.4f}]"
             print(
                 f"{row['network']:<22}{row['role']:<11}{row['mean_val_acc']:>13.4f}"
                 f"{interval:>20}{cells[0]:>30}{cells[1]:>30}{p_best:>9}"

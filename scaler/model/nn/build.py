@@ -19,8 +19,8 @@ from scaler.model.nn.blocks import (
     dense_pointwise,
     dense_spatial,
 )
-from scaler.model.scaling import round_channels
 from scaler.model.spec import NetSpec, SpecError, Stage
+from scaler.model.structure import Block, blocks
 
 
 class Network(nn.Module):
@@ -38,15 +38,11 @@ class Network(nn.Module):
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
         channels = spec.stem.out_channels
-        stages = []
-        for stage in spec.stages:
-            blocks = []
-            for index in range(stage.repeats):
-                stride = stage.stride if index == 0 else 1
-                blocks.append(make_block(stage, index, channels, stride, eps))
-                channels = stage.out_channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        by_stage: list[list[nn.Module]] = [[] for _ in spec.stages]
+        for layout in blocks(spec):
+            by_stage[layout.position].append(make_block(layout, eps))
+            channels = layout.stage.out_channels
+        self.stages = nn.Sequential(*(nn.Sequential(*modules) for modules in by_stage))
         if spec.head.out_channels:
             self.head: nn.Module = conv_bn(channels, spec.head.out_channels, 1, 1, stem_act, eps=eps)
             channels = spec.head.out_channels
@@ -95,23 +91,20 @@ def spatial_for(stage: Stage) -> Spatial:
     return grouped_conv(stage, stage.kernel)
 
 
-def make_block(stage: Stage, index: int, in_channels: int, stride: int, eps: float) -> nn.Module:
-    """Block `index` of `stage`, reading `in_channels` and producing `stage.out_channels`."""
-    act = act_factory(stage.activation_of(index), eps)
+def make_block(layout: Block, eps: float) -> nn.Module:
+    """The module of one block of the layout, producing its stage's `out_channels`."""
+    stage, cin, stride, hidden, squeeze = layout.stage, layout.in_channels, layout.stride, layout.hidden, layout.squeeze
+    act = act_factory(layout.activation, eps)
     out, kernel = stage.out_channels, stage.kernel
     pointwise = pointwise_for(stage)
-    squeeze = max(1, int(in_channels * stage.se_ratio)) if stage.se_ratio > 0 else 0
     if stage.block == "dsconv":
-        return DepthwiseSeparable(in_channels, out, kernel, stride, act, pointwise, eps)
+        return DepthwiseSeparable(cin, out, kernel, stride, act, pointwise, eps)
     if stage.block == "mbconv":
-        hidden = round_channels(in_channels * stage.expand)
-        return MBConv(in_channels, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
+        return MBConv(cin, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
     if stage.block == "fused":
-        hidden = round_channels(in_channels * stage.expand)
-        return FusedMBConv(in_channels, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
+        return FusedMBConv(cin, out, hidden, kernel, stride, squeeze, act, pointwise, eps)
     if stage.block == "bottleneck":
-        mid = round_channels(out * stage.expand)
-        return Bottleneck(in_channels, out, mid, stride, act, pointwise, spatial_for(stage), eps)
+        return Bottleneck(cin, out, hidden, stride, act, pointwise, spatial_for(stage), eps)
     raise SpecError(f"unknown block type {stage.block!r}")
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from scaler.model.nn.activations import FReLU
 from scaler.model.nn.blocks import ConvBN
+from scaler.model.structure import conv_size
 
 
 @torch.no_grad()
@@ -50,8 +51,8 @@ class ShiftDepthwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel, self.stride
-        height = (x.shape[-2] + 2 * self.padding - k) // s + 1
-        width = (x.shape[-1] + 2 * self.padding - k) // s + 1
+        height = conv_size(x.shape[-2], k, s, self.padding)
+        width = conv_size(x.shape[-1], k, s, self.padding)
         padded = F.pad(x, (self.padding,) * 4)
         out = self.bias.view(1, -1, 1, 1)
         for i in range(k):
