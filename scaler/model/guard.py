@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from scaler.errors import UserError
 from scaler.model.spec import NetSpec, Stage
-from scaler.model.structure import Block, blocks, conv_size
+from scaler.model.structure import Block, conv_size, distinct_blocks
 
 BYTES_PER_VALUE = 4
 TRAINING_PARAM_COPIES = 4  # weights, gradients and two optimiser moments
@@ -87,7 +87,7 @@ def _block(layout: Block, size: int) -> tuple[_Tally, int]:
 
 def footprint(spec: NetSpec) -> Footprint:
     """Parameters and per-image activations of build(spec), in closed form from the spec's layout (no torch);
-    blocks alike in their layout and input size are costed once (a network scaled to huge depth stays fast)."""
+    alike blocks are costed once (a network scaled to huge depth stays fast)."""
     t = _Tally()
     stem = spec.stem
     size = conv_size(spec.resolution, stem.kernel, stem.stride, stem.kernel // 2)
@@ -95,13 +95,9 @@ def footprint(spec: NetSpec) -> Footprint:
     if stem.maxpool:
         size = conv_size(size, 3, 2, 1)
     channels = stem.out_channels
-    costed: dict[tuple[Block, int], tuple[_Tally, int]] = {}
-    for layout in blocks(spec):
-        key = (replace(layout, position=0, index=0), size)
-        if key not in costed:
-            costed[key] = _block(layout, size)
-        cost, size = costed[key]
-        t.add(cost.params, cost.activations)
+    for layout, count in distinct_blocks(spec):
+        cost, size = _block(layout, size)
+        t.add(cost.params * count, cost.activations * count)
         channels = layout.stage.out_channels
     if spec.head.out_channels:
         _conv_bn(t, channels, spec.head.out_channels, 1, 1, size, spec.activation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -44,6 +45,22 @@ def block(position: int, stage: Stage, index: int, in_channels: int) -> Block:
     squeeze = max(1, int(in_channels * stage.se_ratio)) if stage.se_ratio > 0 else 0
     stride = stage.stride if index == 0 else 1
     return Block(position, stage, index, in_channels, stride, stage.activation_of(index), hidden, squeeze)
+
+
+def distinct_blocks(spec: NetSpec) -> Iterator[tuple[Block, int]]:
+    """The blocks of `blocks(spec)` in order, each stage's alike ones (same activation after the first) once with
+    their count: as many steps as stages, however deep the network is scaled."""
+    channels = spec.stem.out_channels
+    for position, stage in enumerate(spec.stages):
+        yield block(position, stage, 0, channels), 1
+        channels = stage.out_channels
+        masked = stage.block_activations[1:] if stage.block_activations else ()
+        if masked:
+            counts = Counter(masked)
+            for activation in counts:
+                yield block(position, stage, 1 + masked.index(activation), channels), counts[activation]
+        elif stage.repeats > 1:
+            yield block(position, stage, 1, channels), stage.repeats - 1
 
 
 def blocks(spec: NetSpec) -> Iterator[Block]:
