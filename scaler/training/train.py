@@ -311,17 +311,7 @@ def train(
     head = calibration_split(dataset, config)
     calibration = None if head is None else Prepared(head, mean, std, resolution, device, config.channels_last)
     optimizer = make_optimizer(model, config)
-    full_batches_only = config.compile and len(dataset.train) >= config.batch_size  # one shape, one compiled graph
-    steps_per_epoch = (
-        (len(dataset.train) // config.batch_size)
-        if full_batches_only
-        else math.ceil(len(dataset.train) / config.batch_size)
-    )
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_images:
-        total_steps = max(1, min(total_steps, config.max_images // config.batch_size))
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = min(math.ceil(config.warmup_steps * LR_REFERENCE_BATCH / config.batch_size), total_steps // 5)
+    steps_per_epoch, total_steps, epochs, warmup = schedule(config, len(dataset.train))
     freeze_step = round(config.assignment_freeze * total_steps) if flgc_layers(model) else None
     result = TrainResult()
     prepared: dict[int, Prepared] = {}
@@ -332,10 +322,7 @@ def train(
     start_time = time.perf_counter()
     try:
         for epoch in range(epochs):
-            size, dropout, magnitude, mixup = resolution, None, 0.0, 0.0
-            if config.progressive:
-                stage = config.progressive.stage_of(epoch, config.epochs)
-                size, dropout, magnitude, mixup = config.progressive.settings(stage, config.epochs, resolution)
+            size, dropout, magnitude, mixup = epoch_settings(config, epoch, resolution)
             if dropout is not None:
                 set_dropout(model, dropout)
             if size not in prepared:
@@ -356,15 +343,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = config.peak_lr * group["lr_scale"] * cosine_lr(step, total_steps, warmup)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    if mixup > 0:
-                        lam = float(torch.distributions.Beta(mixup, mixup).sample())
-                        perm = torch.randperm(len(y), generator=generator).to(device)
-                        logits = step_model(lam * x + (1 - lam) * x[perm])
-                        loss = lam * F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) + (
-                            1 - lam
-                        ) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
-                    else:
-                        loss = F.cross_entropy(step_model(x), y, label_smoothing=config.label_smoothing)
+                    loss = step_loss(step_model, x, y, mixup, config.label_smoothing, generator)
                 finite &= torch.isfinite(loss.detach())
                 if step % DIVERGENCE_CHECK_STEPS == 0:
                     check_finite(finite, epoch, step)
@@ -394,6 +373,40 @@ def train(
         for module, p in dropouts.items():
             module.p = p
     return result
+
+
+def schedule(config: TrainConfig, images: int) -> tuple[int, int, int, int]:
+    """(steps per epoch, total steps, epochs started, warm-up steps) of training on `images` images."""
+    full_batches_only = config.compile and images >= config.batch_size  # one shape, one compiled graph
+    steps_per_epoch = images // config.batch_size if full_batches_only else math.ceil(images / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_images:
+        total_steps = max(1, min(total_steps, config.max_images // config.batch_size))
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = min(math.ceil(config.warmup_steps * LR_REFERENCE_BATCH / config.batch_size), total_steps // 5)
+    return steps_per_epoch, total_steps, epochs, warmup
+
+
+def epoch_settings(config: TrainConfig, epoch: int, resolution: int) -> tuple[int, float | None, float, float]:
+    """(image size, dropout or None to keep the model's, RandAugment magnitude, mixup alpha) of an epoch."""
+    if not config.progressive:
+        return resolution, None, 0.0, 0.0
+    stage = config.progressive.stage_of(epoch, config.epochs)
+    return config.progressive.settings(stage, config.epochs, resolution)
+
+
+def step_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixup: float, smoothing: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy of one batch, on a mixup of the batch with a shuffle of itself when `mixup` > 0."""
+    if mixup <= 0:
+        return F.cross_entropy(model(x), y, label_smoothing=smoothing)
+    lam = float(torch.distributions.Beta(mixup, mixup).sample())
+    perm = torch.randperm(len(y), generator=generator).to(x.device)
+    logits = model(lam * x + (1 - lam) * x[perm])
+    return lam * F.cross_entropy(logits, y, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(
+        logits, y[perm], label_smoothing=smoothing
+    )
 
 
 def normalisation(dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
