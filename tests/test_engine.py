@@ -193,7 +193,7 @@ def test_flgc_with_two_workers_on_postgresql_runs_every_job_once_with_its_hook(
 ) -> None:
     """`scaler flgc --workers 2 --storage postgresql://...`: two local processes share the queue on a real server;
     each (arm, G, seed) trains once, and FLGC's per-layer tables (the engine hook, rebuilt in each worker) are kept."""
-    args = ["flgc", "--width", "0.125", "--groups", "2", "--arms", "dense", "flgc", "--seeds", "2", "--out", "w"]
+    args = ["flgc", "--width", "0.125", "--groups", "2", "--arms", "dense", "flgc", "--seeds", "1", "--out", "w"]
     args += ["--subset", "256", "--val-size", "100", "--test-size", "100", "--epochs", "1", "--no-progress"]
     args += ["--storage", postgres_url, "--workers", "2"]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -205,8 +205,8 @@ def test_flgc_with_two_workers_on_postgresql_runs_every_job_once_with_its_hook(
     names = optuna.get_all_study_names(postgres_url)
     study = optuna.load_study(study_name=names[0], storage=postgres_url)
     complete = [t.user_attrs[JOB] for t in study.get_trials() if t.state == TrialState.COMPLETE]
-    assert len(complete) == len(set(complete)) == 4
+    assert len(complete) == len(set(complete)) == 2
     folder = tmp_path / "studies" / "w"
     layers = pd.read_csv(folder / "flgc_layers.csv")
-    assert set(layers.arm) == {"flgc"} and set(layers.seed) == {0, 1}  # dense has no FLGC layer
+    assert set(layers.arm) == {"flgc"} and set(layers.seed) == {0}  # dense has no FLGC layer
     assert not (folder / "runs.db").exists()

@@ -109,8 +109,10 @@ def test_racing_processes_claim_each_queued_trial_once(
     assert all(t.state == TrialState.RUNNING for t in load_trials(url, "race"))
 
 
-@pytest.mark.parametrize(  # SQLite claiming is also covered by test_racing_processes_claim_each_queued_trial_once
-    "backend", [pytest.param("sqlite", marks=pytest.mark.slow), "postgresql"]
+@pytest.mark.parametrize(  # claiming on both is covered by test_racing_processes_claim_each_queued_trial_once, and
+    # local workers on PostgreSQL by test_engine's flgc --workers 2 run
+    "backend",
+    [pytest.param("sqlite", marks=pytest.mark.slow), pytest.param("postgresql", marks=pytest.mark.slow)],
 )
 def test_several_workers_run_every_grid_point_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -199,7 +201,9 @@ def snapshot(trials: list[FrozenTrial]) -> dict[int, tuple[Any, ...]]:
     return {t.number: (t.state, t.values, t.params, t.user_attrs) for t in trials if t.state in FINISHED}
 
 
-@pytest.mark.parametrize("backend", ["postgresql", pytest.param("sqlite", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(  # 100 s: with -m slow; the heartbeat's stale-trial path is Optuna's, shared by both
+    "backend", [pytest.param("postgresql", marks=pytest.mark.slow), pytest.param("sqlite", marks=pytest.mark.slow)]
+)
 def test_sigkilled_worker_trial_is_failed_and_retried_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
