@@ -96,7 +96,7 @@ def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, cap
     table = pd.read_csv(study_dir / "confirm.csv")
     assert set(table.network) == set(finalists) and (table.seeds == 2).all()
     assert (table.acc_lo <= table.mean_val_acc).all() and (table.mean_val_acc <= table.acc_hi).all()
-    assert table.p_best.dropna().sum() == pytest.approx(1.0, abs=1e-3)
+    assert table.in_best_set.dropna().astype(bool).any()
     winner = summary["confirmation"]["winner"]
     assert winner != "base" and table.mean_val_acc.iloc[0] == table[table.network != "base"].mean_val_acc.max()
     means = confirm.groupby("network").val_acc.mean()

@@ -1,55 +1,22 @@
-"""Bootstrap probability that each label has the highest mean accuracy, seeds resampled jointly; paired differences."""
+"""Paired differences, intervals, Holm, factorial effects with family-wise intervals, and the confidence set of the best."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from scaler.study.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_by_seed
-
-
-def test_clear_winner_is_certain() -> None:
-    scores = {"a": [0.70, 0.72, 0.71, 0.69, 0.73], "b": [0.80, 0.82, 0.79, 0.81, 0.83]}
-    p = bootstrap_p_best(scores)
-    assert p["b"] == pytest.approx(1.0)
-    assert p["a"] == pytest.approx(0.0)
-
-
-def test_identical_labels_split_evenly() -> None:
-    same = [0.7, 0.75, 0.72, 0.74]
-    p = bootstrap_p_best({"a": same, "b": list(same), "c": [v - 0.1 for v in same]})
-    assert p == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
-
-
-def test_pairing_by_seed() -> None:
-    # b beats a by 0.01 on every seed although the seed-to-seed spread is far larger: paired, b always wins.
-    a = [0.60, 0.80, 0.70, 0.90, 0.65]
-    p = bootstrap_p_best({"a": a, "b": [v + 0.01 for v in a]})
-    assert p["b"] == pytest.approx(1.0)
-
-
-def test_reproducible_sums_to_one_in_key_order() -> None:
-    rng = np.random.default_rng(3)
-    scores = {label: list(0.7 + rng.normal(0, 0.02, size=6)) for label in ("z", "m", "a")}
-    first = bootstrap_p_best(scores, draws=5_000, seed=7)
-    assert first == bootstrap_p_best(scores, draws=5_000, seed=7)
-    assert list(first) == ["z", "m", "a"]
-    assert sum(first.values()) == pytest.approx(1.0)
-    assert all(0 <= p <= 1 for p in first.values())
-    assert 0 < max(first.values()) < 1  # noisy labels: no certain winner
-    assert bootstrap_p_best(scores, draws=5_000, seed=8) != first
-
-
-def test_bad_input_raises() -> None:
-    with pytest.raises(ValueError):
-        bootstrap_p_best({"a": [0.1, 0.2, 0.3], "b": [0.1, 0.2]})
-    with pytest.raises(ValueError):
-        bootstrap_p_best({"a": [0.1], "b": [0.2]})
-    with pytest.raises(ValueError):
-        bootstrap_p_best({})
+from scaler.study.stats import (
+    accuracy_interval,
+    best_set,
+    factorial_effects,
+    holm,
+    mean_interval,
+    paired_by_seed,
+)
 
 
 def test_paired_by_seed_uses_only_seeds_both_ran() -> None:
@@ -74,3 +41,67 @@ def test_accuracy_interval_stays_within_zero_and_one() -> None:
     assert mean == pytest.approx(0.65)
     assert (low, high) == (0.0, 1.0)
     assert mean_interval([0.99, 0.31])[2] > 1.0
+
+
+def test_holm_matches_the_step_down_by_hand() -> None:
+    """Sorted p 0.005, 0.01, 0.03, 0.04 -> 4x, 3x, 2x, 1x, kept monotone: 0.02, 0.03, 0.06, 0.06."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+def simulated_factorial(effects: dict[str, float], seeds: int, noise: float, rng: np.random.Generator) -> dict:
+    """Scores of every 3-stage mask on `seeds` seed blocks: block offset + effects (+-1/2 coding) + noise."""
+    blocks = rng.normal(0.8, 0.02, size=seeds)
+    scores = {}
+    for bits in itertools.product("01", repeat=3):
+        mask = "".join(bits)
+        x = [int(b) - 0.5 for b in mask]
+        mean = effects.get("1", 0) * x[0] + effects.get("2", 0) * x[1] + effects.get("1x2", 0) * x[0] * x[1]
+        scores[mask] = list(blocks + mean + rng.normal(0, noise, size=seeds))
+    return scores
+
+
+def test_factorial_main_effects_are_the_on_minus_off_means_and_find_a_real_effect() -> None:
+    """In a balanced 2^3 design a main effect equals the mean with the factor on minus the mean with it off; a
+    2-point effect stands out of 0.1-point noise, a null factor does not."""
+    rng = np.random.default_rng(0)
+    scores = simulated_factorial({"1": 0.02, "2": -0.01, "1x2": 0.005}, seeds=4, noise=0.001, rng=rng)
+    effects, dof, sd = factorial_effects(scores)
+    by_name = {effect.name: effect for effect in effects}
+    for j, name in enumerate("123"):
+        on = np.mean([v for mask, values in scores.items() if mask[j] == "1" for v in values])
+        off = np.mean([v for mask, values in scores.items() if mask[j] == "0" for v in values])
+        assert by_name[name].estimate == pytest.approx(on - off)
+    assert by_name["1"].significant and by_name["2"].significant and not by_name["3"].significant
+    assert by_name["1x2"].estimate == pytest.approx(0.005, abs=0.002)
+    assert dof == 8 * 4 - 4 - 6 and sd == pytest.approx(0.001, rel=0.5)
+
+
+def test_factorial_family_wise_error_stays_under_five_percent_under_the_null() -> None:
+    """No effect at all: in 400 simulated studies, the share with any interval excluding zero is at most ~5 %."""
+    rng = np.random.default_rng(1)
+    false = sum(
+        any(e.significant for e in factorial_effects(simulated_factorial({}, 3, 0.01, rng))[0]) for _ in range(400)
+    )
+    assert false / 400 <= 0.07
+
+
+def test_best_set_keeps_the_true_best_and_drops_clear_losers() -> None:
+    """A clear winner stands alone; equal candidates all stay; over 300 noisy draws the true best is kept >= 95 %."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(0.8, 0.01, size=5)
+    clear = {"a": list(base + 0.05), "b": list(base), "c": list(base - 0.01)}
+    assert best_set({k: [v + rng.normal(0, 1e-4) for v in vs] for k, vs in clear.items()}) == {
+        "a": True,
+        "b": False,
+        "c": False,
+    }
+    kept = 0
+    for _ in range(300):
+        seeds = rng.normal(0.8, 0.01, size=3)
+        draw = {
+            name: list(seeds + shift + rng.normal(0, 0.004, size=3))
+            for name, shift in (("a", 0.002), ("b", 0), ("c", 0))
+        }
+        kept += best_set(draw)["a"]
+    assert kept / 300 >= 0.95

@@ -20,9 +20,11 @@ from scaler.report.figures import frelu_figure, pareto_mask
 from scaler.report.files import write
 from scaler.study.engine import evaluate_plan
 from scaler.study.run import Log, Setup, interleaved_costs, setup
-from scaler.study.stats import accuracy_interval, bootstrap_p_best, mean_interval, paired_difference
+from scaler.study.stats import accuracy_interval, best_set, factorial_effects, paired_difference
 
-EFFECT_COLUMNS = ["stage", "d_val_acc", "d_val_acc_lo", "d_val_acc_hi", "significant", "d_latency_ms", "latency_ratio"]
+ADJUSTED = ["d_val_acc", "d_val_acc_lo", "d_val_acc_hi", "p", "p_holm", "significant", "dof", "residual_sd"]
+EFFECT_COLUMNS = ["stage", *ADJUSTED, "d_latency_ms", "latency_ratio"]
+INTERACTION_COLUMNS = ["stages", *ADJUSTED]
 MASK_COLUMNS = (
     "mask",
     "variant",
@@ -155,55 +157,73 @@ def seed_table(frame: pd.DataFrame) -> dict[str, list[float]]:
     return {mask: [float(v) for v in str(values).split()] for mask, values in zip(frame["mask"], frame.val_accs)}
 
 
-def stage_effects(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per stage, the main effect of FReLU there: accuracy with FReLU minus without, averaged over the other
-    stages' settings seed by seed (95 % t interval over seeds), and the mean latency change and ratio."""
+def factorial(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The masks as the 2^k factorial they are, with seed blocks (`stats.factorial_effects`): per stage the main
+    effect of FReLU on validation accuracy, and the two-stage interactions where the masks can estimate them; every
+    interval is simultaneous over the family (main effects and interactions together) and every p Holm-adjusted.
+    Stages no mask varies are left out."""
     table = seed_table(frame)
     stages = len(frame["mask"].iloc[0])
-    rows = []
-    for stage in range(stages):
-        on = [mask for mask in table if mask[stage] == "1"]
-        off = [mask for mask in table if mask[stage] == "0"]
-        if not on or not off:
+    varied = [j for j in range(stages) if len({mask[j] for mask in table}) == 2]
+    reduced = {"".join(mask[j] for j in varied): values for mask, values in table.items()}
+    try:
+        effects, dof, sd = factorial_effects(reduced, [str(j + 1) for j in varied]) if varied else ([], 0, math.nan)
+    except ValueError:
+        effects, dof, sd = [], 0, math.nan
+    latency = frame.set_index("mask").latency_ms
+    mains, pairs = [], []
+    for effect in effects:
+        row = {
+            "d_val_acc": effect.estimate,
+            "d_val_acc_lo": effect.low,
+            "d_val_acc_hi": effect.high,
+            "p": effect.p,
+            "p_holm": effect.p_holm,
+            "significant": effect.significant,
+            "dof": dof,
+            "residual_sd": sd,
+        }
+        if "x" in effect.name:
+            pairs.append({"stages": effect.name} | row)
             continue
-        seeds = min(len(values) for values in table.values())
-        per_seed = [
-            statistics.fmean(table[m][j] for m in on) - statistics.fmean(table[m][j] for m in off) for j in range(seeds)
-        ]
-        effect, low, high = mean_interval(per_seed)
-        latency = frame.set_index("mask").latency_ms
-        rows.append(
-            {
-                "stage": stage + 1,
-                "d_val_acc": effect,
-                "d_val_acc_lo": low,
-                "d_val_acc_hi": high,
-                "significant": bool(low > 0 or high < 0) if seeds > 1 else None,
-                "d_latency_ms": latency[on].mean() - latency[off].mean(),
-                "latency_ratio": latency[on].mean() / latency[off].mean(),
-            }
+        stage = int(effect.name) - 1
+        on, off = (
+            latency[[m for m in latency.index if m[stage] == "1"]],
+            latency[[m for m in latency.index if m[stage] == "0"]],
         )
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+        mains.append(
+            {"stage": stage + 1}
+            | row
+            | {"d_latency_ms": on.mean() - off.mean(), "latency_ratio": on.mean() / off.mean()}
+        )
+    return pd.DataFrame(mains, columns=EFFECT_COLUMNS), pd.DataFrame(pairs, columns=INTERACTION_COLUMNS)
+
+
+def stage_effects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per stage, the main effect of FReLU on validation accuracy from the factorial (`factorial`), with its
+    family-wise interval and Holm-adjusted p, and the mean latency change and ratio."""
+    return factorial(frame)[0]
 
 
 def recommend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Per Pareto mask (a latency budget): its gain over ReLU paired by seed and P(best) among the masks within
-    that budget (seeds resampled jointly); and one sentence: the cheapest mask that beats ReLU significantly, then
-    the stages whose main effect excludes zero."""
+    """Per Pareto mask (a latency budget): its gain over ReLU paired by seed, and whether it is in the 95 %
+    confidence set of the best among the masks within that budget (`stats.best_set`); and one sentence: the
+    cheapest mask that beats ReLU significantly, then the stages whose family-wise main-effect interval excludes
+    zero."""
     table = seed_table(frame)
     relu = "0" * len(frame["mask"].iloc[0])
     latency = frame.set_index("mask").latency_ms
     rows = []
     for mask in frame[frame.pareto].sort_values("latency_ms")["mask"]:
         within = {m: table[m] for m in table if latency[m] <= latency[mask]}
-        p_best = bootstrap_p_best(within)[mask] if len(within) > 1 and len(table[mask]) > 1 else 1.0
+        in_best = best_set(within)[mask] if len(table[mask]) > 1 else True
         row: dict[str, Any] = {
             "mask": mask,
             "latency_ms": latency[mask],
             "latency_vs_relu": latency[mask] / latency[relu] if relu in latency else math.nan,
             "val_acc": statistics.fmean(table[mask]),
             "masks_within": len(within),
-            "p_best_within": p_best,
+            "in_best_set_within": in_best,
         }
         if relu in table and mask != relu and len(table[mask]) > 1:
             gain = paired_difference(table[relu], table[mask])
@@ -229,7 +249,8 @@ def recommend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         verdict = (
             f"FReLU in stage(s) {stages} (mask {best['mask']}): {100 * best.vs_relu:+.2f} points over ReLU "
             f"[{100 * best.vs_relu_lo:+.2f}, {100 * best.vs_relu_hi:+.2f}] at {best.latency_vs_relu:.2f}x its latency; "
-            f"P(best within {best.latency_ms:.2f} ms) = {best.p_best_within:.2f}"
+            f"{'in' if best.in_best_set_within else 'not in'} the 95 % confidence set of the best within "
+            f"{best.latency_ms:.2f} ms"
         )
     return front, f"{verdict}; {effects_clause(stage_effects(frame))}"
 
@@ -238,8 +259,8 @@ def effects_clause(effects: pd.DataFrame) -> str:
     """The per-stage main effects whose interval excludes zero, in one clause of the recommendation."""
     clear = effects[effects.significant.eq(True)]
     if clear.empty:
-        return "no stage's main effect on accuracy excludes zero"
-    return "main effects that exclude zero (averaged over the other stages' settings): " + ", ".join(
+        return "no stage's main effect on accuracy excludes zero (family-wise)"
+    return "main effects whose family-wise interval excludes zero (averaged over the other stages): " + ", ".join(
         f"stage {row.stage} {100 * row.d_val_acc:+.2f} [{100 * row.d_val_acc_lo:+.2f}, {100 * row.d_val_acc_hi:+.2f}] "
         f"points at {row.latency_ratio:.2f}x latency"
         for row in clear.itertuples()
@@ -270,9 +291,9 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     masks = chosen_masks(len(prepared.spec.stages), args.n_trials, args.seed)
     multipliers = compound(*coefficients, args.at_phi)
     frame = frelu_masks(prepared, masks, seeds, multipliers, args.latency)
-    effects = stage_effects(frame)
+    effects, interactions = factorial(frame)
     front, verdict = recommend(frame)
-    frames = {"frelu": frame, "frelu_effects": effects, "frelu_front": front}
+    frames = {"frelu": frame, "frelu_effects": effects, "frelu_interactions": interactions, "frelu_front": front}
     figures = {"frelu_pareto": frelu_figure(frame)}
     write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
     print(
@@ -281,8 +302,14 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     )
     print("# Pareto front (mean accuracy up, latency down), with each mask's gain over ReLU paired by seed:")
     print(front.round(4).to_string(index=False))
-    print("# per-stage main effect of FReLU (accuracy points, latency):")
+    print(
+        "# per-stage main effect of FReLU on accuracy, the masks analysed as a factorial with seed blocks; intervals "
+        "simultaneous over main effects and interactions, p Holm-adjusted:"
+    )
     print(effects.round(4).to_string(index=False))
+    if not interactions.empty:
+        print("# two-stage interactions (same family):")
+        print(interactions.round(4).to_string(index=False))
     print(f"recommendation: {verdict}")
     print(
         f"wrote {', '.join(str(prepared.folder / (n + '.csv')) for n in frames)}, {prepared.folder / 'frelu_pareto.png'}"

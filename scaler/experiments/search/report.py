@@ -17,7 +17,7 @@ from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.study.grid import CONTROL, GridPoint
 from scaler.study.run import present
-from scaler.study.stats import accuracy_interval, bootstrap_p_best, paired_difference
+from scaler.study.stats import accuracy_interval, best_set, paired_difference
 from scaler.study.storage import (
     redact,
 )
@@ -27,7 +27,8 @@ from scaler.study.surface import best_of, fit_surface
 def confirmation(
     frame: pd.DataFrame, finalists: list[str], seeds: list[int], roles: dict[str, str]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Each finalist on the fresh seeds: mean with its CI, paired differences to the winner and the base, P(best).
+    """Each finalist on the fresh seeds: mean with its CI, paired differences to the winner and the base, and
+    whether it is in the 95 % confidence set of the best scaled network (`stats.best_set`).
 
     A finalist whose training diverged on a seed is left out (`diverged`); of the others, only seeds every one
     has finished are used, so every comparison is paired. `complete` once every remaining finalist has every
@@ -47,7 +48,7 @@ def confirmation(
     means = table.mean()
     ranked = sorted(scaled, key=lambda label: (-means[label], label))
     winner = ranked[0]
-    p_best = bootstrap_p_best({label: table[label].tolist() for label in scaled})
+    in_best = best_set({label: table[label].tolist() for label in scaled})
     rows = []
     for label in [*ranked, *([BASE] if BASE in table else [])]:
         mean, low, high = accuracy_interval(table[label].tolist())
@@ -59,7 +60,7 @@ def confirmation(
             "acc_lo": round(low, 5),
             "acc_hi": round(high, 5),
             "std": round(statistics.stdev(table[label]), 5),
-            "p_best": round(p_best.get(label, math.nan), 4) if label in p_best else math.nan,
+            "in_best_set": in_best.get(label),
         }
         for other, name in ((winner, "winner"), (BASE, "base")):
             if other in table and other != label:
@@ -232,7 +233,7 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             f"latency {summary['latency_ms']:.2f} ms"
         )
         print(
-            f"{'network':<22}{'role':<11}{'mean val_acc':>13}{'95% CI':>20}{'vs winner (95% CI)':>30}{'vs base (95% CI)':>30}{'P(best)':>9}"
+            f"{'network':<22}{'role':<11}{'mean val_acc':>13}{'95% CI':>20}{'vs winner (95% CI)':>30}{'vs base (95% CI)':>30}{'best set':>10}"
         )
         for row in summary["ranking"]:
             cells = []
@@ -243,11 +244,11 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
                     )
                 else:
                     cells.append("")
-            p_best = "" if math.isnan(row.get("p_best", math.nan)) else f"{row['p_best']:.2f}"
+            best = {True: "yes", False: "no"}.get(row.get("in_best_set"), "")
             interval = f"[{row['acc_lo']:.4f}, {row['acc_hi']:.4f}]"
             print(
                 f"{row['network']:<22}{row['role']:<11}{row['mean_val_acc']:>13.4f}"
-                f"{interval:>20}{cells[0]:>30}{cells[1]:>30}{p_best:>9}"
+                f"{interval:>20}{cells[0]:>30}{cells[1]:>30}{best:>10}"
             )
         if "significant" in verdict:
             word = "significant" if verdict["significant"] else "NOT significant (the CI includes 0)"
