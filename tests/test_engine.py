@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -63,6 +64,29 @@ def test_a_rerun_reads_every_finished_run_back_and_a_longer_plan_runs_only_the_n
     more = evaluate_plan(plan([0, 1]), run, quiet)
     assert calls == ["base seed 1", "wide seed 1"]
     pd.testing.assert_frame_equal(more.iloc[:3].reset_index(drop=True), first)
+
+
+def test_every_trained_run_keeps_its_per_example_outputs_on_the_same_images(tmp_path: Path) -> None:
+    """<command>_examples.npz holds, row by plan row, each trained run's prediction and true-class probability on
+    every validation and test image: they give back the row's accuracies and losses, and the untrained row is empty."""
+    run = tiny_setup(tmp_path / "ex")
+    frame = evaluate_plan(plan([0]), run, quiet)
+    examples = np.load(tmp_path / "ex" / "test_examples.npz")
+    assert examples["label"].tolist() == frame.label.tolist() and examples["seed"].tolist() == [-1, 0, 0]
+    assert run.dataset is not None and str(examples["val_images"]) == run.dataset.val.fingerprint
+    assert (examples["val_predicted"][0] == -1).all() and np.isnan(examples["test_p_true"][0]).all()
+    for split, size in (("val", 100), ("test", 200)):
+        labels, predicted = examples[f"{split}_labels"], examples[f"{split}_predicted"][1:]
+        p_true = examples[f"{split}_p_true"][1:].astype(float)
+        assert predicted.shape == (2, size) and ((p_true >= 0) & (p_true <= 1)).all()
+        assert (predicted == labels).mean(axis=1) == pytest.approx(frame[f"{split}_acc"].iloc[1:].to_numpy())
+        losses = -np.log(np.clip(p_true, 1e-12, 1)).mean(axis=1)
+        assert losses == pytest.approx(frame[f"{split}_loss"].iloc[1:].to_numpy(), abs=2e-3)
+    before = dict(np.load(tmp_path / "ex" / "test_examples.npz"))
+    evaluate_plan(plan([0]), run, quiet)  # read back from the store, written again the same
+    after = dict(np.load(tmp_path / "ex" / "test_examples.npz"))
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[name], after[name], equal_nan=before[name].dtype.kind == "f") for name in before)
 
 
 def test_an_interrupted_run_is_queued_again_and_finishes_as_if_never_cut(

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from notebook_runner import run_notebook
@@ -99,6 +100,11 @@ def test_scale_writes_frame_and_plots(study: Path) -> None:
     assert held[["pred_lo", "pred_hi", "last_value_error", "log_linear_error"]].notna().all().all()
     for name in ("acc_vs_macs", "acc_vs_latency", "macs_vs_latency"):
         assert (study / f"{name}.png").stat().st_size > 0
+    examples = np.load(study / "scale_examples.npz")
+    assert len(examples["label"]) == len(frame) and examples["test_predicted"].shape[0] == len(frame)
+    record = json.loads((study / "run.json").read_text())  # frelu ran last in the same folder
+    assert "scale_examples.npz" in record["earlier"][0]["outputs"] and "frelu_examples.npz" in record["outputs"]
+    assert frame[frame.trained].val_loss.gt(0).all()
 
 
 def test_run_json_records_both_commands(study: Path) -> None:

@@ -23,7 +23,6 @@ from scaler.study.storage import QueueStudy
 from scaler.study.workers import max_workers
 from scaler.training.train import TrainConfig
 
-BACKENDS = ["sqlite", "postgresql"]
 KILL_STEP, KILL_TOLERANCE, KILL_EPOCHS = 0.5, 0.12, 2
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 # measure_latency uses 2 threads in every worker: with OpenMP's default spin-waiting, oversubscribed cores make it ~70x slower.
@@ -82,7 +81,9 @@ def claim_all(url: str, study: str, claimed: Any) -> None:
     claimed.put(got)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(  # SQLite with -m slow: test_interrupts' searches started together race on it too
+    "backend", [pytest.param("sqlite", marks=pytest.mark.slow), "postgresql"]
+)
 def test_racing_processes_claim_each_queued_trial_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

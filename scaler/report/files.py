@@ -22,7 +22,7 @@ import torch
 
 from scaler.errors import UserError, one_line
 from scaler.model.zoo import BASES
-from scaler.study.run import STOPWATCH
+from scaler.study.run import ENGINE_FILES, STOPWATCH
 from scaler.study.storage import STUDIES_DIR, redact_secrets, study_folder
 from scaler.training.tasks import DATASET_TASKS
 from scaler.training.train import resolve_device
@@ -159,6 +159,7 @@ def write(
     for name, text in (files or {}).items():
         (folder / name).write_text(text)
         paths.append(folder / name)
+    paths += sorted(path for path in ENGINE_FILES if path.parent == folder and path.is_file())
     record = provenance(config, argv, started, [p.name for p in paths], options or {})
     paths.append(write_run_json(folder, record))
     return paths

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -24,7 +25,17 @@ from torch import nn
 
 from scaler.errors import RunFailed, UserError
 from scaler.model.spec import NetSpec
-from scaler.study.run import PLAN_COLUMNS, Cost, Log, Row, RunConfig, Setup, evaluate_model, planned_spec
+from scaler.study.run import (
+    ENGINE_FILES,
+    PLAN_COLUMNS,
+    Cost,
+    Log,
+    Row,
+    RunConfig,
+    Setup,
+    evaluate_model,
+    planned_spec,
+)
 from scaler.study.storage import (
     INTERRUPTED,
     GridExhausted,
@@ -36,12 +47,13 @@ from scaler.study.storage import (
     storage_errors,
 )
 from scaler.study.workers import run_workers, worker_process
-from scaler.training.train import Progressive, TrainConfig, TrainingDiverged
+from scaler.training.train import Outputs, Progressive, TrainConfig, TrainingDiverged
 
 STORE = "runs.db"
 JOB = "job"  # user attribute naming the planned run a trial is for
 ROW = "row"  # user attribute holding what the run measured
 RUNNER = "runner"  # study attribute: the hook and cost rule a worker needs to evaluate the plan's runs
+OUTPUTS = "outputs"  # user attribute holding a trained run's per-example outputs by split
 EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
 UNFINGERPRINTED = ("argv", "progress", "folder", "storage", "workers")
@@ -153,7 +165,7 @@ class JobRunner:
         spec = planned_spec(self.setup.spec, point)
         training = training_of(point, self.setup)
         test, form, batch = bool(point.get("test", True)), str(point.get("form", "eager")), point.get("batch_latency")
-        row, model = evaluate_model(
+        row, model, outputs = evaluate_model(
             spec,
             self.setup,
             training,
@@ -167,6 +179,8 @@ class JobRunner:
         if self.extra is not None:
             trial.set_user_attr(EXTRA, self.extra(point, spec, row, model))
         trial.set_user_attr(ROW, row.record() | {"val_curve": list(row.val_curve)})
+        if outputs:
+            trial.set_user_attr(OUTPUTS, {name: split.to_json() for name, split in outputs.items()})
         accuracy = "not trained"
         if row.trained:
             name, value = ("test_acc", row.test_acc) if test else ("val_acc", row.val_acc)
@@ -209,6 +223,7 @@ class PlanRun:
         self.hook, self.shared_cost = extra, shared_cost
         self.runner = JobRunner(setup, log, extra, shared_cost)
         self.extras: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, dict[str, Outputs]] = {}
 
     def open(self) -> optuna.Study:
         """The plan's study, created on first use, with what a worker on any machine needs to join it."""
@@ -231,6 +246,8 @@ class PlanRun:
             if ROW in t.user_attrs:
                 rows[t.user_attrs[JOB]] = row_of(t.user_attrs[ROW])
                 self.extras[t.user_attrs[JOB]] = t.user_attrs.get(EXTRA, {})
+                stored = t.user_attrs.get(OUTPUTS, {})
+                self.outputs[t.user_attrs[JOB]] = {name: Outputs.from_json(split) for name, split in stored.items()}
         return rows
 
     def tables(self, name: str) -> pd.DataFrame:
@@ -261,12 +278,41 @@ class PlanRun:
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
         if lost:
             raise RunFailed(f"{len(lost)} planned run(s) did not finish ({', '.join(lost[:3])}); rerun the command")
+        self.write_examples()
         return pd.DataFrame(
             [
                 point | measured(done[key]) | self.extras.get(key, {}).get("columns", {})
                 for point, key in zip(self.points, self.keys)
             ]
         )
+
+    def examples(self) -> dict[str, np.ndarray]:
+        """Per-example outputs of every planned run, one row per plan row (-1 and NaN where it did not train or saw
+        other images): `<split>_predicted`, `<split>_p_true`, `<split>_labels` and the split's fingerprint."""
+        arrays: dict[str, np.ndarray] = {"label": np.array([point["label"] for point in self.points])}
+        arrays["seed"] = np.array([seed_of(point, self.setup) if point["train"] else -1 for point in self.points])
+        dataset = self.setup.dataset
+        for name, split in (("val", dataset.val), ("test", dataset.test)) if dataset is not None else ():
+            kept = [self.outputs.get(key, {}).get(name) for key in self.keys]
+            if not any(out is not None and out.images == split.fingerprint for out in kept):
+                continue
+            predicted = np.full((len(kept), len(split)), -1, dtype=np.int16)
+            p_true = np.full((len(kept), len(split)), np.nan, dtype=np.float16)
+            for row, out in enumerate(kept):
+                if out is not None and out.images == split.fingerprint:
+                    predicted[row], p_true[row] = out.predicted, out.p_true
+            arrays |= {f"{name}_predicted": predicted, f"{name}_p_true": p_true}
+            arrays |= {f"{name}_labels": split.labels.numpy(), f"{name}_images": np.array(split.fingerprint)}
+        return arrays
+
+    def write_examples(self) -> None:
+        """<folder>/<command>_examples.npz: `examples()`, when any run trained; recorded in run.json's outputs."""
+        arrays = self.examples()
+        if any(name.endswith("_predicted") for name in arrays):
+            path = self.setup.folder / f"{self.setup.config.command}_examples.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **cast(dict[str, Any], arrays))
+            ENGINE_FILES.add(path)
 
     def run_queue(self, study: optuna.Study) -> None:
         """Run the queue in this process, or in the config's local workers (a crashed worker is a RunFailed)."""

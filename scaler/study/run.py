@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -37,7 +37,7 @@ from scaler.model.zoo import base as base_network
 from scaler.study.storage import STUDIES_DIR, check_writable
 from scaler.training.data import Dataset, load_dataset
 from scaler.training.tasks import DATASET_TASKS, Task
-from scaler.training.train import TrainConfig, test_accuracy, train
+from scaler.training.train import Outputs, TrainConfig, split_outputs, train
 
 if TYPE_CHECKING:
     pass
@@ -74,6 +74,7 @@ class Stopwatch:
 
 
 STOPWATCH = Stopwatch()
+ENGINE_FILES: set[Path] = set()  # files the engine wrote for this command (per-example outputs), for run.json
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def setup(config: RunConfig, data: bool = True) -> Setup:
     spec = config.base_spec()
     check_writable(config.folder, "the study folder")
     STOPWATCH.reset()
+    ENGINE_FILES.clear()
     return Setup(config, spec, config.load_dataset() if data else None, time.time())
 
 
@@ -202,6 +204,8 @@ class Row(Cost):
     seed: int | None = None
     val_acc: float = math.nan
     test_acc: float = math.nan
+    val_loss: float = math.nan
+    test_loss: float = math.nan
     epochs: int = 0
     train_seconds: float = math.nan
     images_per_second: float = math.nan
@@ -223,6 +227,14 @@ class Row(Cost):
 def present(values: Mapping[str, Any]) -> dict[str, Any]:
     """The entries that are neither None nor NaN."""
     return {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+
+
+class Evaluated(NamedTuple):
+    """What one evaluation made: the row, the model, and per-example outputs by split (none when untrained)."""
+
+    row: Row
+    model: nn.Module
+    outputs: dict[str, Outputs]
 
 
 def cpu_copy(model: nn.Module) -> nn.Module:
@@ -362,8 +374,9 @@ def evaluate_model(
     cost: Cost | None = None,
     form: str = "eager",
     batch_latency: int = 0,
-) -> tuple[Row, nn.Module]:
-    """Build, train (unless `train_config` is False), test and measure a spec: the row and the model it made.
+) -> Evaluated:
+    """Build, train (unless `train_config` is False), test and measure a spec: the row, the model it made and its
+    per-example outputs on the validation split (and the test split unless `test` is False).
 
     `train_config` True trains with the run's TrainConfig; a TrainConfig trains with that one. `cost`, when
     given, is the network's already measured cost. `report(epoch, val_acc)` may raise to stop training early.
@@ -373,7 +386,7 @@ def evaluate_model(
         with STOPWATCH.phase("building"):
             model = build(spec, seed=setup.config.seed)
         cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
-        return Row(**asdict(cost)), model
+        return Evaluated(Row(**asdict(cost)), model, {})
     assert isinstance(config, TrainConfig)
     if setup.dataset is None:
         raise ValueError("evaluate: training needs a Setup with its dataset loaded")
@@ -391,7 +404,11 @@ def evaluate_model(
             description=description,
         )
     with STOPWATCH.phase("testing"):
-        test_acc = test_accuracy(model, setup.dataset, spec.resolution, config) if test else math.nan
+        splits = {"val": setup.dataset.val, **({"test": setup.dataset.test} if test else {})}
+        outputs = {
+            name: split_outputs(model, split, setup.dataset, spec.resolution, config) for name, split in splits.items()
+        }
+    test_acc = float(outputs["test"].correct(setup.dataset.test.labels.numpy()).mean()) if test else math.nan
     cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
     row = Row(
         **asdict(cost),
@@ -399,17 +416,19 @@ def evaluate_model(
         seed=config.seed,
         val_acc=result.final_val_acc,
         test_acc=test_acc,
+        val_loss=round(outputs["val"].loss, 5),
+        test_loss=round(outputs["test"].loss, 5) if test else math.nan,
         epochs=result.epochs,
         train_seconds=round(result.train_seconds, 2),
         images_per_second=round(result.images_per_second, 1),
         val_curve=tuple(result.val_acc),
     )
-    return row, model
+    return Evaluated(row, model, outputs)
 
 
 def evaluate(spec: NetSpec, setup: Setup, train_config: TrainConfig | bool = True, **options: Any) -> Row:
-    """`evaluate_model` without the model: the one build -> train -> test -> measure step of every command."""
-    return evaluate_model(spec, setup, train_config, **options)[0]
+    """`evaluate_model`'s row alone: the one build -> train -> test -> measure step of every command."""
+    return evaluate_model(spec, setup, train_config, **options).row
 
 
 PLAN_COLUMNS = ("label", "variant", "depth", "width", "res_mult", "train", "progressive")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -420,6 +422,60 @@ def calibration_split(dataset: Dataset, config: TrainConfig) -> Split | None:
     if not config.precise_bn:
         return None
     return Split(dataset.train.images[: config.precise_bn], dataset.train.labels[: config.precise_bn])
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A model's per-example outputs on one split: the class it predicted and the probability it gave the true class
+    (float16), with the split's fingerprint, so that two models are compared example by example on the same images."""
+
+    images: str
+    predicted: np.ndarray
+    p_true: np.ndarray
+    loss: float
+
+    def correct(self, labels: np.ndarray) -> np.ndarray:
+        """Per example, whether the prediction was right."""
+        return np.asarray(self.predicted == labels)
+
+    def to_json(self) -> dict[str, Any]:
+        """Compact JSON: base64 of int16 predictions and float16 probabilities."""
+        return {
+            "images": self.images,
+            "loss": self.loss,
+            "predicted": base64.b64encode(self.predicted.astype(np.int16).tobytes()).decode(),
+            "p_true": base64.b64encode(self.p_true.astype(np.float16).tobytes()).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outputs:
+        """Inverse of `to_json`."""
+        predicted = np.frombuffer(base64.b64decode(data["predicted"]), dtype=np.int16)
+        p_true = np.frombuffer(base64.b64decode(data["p_true"]), dtype=np.float16)
+        return cls(str(data["images"]), predicted, p_true, float(data["loss"]))
+
+
+@torch.no_grad()
+def split_outputs(
+    model: nn.Module, split: Split, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()
+) -> Outputs:
+    """Per-example outputs of `model` on one split of `dataset` at `resolution`, normalised as in training, and the
+    mean cross-entropy (without label smoothing)."""
+    device = next(model.parameters()).device
+    data = Prepared(split, *normalisation(dataset, device), resolution, device, config.channels_last)
+    amp = config.amp and device.type == "cuda"
+    model.eval()
+    predicted, p_true = [], []
+    for start in range(0, len(data.labels), config.eval_batch_size):
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(data.images[start : start + config.eval_batch_size])
+        labels = data.labels[start : start + config.eval_batch_size]
+        probabilities = logits.float().softmax(1)
+        predicted.append(logits.argmax(1).cpu())
+        p_true.append(probabilities.gather(1, labels[:, None]).squeeze(1).cpu())
+    p = torch.cat(p_true).numpy() if p_true else np.zeros(0, dtype=np.float32)
+    loss = float(-np.log(np.clip(p, 1e-12, 1.0)).mean()) if len(p) else math.nan
+    return Outputs(split.fingerprint, torch.cat(predicted).numpy() if predicted else np.zeros(0), p, loss)
 
 
 def split_accuracy(
