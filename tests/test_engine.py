@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import optuna
@@ -18,6 +19,7 @@ from conftest import tiny_config
 from optuna.trial import TrialState
 
 import scaler.study.engine as engine
+from scaler.errors import UserError
 from scaler.study.engine import JOB, PlanRun, evaluate_plan, fingerprint
 from scaler.study.run import Setup, setup
 from scaler.study.storage import INTERRUPTED
@@ -234,3 +236,9 @@ def test_flgc_with_two_workers_on_postgresql_runs_every_job_once_with_its_hook(
     layers = pd.read_csv(folder / "flgc_layers.csv")
     assert set(layers.arm) == {"flgc"} and set(layers.seed) == {0}  # dense has no FLGC layer
     assert not (folder / "runs.db").exists()
+
+
+def test_a_stored_hook_outside_scalers_experiments_is_refused() -> None:
+    """A worker imports the hook a store names only from scaler.experiments: a store is data, not code to run."""
+    with pytest.raises(UserError, match="outside scaler's experiments"):
+        engine.Hook("os:system", {})(cast(Setup, None))

@@ -140,8 +140,10 @@ class Hook:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, setup: Setup) -> Extra:
-        """The Extra for this process's setup."""
-        module, name = self.function.split(":")
+        """The Extra for this process's setup; only scaler's experiments are imported (the name comes from a store)."""
+        module, _, name = self.function.partition(":")
+        if not module.startswith("scaler.experiments.") or not name.isidentifier():
+            raise UserError(f"the study names a hook outside scaler's experiments ({self.function!r}); refusing it")
         return cast(Extra, getattr(importlib.import_module(module), name)(setup, **self.kwargs))
 
 
