@@ -157,8 +157,9 @@ def factorial_effects(
 
 def best_set(scores: Mapping[str, Sequence[float]], confidence: float = 0.95) -> dict[str, bool]:
     """A confidence set of the best (highest mean) candidate from seed-paired scores: a candidate stays in unless
-    some other beats it significantly, by a paired t test at the Bonferroni level over its K - 1 comparisons, so
-    the true best is left out with probability at most 1 - confidence."""
+    some other beats it significantly, by a one-sided paired t test at the Bonferroni level over its K - 1
+    comparisons, so the true best is left out with probability at most 1 - confidence. One-sided, so a candidate
+    can leave the set while the two-sided 95 % interval of its difference to the winner still includes zero."""
     labels = list(scores)
     lengths = {len(scores[label]) for label in labels}
     if len(labels) < 2:
