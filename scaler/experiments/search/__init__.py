@@ -1,4 +1,4 @@
-"""`scaler search` (the main job) and `scaler worker`: the grid search of alpha, beta, gamma with proxy training."""
+"""`scaler search`, the main job: the grid search of alpha, beta, gamma with proxy training."""
 
 from __future__ import annotations
 
