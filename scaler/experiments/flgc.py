@@ -13,11 +13,12 @@ from torch import nn
 from scaler.errors import UserError
 from scaler.experiments import Argv, Command
 from scaler.experiments.options import (
-    add_engine_args,
+    add_evaluation_args,
     add_seeds_arg,
     add_task_args,
     add_train_args,
     check_seed,
+    check_width,
     data_options,
     options_of,
     output_folder,
@@ -265,9 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="duplication threshold: mean score of a group's top K members",
     )
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
-    p.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
-    p.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
-    add_engine_args(p)
+    add_evaluation_args(p)
     p.add_argument("--out", help="output folder under studies/ (default flgc-<base>-<dataset>)")
     p.add_argument("--profile-only", action="store_true", help="deployed MACs, params and latency only; no training")
     add_train_args(p, epochs=3, subset=6000)
@@ -277,13 +276,11 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     """scaler flgc: dense, fixed groups, FLGC and FLGC with duplication as the group count grows, over seeds."""
     if any(g < 1 for g in args.groups) or args.top_k < 1 or args.seeds < 1:
         raise UserError(f"--groups, --top-k and --seeds must be >= 1 (got {args.groups}, {args.top_k}, {args.seeds})")
-    if not args.width > 0:
-        raise UserError(f"--width must be > 0 (got {args.width})")
     arms = tuple(args.arms)
     config = RunConfig(
         command="flgc",
         base=args.base,
-        width=args.width,
+        width=check_width(args.width),
         dataset=args.dataset,
         task=task_of(args),
         folder=output_folder(args.out, args.base, args.dataset, prefix="flgc-"),

@@ -160,9 +160,7 @@ def experiment_config(
         raise UserError("give --study NAME (a finished scaler search) or all of --alpha --beta --gamma")
     compound(*coefficients, 1.0)
     base = check_base(args.base if args.base is not None else (info.base if info else "mobilenet"))
-    width = args.width if args.width is not None else (info.width if info else 1.0)
-    if not math.isfinite(width) or width <= 0:
-        raise UserError(f"--width must be a finite number > 0 (got {width})")
+    width = check_width(args.width if args.width is not None else (info.width if info else 1.0))
     dataset = args.dataset if args.dataset is not None else (info.dataset if info else "fashion-mnist")
     folder = info.folder if info else output_folder(args.out, base, dataset)
     config = RunConfig(
@@ -177,6 +175,13 @@ def experiment_config(
         **data_options(args),
     )
     return config, coefficients
+
+
+def check_width(width: float) -> float:
+    """A width multiplier the base can be built with: finite and > 0; else one line naming --width."""
+    if not math.isfinite(width) or width <= 0:
+        raise UserError(f"--width must be a finite number > 0 (got {width})")
+    return width
 
 
 def check_base(base: str) -> str:
@@ -251,10 +256,15 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     parser.add_argument("--width", type=float, help="width multiplier of the base (default: the study's, else 1)")
     parser.add_argument("--dataset", help="dataset (default: the study's, else fashion-mnist)")
     parser.add_argument("--out", help="output folder name under studies/ when no --study is given")
+    add_evaluation_args(parser)
+    add_train_args(parser, epochs=epochs, subset=subset)
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    """--val-size and --test-size (the images every run is judged on), and the engine's --storage and --workers."""
     parser.add_argument("--val-size", type=int, default=2000, help="validation images (0 = the whole split)")
     parser.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
     add_engine_args(parser)
-    add_train_args(parser, epochs=epochs, subset=subset)
 
 
 def add_seeds_arg(parser: argparse.ArgumentParser, per: str, across: str) -> None:

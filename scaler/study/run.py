@@ -1,5 +1,5 @@
-"""The run layer under every command: RunConfig -> Setup -> evaluate() -> Row, and write() with a run.json
-(scaler.study.engine runs plans of them, resumably)."""
+"""The run layer under every command: RunConfig -> Setup -> evaluate_model() -> Row, model and per-example
+outputs (scaler.study.engine runs plans of them, resumably; scaler.report.files writes the results)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -38,9 +38,6 @@ from scaler.study.storage import STUDIES_DIR, check_writable
 from scaler.training.data import Dataset, load_dataset
 from scaler.training.tasks import DATASET_TASKS, Task
 from scaler.training.train import Outputs, TrainConfig, split_outputs, train
-
-if TYPE_CHECKING:
-    pass
 
 Log = Callable[[str], None]
 LATENCY_FORMS = ("eager", "deployed", "folded")
@@ -403,11 +400,11 @@ def evaluate_model(
             progress=setup.config.progress,
             description=description,
         )
+    assert result.val_outputs is not None  # the last epoch validated: its outputs are the trained model's
+    outputs = {"val": result.val_outputs}
     with STOPWATCH.phase("testing"):
-        splits = {"val": setup.dataset.val, **({"test": setup.dataset.test} if test else {})}
-        outputs = {
-            name: split_outputs(model, split, setup.dataset, spec.resolution, config) for name, split in splits.items()
-        }
+        if test:
+            outputs["test"] = split_outputs(model, setup.dataset.test, setup.dataset, spec.resolution, config)
     test_acc = float(outputs["test"].correct(setup.dataset.test.labels.numpy()).mean()) if test else math.nan
     cost = cost or measure(spec, model, form, setup.config.latency_runs, batch_latency=batch_latency)
     row = Row(

@@ -130,6 +130,7 @@ class TrainResult:
     images_seen: int = 0
     epochs: int = 0
     resolutions: list[int] = field(default_factory=list)
+    val_outputs: Outputs | None = None  # per-example, after the last epoch validated
 
     @property
     def final_val_acc(self) -> float:
@@ -259,15 +260,27 @@ def recalibrate_batchnorm(model: nn.Module, data: Prepared, images: int = 1024, 
 
 
 @torch.no_grad()
-def prepared_accuracy(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False) -> float:
-    """Top-1 accuracy on a prepared split."""
+def prepared_outputs(
+    model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per example of a prepared split: the class `model` predicts and the probability it gives the true class."""
     model.eval()
-    correct = 0
+    predicted, p_true = [], []
     for start in range(0, len(data.labels), batch_size):
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(data.images[start : start + batch_size])
-        correct += int((logits.argmax(1) == data.labels[start : start + batch_size]).sum())
-    return correct / max(1, len(data.labels))
+        labels = data.labels[start : start + batch_size]
+        predicted.append(logits.argmax(1).cpu())
+        p_true.append(logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1).cpu())
+    if not predicted:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return torch.cat(predicted).numpy(), torch.cat(p_true).numpy()
+
+
+def prepared_accuracy(model: nn.Module, data: Prepared, batch_size: int = 512, amp: bool = False) -> float:
+    """Top-1 accuracy on a prepared split."""
+    predicted, _ = prepared_outputs(model, data, batch_size, amp)
+    return int((predicted == data.labels.cpu().numpy()).sum()) / max(1, len(data.labels))
 
 
 DIVERGENCE_CHECK_STEPS = 25  # the loss is checked on the host this often: no sync in every step
@@ -363,7 +376,8 @@ def train(
             if calibration is not None:
                 recalibrate_batchnorm(model, calibration, config.precise_bn)
             result.train_seconds = time.perf_counter() - start_time
-            accuracy = prepared_accuracy(model, val, config.eval_batch_size, amp)
+            result.val_outputs = Outputs.of(dataset.val, *prepared_outputs(model, val, config.eval_batch_size, amp))
+            accuracy = int(result.val_outputs.correct(dataset.val.labels.numpy()).sum()) / max(1, len(dataset.val))
             result.val_acc.append(accuracy)
             result.epochs = epoch + 1
             bar.set_postfix(val_acc=f"{accuracy:.4f}", res=size)
@@ -434,6 +448,12 @@ class Outputs:
     p_true: np.ndarray
     loss: float
 
+    @classmethod
+    def of(cls, split: Split, predicted: np.ndarray, p_true: np.ndarray) -> Outputs:
+        """A split's outputs, with its fingerprint and the mean cross-entropy (without label smoothing)."""
+        loss = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean()) if len(p_true) else math.nan
+        return cls(split.fingerprint, predicted, p_true, loss)
+
     def correct(self, labels: np.ndarray) -> np.ndarray:
         """Per example, whether the prediction was right."""
         return np.asarray(self.predicted == labels)
@@ -455,27 +475,15 @@ class Outputs:
         return cls(str(data["images"]), predicted, p_true, float(data["loss"]))
 
 
-@torch.no_grad()
 def split_outputs(
     model: nn.Module, split: Split, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()
 ) -> Outputs:
-    """Per-example outputs of `model` on one split of `dataset` at `resolution`, normalised as in training, and the
-    mean cross-entropy (without label smoothing)."""
+    """Per-example outputs of `model` on one split of `dataset` at `resolution`, normalised as in training."""
     device = next(model.parameters()).device
     data = Prepared(split, *normalisation(dataset, device), resolution, device, config.channels_last)
-    amp = config.amp and device.type == "cuda"
-    model.eval()
-    predicted, p_true = [], []
-    for start in range(0, len(data.labels), config.eval_batch_size):
-        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(data.images[start : start + config.eval_batch_size])
-        labels = data.labels[start : start + config.eval_batch_size]
-        probabilities = logits.float().softmax(1)
-        predicted.append(logits.argmax(1).cpu())
-        p_true.append(probabilities.gather(1, labels[:, None]).squeeze(1).cpu())
-    p = torch.cat(p_true).numpy() if p_true else np.zeros(0, dtype=np.float32)
-    loss = float(-np.log(np.clip(p, 1e-12, 1.0)).mean()) if len(p) else math.nan
-    return Outputs(split.fingerprint, torch.cat(predicted).numpy() if predicted else np.zeros(0), p, loss)
+    return Outputs.of(
+        split, *prepared_outputs(model, data, config.eval_batch_size, config.amp and device.type == "cuda")
+    )
 
 
 def split_accuracy(
@@ -497,8 +505,3 @@ def recalibrated_accuracy(
         calibration = Prepared(head, *normalisation(dataset, device), resolution, device, config.channels_last)
         recalibrate_batchnorm(model, calibration, config.precise_bn)
     return split_accuracy(model, dataset.val, dataset, resolution, config)
-
-
-def test_accuracy(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig = TrainConfig()) -> float:
-    """Top-1 accuracy on the held-out test split at `resolution`."""
-    return split_accuracy(model, dataset.test, dataset, resolution, config)

@@ -20,6 +20,7 @@ from scaler.experiments.options import (
     add_train_args,
     check_base,
     check_seed,
+    check_width,
     check_workers,
     train_config,
     variant_of,
@@ -71,8 +72,7 @@ MAX_HEARTBEAT = 3600  # a trial silent for 3 heartbeats is failed: more than 3 h
 
 def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     """Every search option that can be wrong without touching data or storage: one line, exit 2."""
-    if not math.isfinite(settings["width"]) or settings["width"] <= 0:
-        raise UserError(f"--width must be a finite number > 0 (got {settings['width']})")
+    check_width(settings["width"])
     if not math.isfinite(args.phi) or args.phi <= 0:
         raise UserError(f"--phi must be a finite number > 0 for a search (got {args.phi})")
     if 0 < args.ratio_tolerance < 0.5 and 2**args.phi * (1 - args.ratio_tolerance) <= 1:
