@@ -93,6 +93,7 @@ def test_scale_writes_frame_and_plots(study: Path) -> None:
     assert len(summary) == 8 and summary.seeds.tolist() == [2, 2, 2, 0] * 2
     measured = summary[summary.seeds > 0]
     assert (measured.acc_lo <= measured.test_acc).all() and (measured.test_acc <= measured.acc_hi).all()
+    assert measured.floor.gt(0).all() and measured.seed_sd.notna().all()  # from the per-example outputs
     assert (summary.pred_lo <= summary.predicted_acc + 1e-9).all() and summary.pred_hi.notna().all()
     held = pd.read_csv(study / "extrapolation.csv")
     assert set(held.variant) == {"relu", "frelu:1"} and (held.held_out_phi == 1.0).all()
@@ -179,6 +180,7 @@ def test_ladder_and_compare_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     summary = pd.read_csv(tmp_path / "studies" / "lad" / "ladder_summary.csv")
     assert summary.step.tolist() == [0, 1, 2, 3] and (summary.seeds == 2).all()
     assert summary.gain.isna().tolist() == [True, False, False, False]
+    assert (summary.gain_p_holm[1:] >= summary.gain_p[1:]).all() and summary.floor.gt(0).all()
     assert (summary.gain_lo[1:] <= summary.gain[1:]).all() and (summary.acc_lo <= summary.test_acc).all()
     run_notebook("ladder.ipynb", tmp_path / "studies" / "lad")
     assert main(["compare-scaling", *COEFFS, "--out", "cmp", "--factors", "2", "--seeds", "2", *TINY]) == 0

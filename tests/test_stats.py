@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 from scaler.study.stats import (
+    Estimate,
     accuracy_interval,
     best_set,
+    crossed_mean,
     factorial_effects,
+    family_columns,
     holm,
     mean_interval,
     paired_by_seed,
@@ -105,3 +108,63 @@ def test_best_set_keeps_the_true_best_and_drops_clear_losers() -> None:
         }
         kept += best_set(draw)["a"]
     assert kept / 300 >= 0.95
+
+
+def crossed_table(
+    rng: np.random.Generator, seeds: int, examples: int, seed_sd: float, example_sd: float, mean: float = 0.0
+) -> np.ndarray:
+    """Per-example correctness differences of two networks: each image has its own chance that the candidate is
+    right where the reference is wrong and the reverse (drawn fresh per table, as the images are a sample), each
+    seed shifts both, and each (seed, image) is one draw."""
+    shift = rng.normal(0, seed_sd, size=(seeds, 1)) + rng.normal(0, example_sd, size=(1, examples)) + mean
+    p_gain = np.clip(0.2 + shift / 2, 0, 1)
+    p_loss = np.clip(0.2 - shift / 2, 0, 1)
+    u = rng.random((seeds, examples))
+    return (u < p_gain).astype(float) - ((u >= p_gain) & (u < p_gain + p_loss)).astype(float)
+
+
+def test_crossed_mean_covers_the_true_difference_at_its_nominal_rate() -> None:
+    rng = np.random.default_rng(0)
+    for seed_sd, example_sd in ((0.0, 0.0), (0.0, 0.1), (0.02, 0.1), (0.05, 0.0), (0.1, 0.1)):  # floor: 0.02
+        covered = 0
+        for _ in range(400):
+            low, high = crossed_mean(crossed_table(rng, 3, 1000, seed_sd, example_sd, mean=0.01)).interval()
+            covered += low <= 0.01 <= high
+        assert 0.92 <= covered / 400 <= 0.99, (seed_sd, example_sd, covered)
+
+
+def test_crossed_mean_of_accuracy_has_the_binomial_floor() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.beta(8, 2, size=6000)
+    table = (rng.random((3, 6000)) < p).astype(float)
+    estimate = crossed_mean(table)
+    accuracy = table.mean()
+    assert estimate.floor == pytest.approx(np.sqrt(accuracy * (1 - accuracy) / 6000), rel=0.01)
+    assert estimate.seed_sd == pytest.approx(np.std(table.mean(axis=1), ddof=1))
+    assert estimate.seeds == 3 and estimate.examples == 6000
+
+
+def test_crossed_mean_uses_many_degrees_of_freedom_when_seeds_differ_no_more_than_their_images() -> None:
+    rng = np.random.default_rng(2)
+    quiet = [crossed_mean(crossed_table(rng, 3, 5000, 0.0, 0.1)) for _ in range(50)]
+    loud = [crossed_mean(crossed_table(rng, 3, 5000, 0.2, 0.1)) for _ in range(50)]
+    assert 0.3 <= np.mean([e.dof > 100 for e in quiet]) <= 0.7  # pooled where the F test's p > 0.5
+    assert all(e.dof <= 2 for e in loud)
+    assert np.mean([e.se for e in quiet]) < np.mean([e.se for e in loud])
+
+
+def test_crossed_mean_of_one_seed_counts_only_the_images() -> None:
+    table = np.array([[1.0, 0.0, 1.0, 1.0]])
+    estimate = crossed_mean(table)
+    assert estimate.seeds == 1 and np.isnan(estimate.seed_sd)
+    assert estimate.se == pytest.approx(np.std(table, ddof=1) / 2)
+
+
+def test_family_columns_widen_with_the_family_and_adjust_p() -> None:
+    one = Estimate(0.01, 0.0045, 50, 3, 1000, 0.004, 0.004)
+    alone = family_columns("gain", {"a": one})["a"]
+    family = family_columns("gain", {"a": one, "b": one, "c": one, "d": None})
+    assert set(family) == {"a", "b", "c"}
+    assert family["a"]["gain_hi"] - family["a"]["gain_lo"] > alone["gain_hi"] - alone["gain_lo"]
+    assert family["a"]["gain_p_holm"] == pytest.approx(min(1.0, 3 * one.p))
+    assert alone["gain_significant"] and not family["a"]["gain_significant"]

@@ -15,9 +15,9 @@ from scaler.experiments.options import add_experiment_args, add_seeds_arg, exper
 from scaler.model.complexity import CONVENTION
 from scaler.model.scaling import compound
 from scaler.report.files import write
-from scaler.study.engine import evaluate_plan
+from scaler.study.engine import PlanRun
+from scaler.study.examples import Examples, group_statistics
 from scaler.study.run import Log, Setup, setup
-from scaler.study.stats import accuracy_interval, paired_by_seed
 
 DWR_WIDTH_EXPONENT = 0.8  # Dollár et al. 2021: FLOPs exponents e_w = 0.8, e_d = e_r = 0.1
 
@@ -59,35 +59,32 @@ def plan(
 
 def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.DataFrame]:
     """compare_scaling.csv (every run, with its measured MACs ratio to the base) and compare_scaling_summary.csv."""
-    frame = evaluate_plan(points, setup, log)
+    runner = PlanRun(points, setup, log)
+    frame = runner.run()
     frame["macs_ratio"] = (frame.macs / frame[frame.rule == "base"].macs.iloc[0]).round(4)
-    return {"compare_scaling": frame, "compare_scaling_summary": summarise(frame)}
+    return {"compare_scaling": frame, "compare_scaling_summary": summarise(frame, Examples(runner.examples()))}
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per rule and factor: measured MACs ratio, test accuracy mean with its 95 % t CI, and the paired differences
-    (by seed, t CI) to compound scaling at the same factor and to the base."""
-    by_seed = frame.pivot_table(index="seed", columns=["rule", "factor"], values="test_acc")
+def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:
+    """Per rule and factor: measured MACs ratio, test accuracy with its 95 % interval over seeds and test images,
+    and the paired differences (seed by seed, image by image) to compound scaling at the same factor and to the
+    base, each a family over the rules and factors (intervals simultaneous, p Holm-adjusted)."""
+    statistics = group_statistics(
+        frame,
+        ["rule", "factor"],
+        examples,
+        references={"vs_compound": lambda key: ("compound", key[1]), "vs_base": lambda key: ("base", 1.0)},
+    )
     rows = []
-    for (rule, factor), part in frame.groupby(["rule", "factor"], sort=False):
-        mean, low, high = accuracy_interval(part.test_acc.tolist())
+    for key, part in frame.groupby(["rule", "factor"], sort=False):
         row = {
-            "rule": rule,
-            "factor": factor,
+            "rule": key[0],
+            "factor": key[1],
             "macs_ratio": part.macs_ratio.iloc[0],
             "resolution": part.resolution.iloc[0],
             "params": part.params.iloc[0],
-            "seeds": len(part),
-            "test_acc": mean,
-            "acc_lo": low,
-            "acc_hi": high,
-            "train_seconds": part.train_seconds.mean(),
         }
-        for name, reference in (("vs_compound", ("compound", factor)), ("vs_base", ("base", 1.0))):
-            diff = None if reference == (rule, factor) else paired_by_seed(by_seed, reference, (rule, factor))
-            if diff is not None:
-                row |= diff.columns(name)
-        rows.append(row)
+        rows.append(row | statistics[key] | {"train_seconds": part.train_seconds.mean()})
     return pd.DataFrame(rows)
 
 

@@ -13,9 +13,9 @@ from scaler.model.complexity import CONVENTION
 from scaler.model.scaling import compound
 from scaler.model.variants import apply_variant, joined
 from scaler.report.files import write
-from scaler.study.engine import evaluate_plan
+from scaler.study.engine import PlanRun
+from scaler.study.examples import Examples, group_statistics
 from scaler.study.run import Log, Setup, retime_interleaved, setup
-from scaler.study.stats import accuracy_interval, paired_by_seed
 from scaler.training.train import Progressive
 
 
@@ -56,39 +56,35 @@ def run(
     """ladder.csv (every step on every seed, trained and tested alike) and ladder_summary.csv (per step: mean test
     accuracy with its CI, the gain over the step before paired by seed, train time, latency of all steps timed
     interleaved in `latency_form`)."""
-    frame = evaluate_plan(points, setup, log)
-    frame = retime_interleaved(frame, setup, ["step"], latency_form, latency_rounds, log)
-    return {"ladder": frame, "ladder_summary": summarise(frame)}
+    runner = PlanRun(points, setup, log)
+    frame = retime_interleaved(runner.run(), setup, ["step"], latency_form, latency_rounds, log)
+    return {"ladder": frame, "ladder_summary": summarise(frame, Examples(runner.examples()))}
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per step: seeds, test accuracy mean with its 95 % t CI, the gain over the previous step and over step 0
-    (paired by seed, t CI), mean train seconds, latency median and IQR."""
-    by_seed = frame.pivot_table(index="seed", columns="step", values="test_acc") if frame.seed.notna().any() else None
-    rows = []
+def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:
+    """Per step: seeds, test accuracy with its 95 % interval over seeds and test images, the gain over the previous
+    step and over step 0 (paired seed by seed and image by image; each a family over the steps: simultaneous
+    intervals, Holm p), mean train seconds, latency median and IQR."""
     steps = list(dict.fromkeys(frame.step))
-    for index, step in enumerate(steps):
+    statistics = group_statistics(
+        frame,
+        ["step"],
+        examples,
+        references={
+            "gain": lambda step: steps[steps.index(step) - 1] if steps.index(step) else None,
+            "vs_base": lambda step: steps[0],
+        },
+    )
+    rows = []
+    for step in steps:
         part = frame[frame.step == step]
-        mean, low, high = accuracy_interval(part.test_acc.tolist())
-        row = {
-            "step": step,
-            "description": part.description.iloc[0],
-            "seeds": len(part),
-            "test_acc": mean,
-            "acc_lo": low,
-            "acc_hi": high,
+        row = {"step": step, "description": part.description.iloc[0]} | statistics[(step,)]
+        row |= {
             "train_seconds": part.train_seconds.mean(),
             "macs": part.macs.iloc[0],
             "latency_ms": part.latency_ms.iloc[0],
             "latency_iqr_ms": part.latency_iqr_ms.iloc[0],
         }
-        for name, reference in (
-            ("gain", steps[index - 1] if index else None),
-            ("vs_base", steps[0] if index else None),
-        ):
-            diff = None if reference is None or by_seed is None else paired_by_seed(by_seed, reference, step)
-            if diff is not None:
-                row |= diff.columns(name)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -22,10 +22,10 @@ from scaler.model.scaling import compound
 from scaler.model.variants import VARIANT_HELP
 from scaler.report.figures import tradeoff_figures
 from scaler.report.files import write
-from scaler.study.engine import evaluate_plan
+from scaler.study.engine import PlanRun
+from scaler.study.examples import Examples, group_statistics
 from scaler.study.extrapolate import extrapolate, held_out_error
 from scaler.study.run import Log, Setup, retime_interleaved, setup
-from scaler.study.stats import accuracy_interval
 
 SUMMARY_FIRST = ["variant", "phi", "resolution", "params", "macs", "macs_ratio", "target_ratio"]
 PLOTTED_COLUMNS = ["variant", "phi", "macs", "latency_ms", "latency_iqr_ms"]  # what `scaler plot` reads back
@@ -64,17 +64,18 @@ def plan(
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (variant, phi): cost, seeds trained, mean test accuracy with its 95 % t interval
-    (acc_lo, acc_hi), latency median and IQR, and the fit's prediction with its interval where present."""
+def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:
+    """One row per (variant, phi): cost, seeds trained, mean test accuracy with its 95 % interval over seeds and
+    test images (acc_lo, acc_hi), the seeds' spread beside the images' floor, latency median and IQR, and the
+    fit's prediction with its interval where present."""
+    trained = frame[frame.test_acc.notna()] if "test_acc" in frame else frame.iloc[0:0]
+    statistics = group_statistics(trained, ["variant", "phi"], examples) if len(trained) else {}
     rows = []
-    for _, part in frame.groupby(["variant", "phi"], sort=False):
+    for key, part in frame.groupby(["variant", "phi"], sort=False):
         first = part.iloc[0]
-        accuracies = part.test_acc.dropna().tolist() if "test_acc" in part else []
-        mean, low, high = accuracy_interval(accuracies) if accuracies else (math.nan,) * 3
         row = {column: first[column] for column in SUMMARY_FIRST if column in part}
-        row |= {"latency_ms": first.latency_ms, "latency_iqr_ms": first.latency_iqr_ms, "seeds": len(accuracies)}
-        row |= {"test_acc": mean, "acc_lo": low, "acc_hi": high}
+        row |= {"latency_ms": first.latency_ms, "latency_iqr_ms": first.latency_iqr_ms}
+        row |= statistics.get(key, {"seeds": 0, "test_acc": math.nan, "acc_lo": math.nan, "acc_hi": math.nan})
         row |= {column: first[column] for column in FIT_COLUMNS if column in part}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -86,8 +87,8 @@ def run(
     """scale.csv (one row per run, the fit's prediction where a variant has trained points), scale_summary.csv
     (per variant and phi, with intervals) and extrapolation.csv (held-out error vs naive predictors); every network
     is timed interleaved with all the others in `latency_form`."""
-    frame = evaluate_plan(points, setup, log)
-    frame = retime_interleaved(frame, setup, ["variant", "phi"], latency_form, latency_rounds, log)
+    runner = PlanRun(points, setup, log)
+    frame = retime_interleaved(runner.run(), setup, ["variant", "phi"], latency_form, latency_rounds, log)
     base_macs = frame[frame.phi == 0].groupby("variant").macs.first()
     frame["macs_ratio"] = [
         round(macs / base_macs[variant], 4) if variant in base_macs else math.nan
@@ -98,7 +99,7 @@ def run(
     if frame.trained.any():
         frames["scale"] = extrapolate(frame)
         frames["extrapolation"] = held_out_error(frames["scale"])
-    frames["scale_summary"] = summarise(frames["scale"])
+    frames["scale_summary"] = summarise(frames["scale"], Examples(runner.examples()))
     return frames
 
 

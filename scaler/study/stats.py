@@ -172,3 +172,117 @@ def best_set(scores: Mapping[str, Sequence[float]], confidence: float = 0.95) ->
         beaten = (paired_difference(scores[label], scores[other], level * 2 - 1) for other in labels if other != label)
         kept[label] = not any(diff.low > 0 for diff in beaten)
     return kept
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean of a seeds x examples table (per-example correctness, or its paired difference between two networks)
+    with a standard error from both sources of variation: which seed trained the network and which images it was
+    judged on. `seed_sd` is the spread of the per-seed means; `floor` is the spread a seed's mean shows from its
+    examples alone (for accuracy the binomial floor sqrt(p(1 - p) / n)), so seed_sd near floor means the
+    seeds differ no more than the images' sampling explains."""
+
+    mean: float
+    se: float
+    dof: float
+    seeds: int
+    examples: int
+    seed_sd: float
+    floor: float
+
+    def interval(self, confidence: float = 0.95, family: int = 1) -> tuple[float, float]:
+        """The t interval, simultaneous over a family of `family` such intervals (Bonferroni)."""
+        if self.se == 0:
+            return self.mean, self.mean
+        half = float(stats.t.ppf(1 - (1 - confidence) / (2 * family), self.dof)) * self.se
+        return self.mean - half, self.mean + half
+
+    @property
+    def p(self) -> float:
+        """Two-sided p-value of a zero mean."""
+        if self.se == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.mean / self.se), self.dof))
+
+
+def crossed_mean(table: np.ndarray, pooling_level: float = 0.5) -> Estimate:
+    """Mean of a seeds x examples table under the crossed random-effects model y = mu + seed + example +
+    seed:example: its variance sigma_example^2 / n + sigma_seed^2 / s + sigma_residual^2 / (s n), estimated from the
+    two-way ANOVA mean squares (components truncated at zero) with Satterthwaite's degrees of freedom.
+
+    With few seeds the seed term decides the interval: estimated alone it has s - 1 degrees of freedom, which is
+    the three-seed t interval's weakness. Where the seeds' means differ no more than their images' sampling
+    explains (F test of the seed term not significant at `pooling_level`: Bancroft's "sometimes pool" rule) the
+    seed term is pooled into the residual, whose degrees of freedom are many; otherwise it stays, with at most its
+    few. Simulated with 3 seeds x 1,000 images, the 95 % interval covered 94-97 % with the seed spread from 0 to 5x
+    the floor at level 0.5, against 91-97 % at Bancroft's 0.25 and 96-100 % never pooling (wider by a third at the
+    floor). Chosen over a two-level bootstrap, whose resamples of 3 seeds are only 10. With one seed only the images'
+    variation is counted, and `seeds` says so. `benchmarks/interval_coverage.py` checks the coverage on fresh
+    seeds."""
+    table = np.asarray(table, dtype=float)
+    if table.ndim != 2 or table.shape[1] < 2 or table.shape[0] < 1:
+        raise ValueError(f"a crossed mean needs a seeds x examples table with at least 2 examples (got {table.shape})")
+    s, n = table.shape
+    mean = float(table.mean())
+    seed_means, example_means = table.mean(axis=1), table.mean(axis=0)
+    floor = float(np.sqrt(table.var(axis=1, ddof=1).mean() / n))
+    if s == 1:
+        return Estimate(mean, math.sqrt(float(table.var(ddof=1)) / n), n - 1, 1, n, math.nan, floor)
+    seed_sd = float(np.std(seed_means, ddof=1))
+    ss_seed = n * float(np.sum((seed_means - mean) ** 2))
+    ss_example = s * float(np.sum((example_means - mean) ** 2))
+    residual = table - seed_means[:, None] - example_means[None, :] + mean
+    ss_residual = float(np.sum(residual**2))
+    dof_seed, dof_example, dof_residual = s - 1, n - 1, (s - 1) * (n - 1)
+    ms_seed, ms_example, ms_residual = ss_seed / dof_seed, ss_example / dof_example, ss_residual / dof_residual
+    seed_f = ms_seed / ms_residual if ms_residual > 0 else math.inf
+    if ms_residual > 0 and float(stats.f.sf(seed_f, dof_seed, dof_residual)) > pooling_level:
+        dof_residual += dof_seed
+        ms_residual = (ss_seed + ss_residual) / dof_residual
+        terms = [(ms_example, dof_example, 1.0 if ms_example > ms_residual else 0.0)]
+    else:
+        terms = [
+            (ms_seed, dof_seed, 1.0 if ms_seed > ms_residual else 0.0),
+            (ms_example, dof_example, 1.0 if ms_example > ms_residual else 0.0),
+        ]
+    terms.append((ms_residual, dof_residual, 1.0 - sum(weight for _, _, weight in terms)))
+    total = sum(weight * ms for ms, _, weight in terms)
+    if total <= 0:
+        return Estimate(mean, 0.0, math.inf, s, n, seed_sd, floor)
+    dof = total**2 / sum((weight * ms) ** 2 / dof for ms, dof, weight in terms if weight)
+    if len(terms) == 3:
+        dof = min(dof, dof_seed)
+    return Estimate(mean, math.sqrt(total / (s * n)), dof, s, n, seed_sd, floor)
+
+
+def family_columns(name: str, estimates: Mapping[object, Estimate | None], confidence: float = 0.95) -> dict:
+    """Columns of one family of comparisons, by key: name (mean), name_lo/name_hi (intervals simultaneous over the
+    family, Bonferroni), name_p, name_p_holm (Holm-adjusted) and name_significant (the simultaneous interval
+    excludes zero; Holm, being stepwise, can reject a little more often than the intervals do)."""
+    present = {key: e for key, e in estimates.items() if e is not None and math.isfinite(e.se)}
+    adjusted = dict(zip(present, holm([e.p for e in present.values()])))
+    columns: dict[object, dict[str, float | bool]] = {}
+    for key, estimate in present.items():
+        low, high = estimate.interval(confidence, family=len(present))
+        columns[key] = {
+            name: estimate.mean,
+            f"{name}_lo": low,
+            f"{name}_hi": high,
+            f"{name}_p": estimate.p,
+            f"{name}_p_holm": adjusted[key],
+            f"{name}_significant": bool(low > 0 or high < 0),
+        }
+    return columns
+
+
+def seed_mean(values: Sequence[float]) -> Estimate | None:
+    """The mean of per-seed values as an `Estimate` (t over seeds, no example term): for runs without per-example
+    outputs. None without values; a single value has no interval (se NaN)."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return Estimate(float(values[0]), math.nan, math.nan, 1, 0, math.nan, math.nan)
+    sd = statistics.stdev(values)
+    return Estimate(
+        statistics.fmean(values), sd / math.sqrt(len(values)), len(values) - 1, len(values), 0, sd, math.nan
+    )
