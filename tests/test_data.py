@@ -73,7 +73,7 @@ def test_idx_layouts(tmp_path: Path, name: str, sub: str, gz: bool) -> None:
     write_idx(root / sub if sub else root, gz=gz)
     ds = load_dataset(name, data_dir=root, download=False)
     assert isinstance(ds, Dataset) and ds.name == name and ds.num_classes == 10
-    assert ds.train.images.shape == (45, 1, 28, 28) and ds.val.images.shape == (5, 1, 28, 28)
+    assert ds.train.images.shape == (38, 1, 28, 28) and ds.val.images.shape == (12, 1, 28, 28)
     assert ds.test.images.shape == (20, 1, 28, 28)
     assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
     assert torch.equal(ds.test.labels, torch.arange(20) % 10)
@@ -105,9 +105,9 @@ def test_subset_sizes(tmp_path: Path) -> None:
     again = load_dataset("fashion-mnist", data_dir=tmp_path, download=False, subset=20, val_fraction=0.2)
     assert torch.equal(ds.train.images, again.train.images)
     tiny = load_dataset("mnist", data_dir=tmp_path, download=False, subset=1)
-    assert (len(tiny.train), len(tiny.val)) == (1, 10)
+    assert (len(tiny.train), len(tiny.val)) == (1, 25)
     big = load_dataset("mnist", data_dir=tmp_path, download=False, subset=1000)
-    assert (len(big.train), len(big.val)) == (90, 10)
+    assert (len(big.train), len(big.val)) == (75, 25)
 
 
 def test_split_subset_method() -> None:
@@ -121,7 +121,7 @@ def test_split_subset_method() -> None:
 def test_cifar_layout_and_pixels(tmp_path: Path) -> None:
     write_cifar(tmp_path / "cifar-10-batches-py", batches=3, per_batch=10)
     ds = load_dataset("cifar10", data_dir=tmp_path, download=False)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (27, 3, 6)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (22, 8, 6)
     assert ds.train.images.shape[1:] == (3, 32, 32) and ds.train.images.dtype == torch.uint8
     for c in range(3):
         assert bool((ds.train.images[:, c] == 10 * (c + 1)).all()) and bool(
@@ -135,7 +135,7 @@ def test_cifar_layout_and_pixels(tmp_path: Path) -> None:
 def test_cifar_dir_is_batch_folder(tmp_path: Path) -> None:
     write_cifar(tmp_path, batches=1, per_batch=8)
     ds = load_dataset("cifar10", data_dir=tmp_path, download=False)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (7, 1, 6)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 2, 6)
 
 
 def test_mean_std_matches_torch(tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_debian_path_used_without_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_real_debian_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", REAL_DEBIAN)
     ds = load_dataset("fashion-mnist", download=False)
-    assert len(ds.train) + len(ds.val) == 60000 and len(ds.val) == 6000 and len(ds.test) == 10000
+    assert len(ds.train) + len(ds.val) == 60000 and len(ds.val) == 15000 and len(ds.test) == 10000
     assert ds.train.images.shape[1:] == (1, 28, 28) and ds.test.labels.bincount().tolist() == [1000] * 10
     (mean,), (std,) = ds.mean_std
     assert 0.27 < mean < 0.30 and 0.34 < std < 0.36

@@ -174,6 +174,8 @@ def test_a_study_made_before_a_training_setting_existed_still_resumes() -> None:
     assert recorded_fingerprint(stored) == grid_fingerprint(config)
     other = replace(config, train=replace(config.train, assignment_freeze=0.25))
     assert differences(recorded_fingerprint(stored), grid_fingerprint(other)) == ["train.assignment_freeze 0.5 -> 0.25"]
+    del stored["val_fraction"]  # before the validation split grew to a quarter, every study held out a tenth
+    assert differences(recorded_fingerprint(stored), grid_fingerprint(config)) == ["val_fraction 0.1 -> 0.25"]
 
 
 def test_the_quick_preset_learns_well_above_chance() -> None:

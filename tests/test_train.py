@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -9,10 +11,20 @@ from torchvision.transforms.v2 import functional as TF
 from scaler.errors import UserError
 from scaler.model.nn.build import build
 from scaler.model.scaling import scale
+from scaler.model.variants import apply_variant
 from scaler.model.zoo import base
 from scaler.training.augment import OPS, apply_op, op_strength, rand_augment
 from scaler.training.data import Dataset, Split
-from scaler.training.train import Prepared, Progressive, TrainConfig, cosine_lr, recalibrate_batchnorm, train
+from scaler.training.train import (
+    Prepared,
+    Progressive,
+    TrainConfig,
+    WeightAverage,
+    cosine_lr,
+    prepared_outputs,
+    recalibrate_batchnorm,
+    train,
+)
 
 
 def striped(channels: int = 1, size: int = 28) -> torch.Tensor:
@@ -138,3 +150,47 @@ def test_an_image_budget_cuts_the_last_epoch_short() -> None:
         build(spec), dataset, spec.resolution, TrainConfig(epochs=2, batch_size=32, precise_bn=0), progress=False
     )
     assert full.images_seen == 128 and full.epochs == 2
+
+
+def test_weight_average_is_what_is_validated_and_returned() -> None:
+    """With ema the model ends holding the average (an average of its weights, not the last ones), its outputs are
+    the validation's, and the last weights' own outputs are kept beside them."""
+    dataset = tiny_dataset()
+    spec = scale(base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    plain = build(spec, seed=0)
+    averaged = build(spec, seed=0)
+    config = TrainConfig(epochs=2, batch_size=32, precise_bn=64, warmup_steps=0)
+    train(plain, dataset, 28, config, progress=False)
+    result = train(averaged, dataset, 28, replace(config, ema=0.5), progress=False)
+    assert result.raw_val_outputs is not None and result.val_outputs is not None
+    last = dict(plain.named_parameters())
+    assert any(not torch.allclose(p, last[name]) for name, p in averaged.named_parameters())
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in dataset.mean_std)
+    val = Prepared(dataset.val, mean, std, 28, torch.device("cpu"), True)
+    predicted, _ = prepared_outputs(averaged, val)
+    assert (predicted == result.val_outputs.predicted).all()
+    raw, _ = prepared_outputs(plain, val)
+    assert (raw == result.raw_val_outputs.predicted).mean() > 0.9  # the same run's last weights, BN recomputed alike
+
+
+def test_weight_average_warms_up_then_follows_the_horizon() -> None:
+    layer = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(layer.weight)
+    average = WeightAverage(layer, horizon_steps=4)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    average.update()
+    assert average.average[0].item() == pytest.approx(0.9)  # warm-up: decay (1 + 0) / (10 + 0)
+    for _ in range(200):
+        average.update()
+    assert average.average[0].item() == pytest.approx(1.0, abs=1e-6) and average.decay == pytest.approx(0.75)
+    average.swap()
+    assert layer.weight.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_weight_average_refuses_flgc_networks() -> None:
+    dataset = tiny_dataset()
+    spec = scale(base("resnet50", 1, 28, 10), 1.0, 0.125, 1.0)
+    model = build(apply_variant(spec, "flgc:2"), seed=0)
+    with pytest.raises(UserError, match="--ema"):
+        train(model, dataset, 28, TrainConfig(epochs=1, batch_size=64, ema=0.2), progress=False)

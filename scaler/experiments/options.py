@@ -87,10 +87,17 @@ def add_train_args(
         "--subset",
         type=int,
         default=subset,
-        help=f"train on N images of the training split (default {subset or 'all'}; 0 = all 54000)",
+        help=f"train on N images of the training split (default {subset or 'all'}; 0 = all 45000)",
     )
     parser.add_argument(
         "--data-dir", help="folder with the dataset files (else Debian's package, else torchvision download)"
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="validate and test an exponential moving average of the weights over this fraction of the run's "
+        "steps (default 0: off; not for FLGC)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed: initialisation and data order")
     parser.add_argument(
@@ -125,6 +132,8 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
         if (getattr(args, option, 0) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')} must be >= 0 (0 = the whole split)")
     check_device(args.device)
+    if not 0.0 <= args.ema <= 1.0:
+        raise UserError(f"--ema must be a fraction of the run's steps in [0, 1] (got {args.ema})")
     if args.progressive:
         Progressive().check(epochs)
     flgc = {} if args.assignment_lr_scale is None else {"assignment_lr_scale": args.assignment_lr_scale}
@@ -140,6 +149,7 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
         optimizer=args.optimizer,
         progressive=Progressive() if args.progressive else None,
         compile=args.compile,
+        ema=args.ema,
         seed=args.seed,
         threads=args.threads,
         device=args.device,

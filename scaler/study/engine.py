@@ -290,11 +290,13 @@ class PlanRun:
 
     def examples(self) -> dict[str, np.ndarray]:
         """Per-example outputs of every planned run, one row per plan row (-1 and NaN where it did not train or saw
-        other images): `<split>_predicted`, `<split>_p_true`, `<split>_labels` and the split's fingerprint."""
+        other images): `<split>_predicted`, `<split>_p_true`, `<split>_labels` and the split's fingerprint
+        (`val_raw`: with --ema, the last weights' own validation outputs)."""
         arrays: dict[str, np.ndarray] = {"label": np.array([point["label"] for point in self.points])}
         arrays["seed"] = np.array([seed_of(point, self.setup) if point["train"] else -1 for point in self.points])
         dataset = self.setup.dataset
-        for name, split in (("val", dataset.val), ("test", dataset.test)) if dataset is not None else ():
+        splits = (("val", dataset.val), ("val_raw", dataset.val), ("test", dataset.test)) if dataset is not None else ()
+        for name, split in splits:
             kept = [self.outputs.get(key, {}).get(name) for key in self.keys]
             if not any(out is not None and out.images == split.fingerprint for out in kept):
                 continue

@@ -35,7 +35,7 @@ from scaler.model.spec import NetSpec
 from scaler.model.variants import apply_variant
 from scaler.model.zoo import base as base_network
 from scaler.study.storage import STUDIES_DIR, check_writable
-from scaler.training.data import Dataset, load_dataset
+from scaler.training.data import VAL_FRACTION, Dataset, load_dataset
 from scaler.training.tasks import DATASET_TASKS, Task
 from scaler.training.train import Outputs, TrainConfig, split_outputs, train
 
@@ -84,6 +84,7 @@ class RunConfig:
         variant: '+'-joined variants applied to the base.
         dataset, data_dir: where the images come from; task: their shape and classes.
         subset, val_size, test_size: images kept per split (None: the whole split).
+        val_fraction: the share of the training set held out as the validation split.
         data_seed: the seed of the train/validation split and of the subsets, fixed across training seeds
             so that runs with different seeds are compared on the same images.
         train: how every network of the run is trained (the seed included).
@@ -104,6 +105,7 @@ class RunConfig:
     subset: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    val_fraction: float = VAL_FRACTION
     data_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     folder: Path = STUDIES_DIR / "run"
@@ -126,7 +128,7 @@ class RunConfig:
 
     def load_dataset(self) -> Dataset:
         """The dataset with the training subset and the validation and test splits cut to size (seeded)."""
-        dataset = load_dataset(self.dataset, self.data_dir, subset=self.subset, seed=self.data_seed)
+        dataset = load_dataset(self.dataset, self.data_dir, self.val_fraction, subset=self.subset, seed=self.data_seed)
         if self.val_size:
             dataset = replace(dataset, val=dataset.val.subset(self.val_size, self.data_seed))
         if self.test_size:
@@ -402,6 +404,8 @@ def evaluate_model(
         )
     assert result.val_outputs is not None  # the last epoch validated: its outputs are the trained model's
     outputs = {"val": result.val_outputs}
+    if result.raw_val_outputs is not None:
+        outputs["val_raw"] = result.raw_val_outputs  # with --ema: the last weights before averaging
     with STOPWATCH.phase("testing"):
         if test:
             outputs["test"] = split_outputs(model, setup.dataset.test, setup.dataset, spec.resolution, config)

@@ -245,10 +245,13 @@ def _train_val(train: Split, val_fraction: float, seed: int) -> tuple[Split, Spl
     return Split(train.images[train_idx], train.labels[train_idx]), Split(train.images[val_idx], train.labels[val_idx])
 
 
+VAL_FRACTION = 0.25  # 15,000 of Fashion-MNIST's 60,000: binomial floor 0.27 points at 87 % (0.43 at 6,000)
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float = VAL_FRACTION,
     subset: int | None = None,
     seed: int = 0,
     download: bool = True,

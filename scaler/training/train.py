@@ -81,7 +81,8 @@ class TrainConfig:
     `lr` is the peak learning rate and `warmup_steps` the linear warm-up at a batch of 64 images; other
     batch sizes scale the rate linearly (Goyal et al. 2017) and keep the warm-up's length in images.
     `max_images`, when set, ends training after that many images (the last epoch cut short); the cosine
-    schedule spans the shorter run. FLGC assignments learn for the first `assignment_freeze` of the steps,
+    schedule spans the shorter run. `ema` > 0 validates (and returns) an exponential moving average of the weights
+    over that fraction of the run's steps, BN statistics recomputed for it. FLGC assignments learn for the first `assignment_freeze` of the steps,
     are then fixed (duplicates added) and the rest of the run fine-tunes the weights.
     """
 
@@ -104,6 +105,7 @@ class TrainConfig:
     threads: int | None = None
     eval_batch_size: int = 512
     precise_bn: int = 1024
+    ema: float = 0.0
     device: str = "auto"
 
     @property
@@ -131,6 +133,7 @@ class TrainResult:
     epochs: int = 0
     resolutions: list[int] = field(default_factory=list)
     val_outputs: Outputs | None = None  # per-example, after the last epoch validated
+    raw_val_outputs: Outputs | None = None  # with `ema`: the last weights' own outputs, before averaging
 
     @property
     def final_val_acc(self) -> float:
@@ -283,6 +286,32 @@ def prepared_accuracy(model: nn.Module, data: Prepared, batch_size: int = 512, a
     return int((predicted == data.labels.cpu().numpy()).sum()) / max(1, len(data.labels))
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters, with the usual warm-up of the decay so that the
+    starting weights wash out; BN statistics are not averaged (precise BN recomputes them for the average)."""
+
+    def __init__(self, model: nn.Module, horizon_steps: float) -> None:
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.parameters]
+        self.decay = 1.0 - 1.0 / max(1.0, horizon_steps)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average towards the current weights."""
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
+        self.updates += 1
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the model's weights and the average (twice restores both)."""
+        for parameter, average in zip(self.parameters, self.average):
+            held = parameter.detach().clone()
+            parameter.copy_(average)
+            average.copy_(held)
+
+
 DIVERGENCE_CHECK_STEPS = 25  # the loss is checked on the host this often: no sync in every step
 
 
@@ -328,6 +357,9 @@ def train(
     optimizer = make_optimizer(model, config)
     steps_per_epoch, total_steps, epochs, warmup = schedule(config, len(dataset.train))
     freeze_step = round(config.assignment_freeze * total_steps) if flgc_layers(model) else None
+    if config.ema < 0 or (config.ema > 0 and freeze_step is not None):
+        raise UserError(f"--ema must be >= 0 and is not for FLGC networks, whose groups change (got {config.ema})")
+    average = WeightAverage(model, config.ema * total_steps) if config.ema > 0 else None
     result = TrainResult()
     prepared: dict[int, Prepared] = {}
     dropouts = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
@@ -365,6 +397,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update()
                 step += 1
                 result.images_seen += len(y)
                 bar.update(1)
@@ -373,10 +407,15 @@ def train(
             check_finite(finite, epoch, step)
             if freeze_step is not None and step >= freeze_step:
                 freeze_assignments(model)
-            if calibration is not None:
-                recalibrate_batchnorm(model, calibration, config.precise_bn)
             result.train_seconds = time.perf_counter() - start_time
-            result.val_outputs = Outputs.of(dataset.val, *prepared_outputs(model, val, config.eval_batch_size, amp))
+            last = epoch == epochs - 1
+            if average is not None and last:
+                result.raw_val_outputs = validated(model, val, calibration, dataset, config, amp)
+            if average is not None:
+                average.swap()
+            result.val_outputs = validated(model, val, calibration, dataset, config, amp)
+            if average is not None and not last:
+                average.swap()
             accuracy = int(result.val_outputs.correct(dataset.val.labels.numpy()).sum()) / max(1, len(dataset.val))
             result.val_acc.append(accuracy)
             result.epochs = epoch + 1
@@ -389,6 +428,15 @@ def train(
         for module, p in dropouts.items():
             module.p = p
     return result
+
+
+def validated(
+    model: nn.Module, val: Prepared, calibration: Prepared | None, dataset: Dataset, config: TrainConfig, amp: bool
+) -> Outputs:
+    """The model's per-example validation outputs, BN statistics first recomputed when precise BN is on."""
+    if calibration is not None:
+        recalibrate_batchnorm(model, calibration, config.precise_bn)
+    return Outputs.of(dataset.val, *prepared_outputs(model, val, config.eval_batch_size, amp))
 
 
 def schedule(config: TrainConfig, images: int) -> tuple[int, int, int, int]:

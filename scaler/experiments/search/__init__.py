@@ -33,8 +33,8 @@ from scaler.study.storage import check_study_name
 from scaler.study.workers import run_workers
 from scaler.training.tasks import dataset_task
 
-# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), the whole 54,000-image
-# training split, the whole 6,000-image validation split, 2 epochs at batch 256 (benchmarks/proxy_resolution.py).
+# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), the whole 45,000-image
+# training split, the whole 15,000-image validation split, 2 epochs at batch 256 (benchmarks/proxy_resolution.py).
 SEARCH_DEFAULTS: dict[str, Any] = {
     "width": 0.25,
     "subset": 0,
@@ -136,7 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "images, 1 finalist on 2 seeds (about a minute)",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 6,000-image split)")
+    p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 15,000-image split)")
     add_train_args(p, epochs=None, subset=None, batch_size=None)
 
 

@@ -16,6 +16,7 @@ from scaler.study.storage import (
     redact_secrets,
     study_folder,
 )
+from scaler.training.data import VAL_FRACTION
 from scaler.training.tasks import dataset_task
 from scaler.training.train import TrainConfig
 
@@ -171,15 +172,21 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "data_seed": config.data_seed,
         "subset": config.subset,
         "val_size": config.val_size,
+        "val_fraction": VAL_FRACTION,
         "train": train,
     }
     return dict(json.loads(json.dumps(fingerprint)))
 
 
 def recorded_fingerprint(stored: dict[str, Any]) -> dict[str, Any]:
-    """A study's stored fingerprint with the training settings it predates filled in at their defaults."""
+    """A study's stored fingerprint with the settings it predates filled in: training at its defaults, the
+    validation share at the 0.1 every study used before it was recorded."""
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
-    return stored | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
+    return (
+        {"val_fraction": 0.1}
+        | stored
+        | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
+    )
 
 
 def differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
