@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from scaler.errors import RunFailed, UserError, one_line
-from scaler.experiments import Command, compare, flgc, frelu, ladder, plot, profile, scale, search, worker
+from scaler.experiments import Command, compare, flgc, frelu, ladder, plot, profile, report, scale, search, worker
 from scaler.study.workers import raise_keyboard_interrupt
 
 COMMANDS: tuple[Command, ...] = (
@@ -21,6 +21,7 @@ COMMANDS: tuple[Command, ...] = (
     compare.COMMAND,
     flgc.COMMAND,
     plot.COMMAND,
+    report.COMMAND,
     worker.COMMAND,
 )
 

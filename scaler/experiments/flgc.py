@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 from typing import Any
 
 import pandas as pd
@@ -33,7 +34,7 @@ from scaler.report.files import write
 from scaler.study.engine import Extra, Hook, PlanRun
 from scaler.study.examples import Examples, group_statistics
 from scaler.study.run import Log, Row, RunConfig, Setup, buildable, grouped_share, setup
-from scaler.study.stats import mean_interval
+from scaler.study.stats import family_columns, seed_mean
 from scaler.training.train import recalibrated_accuracy
 
 ARMS = GROUPING_ARMS
@@ -217,27 +218,25 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
 
 def summarise_probe(probes: pd.DataFrame) -> pd.DataFrame:
     """Per G and rule: duplicates added, MACs in FLGC layers, and the validation gain over the trained model,
-    paired by seed."""
+    paired by seed; the gains one family (simultaneous intervals, Holm p)."""
     if probes.empty:
         return probes
-    rows = []
+    rows, gains = {}, {}
     for (groups, rule), part in probes[probes.rule != "none"].groupby(["groups", "rule"]):
         none = probes[(probes.rule == "none") & (probes.groups == groups)].set_index("seed").val_acc
-        gains = (part.set_index("seed").val_acc - none).dropna().tolist()
-        mean, low, high = mean_interval(gains) if gains else (float("nan"),) * 3
-        rows.append(
-            {
-                "groups": groups,
-                "rule": rule,
-                "seeds": len(gains),
-                "duplicated": part["duplicated"].mean(),
-                "flgc_macs": part.flgc_macs.mean(),
-                "val_gain": mean,
-                "val_gain_lo": low,
-                "val_gain_hi": high,
-            }
-        )
-    return pd.DataFrame(rows)
+        differences = (part.set_index("seed").val_acc - none).dropna().tolist()
+        rows[groups, rule] = {
+            "groups": groups,
+            "rule": rule,
+            "seeds": len(differences),
+            "duplicated": part["duplicated"].mean(),
+            "flgc_macs": part.flgc_macs.mean(),
+            "val_gain": statistics.fmean(differences) if differences else float("nan"),
+        }
+        gains[groups, rule] = seed_mean(differences)
+    for key, columns in family_columns("val_gain", gains).items():
+        rows[key] |= columns
+    return pd.DataFrame(list(rows.values()))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,6 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 
@@ -20,7 +19,13 @@ from scaler.report.figures import frelu_figure, pareto_mask
 from scaler.report.files import write
 from scaler.study.engine import evaluate_plan
 from scaler.study.run import Log, Setup, interleaved_costs, setup
-from scaler.study.stats import accuracy_interval, best_set, factorial_effects, paired_difference
+from scaler.study.stats import (
+    accuracy_interval,
+    best_set,
+    factorial_effects,
+    family_columns,
+    seed_mean,
+)
 
 ADJUSTED = ["d_val_acc", "d_val_acc_lo", "d_val_acc_hi", "p", "p_holm", "significant", "dof", "residual_sd"]
 EFFECT_COLUMNS = ["stage", *ADJUSTED, "d_latency_ms", "latency_ratio"]
@@ -206,41 +211,43 @@ def stage_effects(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def recommend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Per Pareto mask (a latency budget): its gain over ReLU paired by seed, and whether it is in the 95 %
-    confidence set of the best among the masks within that budget (`stats.best_set`); and one sentence: the
-    cheapest mask that beats ReLU significantly, then the stages whose family-wise main-effect interval excludes
-    zero."""
+    """Per Pareto mask (a latency budget): its gain over ReLU paired by seed, the front's gains one family
+    (simultaneous intervals, Holm p, `significant` adjusted), and whether it is in the 95 % confidence set of the
+    best among the masks within that budget (`stats.best_set`); and one sentence: the cheapest mask that beats
+    ReLU significantly, then the stages whose family-wise main-effect interval excludes zero."""
     table = seed_table(frame)
     relu = "0" * len(frame["mask"].iloc[0])
     latency = frame.set_index("mask").latency_ms
     rows = []
+    gains = {}
     for mask in frame[frame.pareto].sort_values("latency_ms")["mask"]:
         within = {m: table[m] for m in table if latency[m] <= latency[mask]}
         in_best = best_set(within)[mask] if len(table[mask]) > 1 else True
-        row: dict[str, Any] = {
-            "mask": mask,
-            "latency_ms": latency[mask],
-            "latency_vs_relu": latency[mask] / latency[relu] if relu in latency else math.nan,
-            "val_acc": statistics.fmean(table[mask]),
-            "masks_within": len(within),
-            "in_best_set_within": in_best,
-        }
-        if relu in table and mask != relu and len(table[mask]) > 1:
-            gain = paired_difference(table[relu], table[mask])
-            row |= {
-                "vs_relu": gain.mean,
-                "vs_relu_lo": gain.low,
-                "vs_relu_hi": gain.high,
-                "significant": gain.significant,
+        rows.append(
+            {
+                "mask": mask,
+                "latency_ms": latency[mask],
+                "latency_vs_relu": latency[mask] / latency[relu] if relu in latency else math.nan,
+                "val_acc": statistics.fmean(table[mask]),
+                "masks_within": len(within),
+                "in_best_set_within": in_best,
+                "seeds": len(table[mask]),
             }
-        rows.append(row)
+        )
+        if relu in table and mask != relu and len(table[mask]) > 1:
+            gains[mask] = seed_mean([b - a for a, b in zip(table[relu], table[mask])])
+    adjusted = family_columns("vs_relu", gains)
+    for row in rows:
+        columns = adjusted.get(row["mask"], {})
+        row |= {key.replace("vs_relu_significant", "significant"): value for key, value in columns.items()}
     front = pd.DataFrame(rows)
     winners = front[front.get("significant", pd.Series(False, index=front.index)).eq(True)]
     if relu not in table:
         verdict = "ReLU everywhere (mask " + relu + ") was not evaluated, so no mask can be judged against it"
     elif winners.empty:
         verdict = (
-            f"keep ReLU: no mask on the front beats it significantly over {len(table[relu])} paired seeds "
+            f"keep ReLU: no mask on the front beats it significantly over {len(table[relu])} paired seeds, adjusted "
+            f"for the {len(gains)} front masks "
             f"(ReLU {latency[relu]:.2f} ms, val_acc {statistics.fmean(table[relu]):.4f})"
         )
     else:

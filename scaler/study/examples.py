@@ -104,7 +104,7 @@ def group_statistics(
             "floor": accuracy.floor if accuracy is not None else np.nan,
         }
     for name, reference_of in (references or {}).items():
-        estimates: dict[Key, Estimate | None] = {}
+        estimates: dict[tuple[Any, ...], Estimate | None] = {}
         for key, seeds in runs.items():
             target = reference_of(key if len(key) > 1 else key[0])
             target = target if isinstance(target, tuple) or target is None else (target,)

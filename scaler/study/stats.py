@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -255,13 +258,15 @@ def crossed_mean(table: np.ndarray, pooling_level: float = 0.5) -> Estimate:
     return Estimate(mean, math.sqrt(total / (s * n)), dof, s, n, seed_sd, floor)
 
 
-def family_columns(name: str, estimates: Mapping[object, Estimate | None], confidence: float = 0.95) -> dict:
+def family_columns(
+    name: str, estimates: Mapping[Key, Estimate | None], confidence: float = 0.95
+) -> dict[Key, dict[str, float | bool]]:
     """Columns of one family of comparisons, by key: name (mean), name_lo/name_hi (intervals simultaneous over the
     family, Bonferroni), name_p, name_p_holm (Holm-adjusted) and name_significant (the simultaneous interval
     excludes zero; Holm, being stepwise, can reject a little more often than the intervals do)."""
     present = {key: e for key, e in estimates.items() if e is not None and math.isfinite(e.se)}
     adjusted = dict(zip(present, holm([e.p for e in present.values()])))
-    columns: dict[object, dict[str, float | bool]] = {}
+    columns: dict[Key, dict[str, float | bool]] = {}
     for key, estimate in present.items():
         low, high = estimate.interval(confidence, family=len(present))
         columns[key] = {

@@ -1,0 +1,396 @@
+"""report.md of a study folder, written from its files alone (the same files give the same text): the commands that
+made them, and one section per experiment whose outputs are there, every number read from a CSV or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+MANY_SEEDS = 100  # beyond this "to resolve" says only that: the difference is too small to chase with seeds
+POWER = 0.8  # what "to resolve" plans for: an 80 % chance that the adjusted interval excludes zero
+REPORT = "report.md"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One experiment's part of a report: its title, tables and figures, and its verdict sentences."""
+
+    title: str
+    parts: list[str]
+    verdicts: list[str]
+
+
+def points(value: Any, signed: bool = True) -> str:
+    """A difference of accuracies in points (x100), signed, one decimal place."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * 100:+.2f}".replace("-", "−") if signed else f"{value * 100:.2f}"
+
+
+def accuracy(row: pd.Series, column: str) -> str:
+    """`0.8812 [0.8714, 0.8909]`, or the mean alone where there is no interval."""
+    mean, low, high = row.get(column), row.get("acc_lo"), row.get("acc_hi")
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if pd.notna(low) and pd.notna(high) else "")
+
+
+def family_size(frame: pd.DataFrame, name: str) -> int:
+    """How many comparisons a family column holds."""
+    return int(frame[name].notna().sum()) if name in frame else 0
+
+
+def seeds_to_resolve(mean: float, low: float, high: float, seeds: float, family: int) -> int | None:
+    """Seeds at which the adjusted interval would exclude zero with 80 % power, if it shrinks as 1/sqrt(seeds) (an
+    approximation: the images' share of the variance does not shrink with seeds). None when already resolved."""
+    if low > 0 or high < 0 or not seeds or mean == 0:
+        return None
+    level = stats.norm.ppf(1 - 0.05 / (2 * max(1, family)))
+    half = (high - low) / 2
+    return math.ceil(seeds * (half * (level + stats.norm.ppf(POWER)) / (level * abs(mean))) ** 2)
+
+
+def difference(row: pd.Series, name: str, family: int) -> str:
+    """`**+1.03 [+0.20, +1.86]**` (bold where significant after the family's adjustment), p_holm, or what it needs."""
+    mean = row.get(name)
+    if mean is None or pd.isna(mean):
+        return "–"
+    low, high = float(row[f"{name}_lo"]), float(row[f"{name}_hi"])
+    text = f"{points(mean)} [{points(low)}, {points(high)}]"
+    significant = bool(low > 0 or high < 0)
+    if significant:
+        text = f"**{text}**"
+    p = row.get(f"{name}_p_holm")
+    if p is not None and pd.notna(p):
+        text += f" p={p:.3g}"
+    needed = seeds_to_resolve(mean, low, high, row.get("seeds", 0), family)
+    if needed is not None:
+        text += f" (≈{needed} seeds)" if needed <= MANY_SEEDS else f" (>{MANY_SEEDS} seeds)"
+    return text
+
+
+def markdown(rows: list[list[str]], header: list[str]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def millions(value: Any) -> str:
+    """3.48 M."""
+    return "–" if value is None or pd.isna(value) else f"{value / 1e6:.2f} M"
+
+
+def ms(value: Any) -> str:
+    """0.55 ms."""
+    return "–" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def noise(row: pd.Series) -> str:
+    """Seed sd beside the images' floor, in points."""
+    sd, floor = row.get("seed_sd"), row.get("floor")
+    if sd is None or pd.isna(sd):
+        return "–"
+    return f"{sd * 100:.2f} / {floor * 100:.2f}" if floor is not None and pd.notna(floor) else f"{sd * 100:.2f} / –"
+
+
+FAMILY_NOTE = (
+    "Differences are in points, paired seed by seed and image by image where the runs kept per-example outputs "
+    "(else by seed); each column is one family: its intervals are simultaneous (Bonferroni) and p is "
+    "Holm-adjusted (files older than that adjustment say so under their table); **bold** = the interval excludes "
+    "zero; (≈n seeds) = the seeds at which it would, with "
+    "80 % power, if the interval shrinks as 1/√seeds. Noise = the seeds' sd of accuracy / the floor the test "
+    "images alone explain (binomial), in points."
+)
+
+
+def family_verdict(frame: pd.DataFrame, name: str, label: Callable[[pd.Series], str], what: str) -> str:
+    """One sentence: which comparisons of a family are significant (after adjustment, where the file has it)."""
+    if name not in frame or not frame[name].notna().any():
+        return ""
+    present = frame[frame[name].notna()]
+    significant = present[(present[f"{name}_lo"] > 0) | (present[f"{name}_hi"] < 0)]
+    listed = ", ".join(f"{label(row)} {points(row[name])}" for _, row in significant.iterrows())
+    how = "after adjustment" if f"{name}_p_holm" in frame else UNADJUSTED
+    return f"{what}: {len(significant)} of {len(present)} significant {how}" + (f" ({listed})." if listed else ".")
+
+
+UNADJUSTED = (
+    "by per-comparison 95 % t intervals over seeds, without family adjustment (the file predates it: rerun the "
+    "command to regenerate it)"
+)
+
+
+def ladder_section(folder: Path) -> Section:
+    """The FReLU research ladder."""
+    frame = pd.read_csv(folder / "ladder_summary.csv")
+    gains, bases = family_size(frame, "gain"), family_size(frame, "vs_base")
+    rows = [
+        [
+            str(row.step),
+            str(row.description),
+            accuracy(row, "test_acc"),
+            noise(row),
+            difference(row, "gain", gains),
+            difference(row, "vs_base", bases),
+            millions(row.macs),
+            f"{row.train_seconds:.1f} s",
+            f"{ms(row.latency_ms)} ({ms(row.latency_iqr_ms)})",
+        ]
+        for _, row in frame.iterrows()
+    ]
+    header = ["step", "network", "test acc [95 %]", "noise", "gain over the step before", "vs step 0", "MACs"]
+    header += ["train time", "latency ms (IQR)"]
+    step = lambda row: f"step {row.step}"  # noqa: E731
+    lines = [family_verdict(frame, "gain", step, "Ladder, gains over the step before")]
+    lines.append(family_verdict(frame, "vs_base", step, "Ladder, differences to step 0"))
+    return Section("The FReLU research ladder (`ladder_summary.csv`)", [markdown(rows, header)], lines)
+
+
+def compare_section(folder: Path) -> Section:
+    """Scaling rules at equal FLOPs."""
+    frame = pd.read_csv(folder / "compare_scaling_summary.csv")
+    compound, base = family_size(frame, "vs_compound"), family_size(frame, "vs_base")
+    rows = [
+        [
+            str(row.rule),
+            f"×{row.factor:g}",
+            f"×{row.macs_ratio:.2f}",
+            accuracy(row, "test_acc"),
+            noise(row),
+            difference(row, "vs_compound", compound),
+            difference(row, "vs_base", base),
+        ]
+        for _, row in frame.iterrows()
+    ]
+    header = ["rule", "FLOPs target", "MACs as built", "test acc [95 %]", "noise", "vs compound", "vs base"]
+    rule = lambda row: f"{row.rule} ×{row.factor:g}"  # noqa: E731
+    lines = [
+        family_verdict(frame, "vs_compound", rule, "Scaling rules against compound scaling at the same FLOPs target")
+    ]
+    lines.append(family_verdict(frame, "vs_base", rule, "Scaling rules against the base"))
+    return Section("Scaling rules at equal FLOPs (`compare_scaling_summary.csv`)", [markdown(rows, header)], lines)
+
+
+def scale_section(folder: Path) -> Section:
+    """Variants carried to larger phi, and the held-out extrapolation."""
+    frame = pd.read_csv(folder / "scale_summary.csv")
+    rows = [
+        [
+            str(row.variant),
+            f"{row.phi:g}",
+            millions(row.macs),
+            f"{int(row.seeds)}" if pd.notna(row.get("seeds")) else "0",
+            accuracy(row, "test_acc"),
+            noise(row),
+            f"{row.predicted_acc:.4f} [{row.pred_lo:.4f}, {row.pred_hi:.4f}]" if pd.notna(row.get("pred_lo")) else "–",
+            f"{ms(row.latency_ms)} ({ms(row.latency_iqr_ms)})",
+        ]
+        for _, row in frame.iterrows()
+    ]
+    header = [
+        "variant",
+        "φ",
+        "MACs",
+        "seeds",
+        "test acc [95 %]",
+        "noise",
+        "fit's prediction [95 %]",
+        "latency ms (IQR)",
+    ]
+    parts, verdicts = [markdown(rows, header)], []
+    figures = [name for name in ("acc_vs_macs.png", "acc_vs_latency.png") if (folder / name).exists()]
+    parts += [f"![{name}]({name})" for name in figures]
+    if (folder / "extrapolation.csv").exists():
+        held = pd.read_csv(folder / "extrapolation.csv")
+        parts.append("Held-out extrapolation (`extrapolation.csv`):\n\n" + held_out_table(held))
+        verdicts.append(extrapolation_verdict(held))
+    return Section("Variants across φ (`scale_summary.csv`)", parts, verdicts)
+
+
+def extrapolation_verdict(held: pd.DataFrame) -> str:
+    """One sentence on the held-out point: covered, better than the naive predictors, fits at a bound."""
+    phis = ", ".join(f"{phi:g}" for phi in sorted(held.held_out_phi.unique()))
+    return (
+        f"Extrapolation to the held-out φ = {phis}: the fit's interval covered the measurement for "
+        f"{int(held.covered.sum())} of {len(held)} variants, the fit beat both naive predictors for "
+        f"{int(held.beats_naive.sum())}, and {int(held.at_bound.sum())} fits sit at a bound of their parameters."
+    )
+
+
+def held_out_table(held: pd.DataFrame) -> str:
+    """The extrapolation's errors beside the naive predictors', as they are in the file."""
+    columns = [c for c in held.columns if c != "variant"]
+    rows = [[str(row.variant), *(cell(row[c]) for c in columns)] for _, row in held.iterrows()]
+    return markdown(rows, ["variant", *columns])
+
+
+def cell(value: Any) -> str:
+    """A plain cell: floats to 4 significant digits."""
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def frelu_section(folder: Path) -> Section:
+    """FReLU placement, analysed from frelu.csv's per-seed accuracies as `scaler frelu` analyses them: the
+    factorial's stage effects, the front against ReLU (one family), the verdict."""
+    from scaler.experiments.frelu import factorial, recommend
+
+    parts = ["![validation accuracy vs deployed latency of the masks](frelu_pareto.png)"]
+    parts = parts if (folder / "frelu_pareto.png").exists() else []
+    frame = pd.read_csv(folder / "frelu.csv", dtype={"mask": str})
+    effects, interactions = factorial(frame)
+    effects["seeds"] = len(str(frame.val_accs.iloc[0]).split())
+    family = len(effects) + len(interactions)
+    rows = [
+        [
+            str(row.stage),
+            difference(row.rename({"d_val_acc": "d", "d_val_acc_lo": "d_lo", "d_val_acc_hi": "d_hi"}), "d", family),
+            f"{row.p:.3g}",
+            f"{row.p_holm:.3g}",
+            f"{row.latency_ratio:.2f}",
+        ]
+        for _, row in effects.iterrows()
+    ]
+    significant = int(interactions.significant.sum()) if len(interactions) else 0
+    parts.append(
+        f"Main effects of FReLU per stage on validation accuracy ({len(frame)} masks as a factorial with seed "
+        f"blocks; {int(effects.dof.iloc[0])} residual degrees of freedom, residual sd "
+        f"{effects.residual_sd.iloc[0] * 100:.2f} points; intervals simultaneous over the {len(effects)} main "
+        f"effects and {len(interactions)} two-stage interactions, of which {significant} significant):\n\n"
+        + markdown(rows, ["stage", "effect, points [simultaneous 95 %]", "p", "p Holm", "latency ratio"])
+    )
+    front, sentence = recommend(frame)
+    gains = family_size(front, "vs_relu")
+    rows = [
+        [
+            str(row["mask"]),
+            f"{row.latency_ms:.2f} ({row.latency_vs_relu:.2f}×)",
+            f"{row.val_acc:.4f}",
+            difference(row, "vs_relu", gains) if "vs_relu" in front else "–",
+            "yes" if row.in_best_set_within else "no",
+        ]
+        for _, row in front.iterrows()
+    ]
+    header = ["mask (stages 1..k)", "latency ms (× ReLU)", "val acc", "vs ReLU", "in the best set within its latency"]
+    parts.append("The Pareto front (computed from `frelu.csv`):\n\n" + markdown(rows, header))
+    return Section("Which stages get FReLU (`frelu.csv`)", parts, [f"FReLU placement: {sentence}."])
+
+
+def flgc_section(folder: Path) -> Section:
+    """FLGC arms against dense and plain FLGC."""
+    frame = pd.read_csv(folder / "flgc_summary.csv")
+    dense, flgc = family_size(frame, "vs_dense"), family_size(frame, "vs_flgc")
+    rows = [
+        [
+            str(row.arm),
+            str(row.groups),
+            millions(row.macs),
+            accuracy(row, "test_acc"),
+            noise(row),
+            difference(row, "vs_dense", dense),
+            difference(row, "vs_flgc", flgc),
+        ]
+        for _, row in frame.iterrows()
+    ]
+    header = ["arm", "G", "MACs", "test acc [95 %]", "noise", "vs dense", "vs FLGC at the same G"]
+    arm = lambda row: f"{row.arm} G={row.groups}"  # noqa: E731
+    lines = [family_verdict(frame, "vs_dense", arm, "FLGC arms against dense")]
+    lines.append(family_verdict(frame, "vs_flgc", arm, "FLGC arms against plain FLGC at the same G"))
+    parts = [markdown(rows, header)]
+    if (folder / "flgc.png").exists():
+        parts.append("![accuracy and deployed MACs against G](flgc.png)")
+    return Section("FLGC (`flgc_summary.csv`)", parts, lines)
+
+
+def search_section(folder: Path) -> Section:
+    """The search's answer, as summary.json and confirm.csv hold it."""
+    summary = json.loads((folder / "summary.json").read_text())
+    confirmation = summary.get("confirmation") or {}
+    facts = {key: summary.get(key) for key in ("alpha", "beta", "gamma", "val_acc", "ci95", "macs_ratio", "trials")}
+    facts |= {key: confirmation.get(key) for key in ("winner", "runner_up", "gap", "gap_ci95", "significant", "seeds")}
+    parts = ["\n".join(f"- `{key}`: {value}" for key, value in facts.items() if value is not None)]
+    if (folder / "confirm.csv").exists():
+        confirm = pd.read_csv(folder / "confirm.csv")
+        parts.append(held_out_table(confirm.rename(columns={confirm.columns[0]: "variant"})))
+    if (folder / "search.png").exists():
+        parts.append("![the screen and the finalists](search.png)")
+    verdicts = []
+    if confirmation.get("winner"):
+        low, high = confirmation.get("gap_ci95") or (math.nan, math.nan)
+        verdicts.append(
+            f"Search: α, β, γ = {facts['alpha']}, {facts['beta']}, {facts['gamma']} ({confirmation['winner']}); "
+            f"winner minus runner-up {points(confirmation.get('gap'))} [{points(low)}, {points(high)}] points over "
+            f"{len(confirmation.get('seeds') or [])} seeds: "
+            + ("significant." if confirmation.get("significant") else "not significant.")
+        )
+    return Section("The search (`summary.json`, `confirm.csv`)", parts, verdicts)
+
+
+SECTIONS: list[tuple[str, Callable[[Path], Section]]] = [
+    ("summary.json", search_section),
+    ("scale_summary.csv", scale_section),
+    ("ladder_summary.csv", ladder_section),
+    ("frelu.csv", frelu_section),
+    ("compare_scaling_summary.csv", compare_section),
+    ("flgc_summary.csv", flgc_section),
+]
+
+
+def commands(folder: Path) -> str:
+    """The commands that made the folder's files, from run.json (the latest and the earlier ones it lists)."""
+    path = folder / "run.json"
+    if not path.exists():
+        return "No `run.json`: the commands that made these files are not recorded."
+    record = json.loads(path.read_text())
+    runs = [*record.get("earlier", []), record]
+    lines = []
+    for run in runs:
+        commit = (run.get("git_commit") or "unknown")[:10] + (" (uncommitted changes)" if run.get("git_dirty") else "")
+        outputs = ", ".join(f"`{name}`" for name in run.get("outputs", []))
+        lines.append(f"- `{run.get('command')}` at {commit}, {run.get('started')} → {run.get('ended')}: {outputs}")
+    device = record.get("device")
+    return "Made by (`run.json`" + (f"; {device}" if device else "") + "):\n\n" + "\n".join(lines)
+
+
+def sections(folder: Path) -> list[Section]:
+    """The sections whose files the folder holds, in a fixed order."""
+    return [section(folder) for name, section in SECTIONS if (folder / name).exists()]
+
+
+def study_report(folder: Path) -> str:
+    """The whole report.md of a study folder: the commands, the verdicts, then one section per experiment."""
+    found = sections(folder)
+    head = [f"# {folder.name}", "Generated by `scaler report` from this folder's files; do not edit.", commands(folder)]
+    head.append("## Summary\n\n" + study_summary(found))
+    head.append(FAMILY_NOTE)
+    body = ["\n\n".join([f"## {section.title}", *section.parts, *section.verdicts]) for section in found]
+    return "\n\n".join([*head, *body]) + "\n"
+
+
+def study_summary(found: list[Section]) -> str:
+    """One bullet per verdict of every section: what the README shows of a study."""
+    return "\n".join(f"- {verdict}" for section in found for verdict in section.verdicts if verdict)
+
+
+def refreshed_readme(text: str, root: Path) -> str:
+    """`text` with every block between `<!-- summary: studies/NAME -->` and `<!-- /summary -->` replaced by that
+    study's summary (and a link to its report.md), as `scaler report` generates it."""
+    pattern = re.compile(r"(<!-- summary: (studies/[\w.-]+) -->\n)(.*?)(<!-- /summary -->)", re.DOTALL)
+
+    def block(match: re.Match[str]) -> str:
+        folder = root / match.group(2)
+        summary = study_summary(sections(folder))
+        link = f"Full report: [`{match.group(2)}/{REPORT}`]({match.group(2)}/{REPORT})."
+        return f"{match.group(1)}{summary}\n\n{link}\n{match.group(4)}"
+
+    return pattern.sub(block, text)

@@ -1,0 +1,90 @@
+"""report.md and the README's study summaries are generated from the study files, identically every time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaler.cli import main
+from scaler.report.study import REPORT, SECTIONS, refreshed_readme, seeds_to_resolve, study_report
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = sorted(
+    folder for folder in (ROOT / "studies").iterdir() if any((folder / name).exists() for name, _ in SECTIONS)
+)
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[folder.name for folder in COMMITTED])
+def test_every_committed_report_is_what_its_files_give(folder: Path) -> None:
+    assert (folder / REPORT).read_text() == study_report(folder), f"rerun: scaler report --study {folder.name}"
+
+
+def test_the_readme_study_summaries_are_what_the_files_give() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("<!-- summary: studies/") == len(COMMITTED)
+    assert refreshed_readme(readme, ROOT) == readme, "rerun: scaler report --study NAME --readme README.md"
+
+
+def ladder(folder: Path) -> None:
+    """A ladder summary as the engine writes it: adjusted families, Holm p, seeds' sd beside the floor."""
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "step": [0, 1, 2],
+            "description": ["mobilenet", "+ compound", "+ fused"],
+            "seeds": [3, 3, 3],
+            "test_acc": [0.80, 0.83, 0.805],
+            "acc_lo": [0.79, 0.82, 0.79],
+            "acc_hi": [0.81, 0.84, 0.82],
+            "seed_sd": [0.004, 0.005, 0.004],
+            "floor": [0.004, 0.0038, 0.004],
+            "gain": [None, 0.03, -0.025],
+            "gain_lo": [None, 0.02, -0.06],
+            "gain_hi": [None, 0.04, 0.01],
+            "gain_p": [None, 0.0001, 0.2],
+            "gain_p_holm": [None, 0.0002, 0.2],
+            "gain_significant": [None, True, False],
+            "train_seconds": [10.0, 20.0, 30.0],
+            "macs": [3.48e6, 7.2e6, 10.4e6],
+            "latency_ms": [0.5, 0.6, 0.7],
+            "latency_iqr_ms": [0.05, 0.05, 0.06],
+        }
+    ).to_csv(folder / "ladder_summary.csv", index=False)
+
+
+def test_report_marks_the_adjusted_verdicts_and_what_an_unresolved_one_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ladder(tmp_path / "studies" / "lad")
+    assert main(["report", "--study", "lad"]) == 0
+    text = (tmp_path / "studies" / "lad" / REPORT).read_text()
+    assert "**+3.00 [+2.00, +4.00]** p=0.0002" in text
+    assert "−2.50 [−6.00, +1.00] p=0.2 (≈" in text  # not significant: the seeds it would take
+    assert "Ladder, gains over the step before: 1 of 2 significant after adjustment (step 1 +3.00)." in text
+    assert "| 0.40 / 0.40 |" in text  # seeds' sd beside the floor, in points
+    assert "No `run.json`" in text
+    assert main(["report", "--study", "lad", "--check"]) == 0
+    (tmp_path / "studies" / "lad" / REPORT).write_text(text.replace("+3.00", "+3.10"))
+    assert main(["report", "--study", "lad", "--check"]) == 1
+    assert "is not what its files give" in capsys.readouterr().out
+
+
+def test_report_refuses_a_folder_without_results_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies" / "empty").mkdir(parents=True)
+    for study in ("absent", "../x", "empty"):
+        assert main(["report", "--study", study]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "holds no results" in errors[-1]
+    assert not (tmp_path / "studies" / "empty" / REPORT).exists()
+
+
+def test_seeds_to_resolve_grows_as_the_effect_shrinks() -> None:
+    assert seeds_to_resolve(0.01, 0.02, 0.03, 3, 1) is None  # already resolved
+    small, smaller = seeds_to_resolve(0.01, -0.01, 0.03, 3, 1), seeds_to_resolve(0.005, -0.015, 0.025, 3, 1)
+    assert small is not None and smaller is not None and 3 < small < smaller
