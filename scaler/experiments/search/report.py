@@ -17,7 +17,7 @@ from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.study.grid import CONTROL, GridPoint
 from scaler.study.run import present
-from scaler.study.stats import accuracy_interval, best_set, paired_difference
+from scaler.study.stats import accuracy_interval, best_set, family_columns, paired_difference, seed_mean
 from scaler.study.storage import (
     redact,
 )
@@ -28,7 +28,8 @@ def confirmation(
     frame: pd.DataFrame, finalists: list[str], seeds: list[int], roles: dict[str, str]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Each finalist on the fresh seeds: mean with its CI, paired differences to the winner and the base, and
-    whether it is in the 95 % confidence set of the best scaled network (`stats.best_set`).
+    whether it is in the 95 % confidence set of the best scaled network (`stats.best_set`). The differences to the
+    winner and to the base are each one family (simultaneous intervals, Holm p, `*_significant` adjusted).
 
     A finalist whose training diverged on a seed is left out (`diverged`); of the others, only seeds every one
     has finished are used, so every comparison is paired. `complete` once every remaining finalist has every
@@ -49,8 +50,20 @@ def confirmation(
     ranked = sorted(scaled, key=lambda label: (-means[label], label))
     winner = ranked[0]
     in_best = best_set({label: table[label].tolist() for label in scaled})
+    labels = [*ranked, *([BASE] if BASE in table else [])]
+    families = {
+        name: family_columns(
+            f"vs_{name}",
+            {
+                label: seed_mean((table[label] - table[other]).tolist())
+                for label in labels
+                if other in table and other != label
+            },
+        )
+        for other, name in ((winner, "winner"), (BASE, "base"))
+    }
     rows = []
-    for label in [*ranked, *([BASE] if BASE in table else [])]:
+    for label in labels:
         mean, low, high = accuracy_interval(table[label].tolist())
         row: dict[str, Any] = {
             "network": label,
@@ -62,14 +75,11 @@ def confirmation(
             "std": round(statistics.stdev(table[label]), 5),
             "in_best_set": in_best.get(label),
         }
-        for other, name in ((winner, "winner"), (BASE, "base")):
-            if other in table and other != label:
-                diff = paired_difference(table[other].tolist(), table[label].tolist())
-                row |= {
-                    f"vs_{name}": round(diff.mean, 5),
-                    f"vs_{name}_lo": round(diff.low, 5),
-                    f"vs_{name}_hi": round(diff.high, 5),
-                }
+        for columns in families.values():
+            row |= {
+                key: round(value, 5) if isinstance(value, float) else value
+                for key, value in columns.get(label, {}).items()
+            }
         rows.append(row)
     result: dict[str, Any] = {
         "seeds": [int(s) for s in table.index],
