@@ -195,3 +195,16 @@ def test_extrapolate_carries_intervals_and_bound_flags() -> None:
     assert out.at_bound.eq(False).all()
     flat = pd.DataFrame({"variant": "B", "phi": [0, 1, 2], "macs": MACS[:3], "test_acc": [0.8, 0.7, 0.75]})
     assert extrapolate(flat).at_bound.all()  # falling accuracy: the fit sits on b = 0
+
+
+def test_the_held_out_verdict_follows_the_measurements_interval() -> None:
+    from scaler.study.extrapolate import held_out_verdict
+
+    assert held_out_verdict([0.80, 0.801, 0.803], 0.01, True, False).startswith("untested")
+    assert held_out_verdict([0.80, 0.82, 0.84], 0.01, True, False) == "the fit came closest"
+    assert held_out_verdict([0.80, 0.82, 0.84], 0.01, False, True) == (
+        "a naive predictor came closer than the fit; the fit sits at a bound of their parameters".replace(
+            "their", "its"
+        )
+    )
+    assert held_out_verdict([0.80, 0.82], float("nan"), True, False).startswith("untested")  # one seed: no interval

@@ -217,12 +217,19 @@ def scale_section(folder: Path) -> Section:
 
 
 def extrapolation_verdict(held: pd.DataFrame) -> str:
-    """One sentence on the held-out point: covered, better than the naive predictors, fits at a bound."""
+    """One sentence on the held-out point: covered, which predictor came closest as far as the measurement can
+    tell (the file's `verdict`, where it has one), fits at a bound."""
     phis = ", ".join(f"{phi:g}" for phi in sorted(held.held_out_phi.unique()))
-    return (
+    sentence = (
         f"Extrapolation to the held-out φ = {phis}: the fit's interval covered the measurement for "
-        f"{int(held.covered.sum())} of {len(held)} variants, the fit beat both naive predictors for "
-        f"{int(held.beats_naive.sum())}, and {int(held.at_bound.sum())} fits sit at a bound of their parameters."
+        f"{int(held.covered.sum())} of {len(held)} variants"
+    )
+    if "verdict" in held:
+        return sentence + "; " + "; ".join(f"{row.variant}: {row.verdict}" for row in held.itertuples()) + "."
+    return sentence + (
+        f", the fit beat both naive predictors for {int(held.beats_naive.sum())} (by any margin: the file predates "
+        f"the verdict that weighs it against the measurement's interval), and {int(held.at_bound.sum())} fits sit "
+        "at a bound of their parameters."
     )
 
 

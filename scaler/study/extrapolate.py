@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
 from scaler.errors import UserError
+from scaler.study.stats import mean_interval
 
 # Typical power-law exponent of error vs compute; the prior used when 2 points cannot pin down c.
 DEFAULT_EXPONENT = 0.5
@@ -205,6 +206,8 @@ HELD_OUT_COLUMNS = [
     "pred_lo",
     "pred_hi",
     "measured",
+    "measured_lo",
+    "measured_hi",
     "measured_seeds",
     "error",
     "abs_error",
@@ -216,6 +219,7 @@ HELD_OUT_COLUMNS = [
     "fit_seeds",
     "method",
     "at_bound",
+    "verdict",
 ]
 
 
@@ -235,8 +239,11 @@ def held_out_error(
 ) -> pd.DataFrame:
     """Per variant, fit on trained phi < k over every seed and predict the mean at the largest trained phi k.
 
-    Beside the fit's error: its prediction interval and whether it covers the measurement, the errors of the
-    naive predictors, and `beats_naive` (smaller absolute error than both).
+    Beside the fit's error: its prediction interval and whether it covers the measurement, the measurement's own
+    95 % t interval over its seeds, the errors of the naive predictors, `beats_naive` (smaller absolute error than
+    both) and the `verdict`, which follows the measurement's interval: "untested" when the three predictions
+    differ by less than that interval's width (the held-out point cannot tell them apart), else which predictor
+    was closer; a fit with a parameter on its bound says so.
     """
     _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
     rows = []
@@ -252,10 +259,10 @@ def held_out_error(
         predicted = float(fit.predict(at))
         low, high = prediction_interval(macs, acc, _seeds(fit_rows, seed_col), [at], len(held), draws)
         measured = float(held[acc_col].mean())
-        errors = {
-            "last_value_error": last_value(macs, acc) - measured,
-            "log_linear_error": float(log_linear(macs, acc, at)) - measured,
-        }
+        _, measured_lo, measured_hi = mean_interval(held[acc_col].astype(float).tolist())
+        naive = {"last_value": last_value(macs, acc), "log_linear": float(log_linear(macs, acc, at))}
+        errors = {f"{name}_error": value - measured for name, value in naive.items()}
+        beats = all(abs(predicted - measured) < abs(error) for error in errors.values())
         rows.append(
             {
                 "variant": variant,
@@ -264,19 +271,35 @@ def held_out_error(
                 "pred_lo": float(low[0]),
                 "pred_hi": float(high[0]),
                 "measured": measured,
+                "measured_lo": measured_lo,
+                "measured_hi": measured_hi,
                 "measured_seeds": len(held),
                 "error": predicted - measured,
                 "abs_error": abs(predicted - measured),
                 "covered": bool(low[0] <= measured <= high[0]) if np.isfinite(low[0]) else None,
                 **errors,
-                "beats_naive": all(abs(predicted - measured) < abs(error) for error in errors.values()),
+                "beats_naive": beats,
                 "fit_points": len(fit_rows),
                 "fit_seeds": len(np.unique(_seeds(fit_rows, seed_col))),
                 "method": fit.method,
                 "at_bound": fit.at_bound,
+                "verdict": held_out_verdict(
+                    [predicted, *naive.values()], measured_hi - measured_lo, beats, bool(fit.at_bound)
+                ),
             }
         )
     return pd.DataFrame(rows, columns=HELD_OUT_COLUMNS)
+
+
+def held_out_verdict(predictions: list[float], measured_width: float, fit_closest: bool, at_bound: bool) -> str:
+    """What the held-out point can say: untested when the predictions differ by less than the measurement's
+    interval width (or it has none), else which predictor came closer; and whether the fit sits at a bound."""
+    spread = max(predictions) - min(predictions)
+    if not np.isfinite(measured_width) or spread < measured_width:
+        verdict = "untested: the predictions differ by less than the measurement's 95 % interval"
+    else:
+        verdict = "the fit came closest" if fit_closest else "a naive predictor came closer than the fit"
+    return verdict + ("; the fit sits at a bound of its parameters" if at_bound else "")
 
 
 def extrapolate(
