@@ -203,8 +203,6 @@ def test_the_held_out_verdict_follows_the_measurements_interval() -> None:
     assert held_out_verdict([0.80, 0.801, 0.803], 0.01, True, False).startswith("untested")
     assert held_out_verdict([0.80, 0.82, 0.84], 0.01, True, False) == "the fit came closest"
     assert held_out_verdict([0.80, 0.82, 0.84], 0.01, False, True) == (
-        "a naive predictor came closer than the fit; the fit sits at a bound of their parameters".replace(
-            "their", "its"
-        )
+        "a naive predictor came closer than the fit; the fit sits at a bound of its parameters"
     )
     assert held_out_verdict([0.80, 0.82], float("nan"), True, False).startswith("untested")  # one seed: no interval
