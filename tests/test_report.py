@@ -23,7 +23,7 @@ def test_every_committed_report_is_what_its_files_give(folder: Path) -> None:
 
 def test_the_readme_study_summaries_are_what_the_files_give() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert readme.count("<!-- summary: studies/") == len(COMMITTED)
+    assert readme.count("<!-- summary: studies/") == len(COMMITTED) and "<!-- tail: benchmarks/results/" in readme
     assert refreshed_readme(readme, ROOT) == readme, "rerun: scaler report --study NAME --readme README.md"
 
 
@@ -88,3 +88,24 @@ def test_seeds_to_resolve_grows_as_the_effect_shrinks() -> None:
     assert seeds_to_resolve(0.01, 0.02, 0.03, 3, 1) is None  # already resolved
     small, smaller = seeds_to_resolve(0.01, -0.01, 0.03, 3, 1), seeds_to_resolve(0.005, -0.015, 0.025, 3, 1)
     assert small is not None and smaller is not None and 3 < small < smaller
+
+
+def test_readme_blocks_quote_files_verbatim_and_a_missing_one_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ladder(tmp_path / "studies" / "lad")
+    (tmp_path / "out.txt").write_text("first\nsecond\nthird\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "x\n<!-- tail: out.txt 2 -->\nold\n<!-- /tail -->\n<!-- summary: studies/lad -->\n<!-- /summary -->\n"
+    )
+    assert main(["report", "--study", "lad", "--readme", "README.md"]) == 0
+    text = readme.read_text()
+    assert "<!-- tail: out.txt 2 -->\n```\nsecond\nthird\n```\n<!-- /tail -->" in text
+    assert "- Ladder, gains over the step before: 1 of 2 significant after adjustment" in text
+    assert main(["report", "--study", "lad", "--readme", "README.md"]) == 0 and readme.read_text() == text
+    (tmp_path / "studies" / "lad" / REPORT).unlink()
+    readme.write_text(text.replace("out.txt", "gone.txt"))
+    assert main(["report", "--study", "lad", "--readme", "README.md"]) == 2
+    assert not (tmp_path / "studies" / "lad" / REPORT).exists()

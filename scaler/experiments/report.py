@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--readme",
         type=Path,
-        help="also refresh this file's `<!-- summary: studies/NAME -->` blocks from the studies' files",
+        help="also refresh this file's generated blocks (study summaries, benchmark outputs) from their files",
     )
 
 
@@ -38,14 +38,19 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         same = path.exists() and path.read_text() == text
         print(f"{path} {'is' if same else 'is not'} what its files give")
         return 0 if same else 1
-    path.write_text(text)
-    print(f"wrote {path}")
+    readme, refreshed = "", ""
     if args.readme is not None:
         readme = args.readme.read_text()
-        refreshed = refreshed_readme(readme, Path.cwd())
-        if refreshed != readme:
-            args.readme.write_text(refreshed)
-            print(f"refreshed the study summaries in {args.readme}")
+        try:
+            refreshed = refreshed_readme(readme, Path.cwd())
+        except OSError as error:
+            raise UserError(f"--readme {args.readme}: a generated block names a file it cannot read: {error}") from None
+    path.write_text(text)
+    print(f"wrote {path}")
+    if refreshed != readme:
+        assert args.readme is not None
+        args.readme.write_text(refreshed)
+        print(f"refreshed the generated blocks of {args.readme}")
     return 0
 
 

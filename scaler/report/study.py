@@ -390,14 +390,19 @@ def study_summary(found: list[Section]) -> str:
 
 
 def refreshed_readme(text: str, root: Path) -> str:
-    """`text` with every block between `<!-- summary: studies/NAME -->` and `<!-- /summary -->` replaced by that
-    study's summary (and a link to its report.md), as `scaler report` generates it."""
-    pattern = re.compile(r"(<!-- summary: (studies/[\w.-]+) -->\n)(.*?)(<!-- /summary -->)", re.DOTALL)
+    """`text` with its generated blocks made again from the files: between `<!-- summary: studies/NAME -->` and
+    `<!-- /summary -->` the study's summary (and a link to its report.md); between `<!-- tail: PATH N -->` and
+    `<!-- /tail -->` the last N lines of the file at PATH (a benchmark's output), verbatim in a code block."""
+    summary = re.compile(r"(<!-- summary: (studies/[\w.-]+) -->\n)(.*?)(<!-- /summary -->)", re.DOTALL)
+    tail = re.compile(r"(<!-- tail: ([\w./-]+) (\d+) -->\n)(.*?)(<!-- /tail -->)", re.DOTALL)
 
-    def block(match: re.Match[str]) -> str:
+    def study_block(match: re.Match[str]) -> str:
         folder = root / match.group(2)
-        summary = study_summary(sections(folder))
         link = f"Full report: [`{match.group(2)}/{REPORT}`]({match.group(2)}/{REPORT})."
-        return f"{match.group(1)}{summary}\n\n{link}\n{match.group(4)}"
+        return f"{match.group(1)}{study_summary(sections(folder))}\n\n{link}\n{match.group(4)}"
 
-    return pattern.sub(block, text)
+    def tail_block(match: re.Match[str]) -> str:
+        lines = (root / match.group(2)).read_text().splitlines()[-int(match.group(3)) :]
+        return match.group(1) + "```\n" + "\n".join(lines) + "\n```\n" + match.group(5)
+
+    return tail.sub(tail_block, summary.sub(study_block, text))
