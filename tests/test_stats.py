@@ -193,3 +193,21 @@ def test_search_confirmation_adjusts_each_family_of_differences() -> None:
         alone is not None and table.vs_base_hi["c"] - table.vs_base_lo["c"] > alone.high - alone.low
     )  # 3 in the family
     assert (table.vs_base_p_holm.dropna() >= table.vs_base_p.dropna()).all()
+
+
+def test_seeds_needed_shrink_only_the_seed_part_of_the_variance() -> None:
+    seeds_only = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.0)
+    with_images = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.000005)
+    images_only = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.000036)
+    z = 1.959964 + 0.841621
+    assert seeds_only.seeds_needed() == math.ceil(3 * 0.006**2 / (0.01 / z) ** 2)
+    assert with_images.seeds_needed() > seeds_only.seeds_needed()
+    assert images_only.seeds_needed() is None  # the images alone are too wide: more seeds cannot resolve it
+    assert seeds_only.seeds_needed(family=5) > seeds_only.seeds_needed()
+    assert Estimate(0.01, 0.001, 50, 1, 1000, math.nan, 0.01, 0.000001).seeds_needed() is None  # one seed
+
+
+def test_family_columns_say_the_seeds_an_unresolved_difference_needs() -> None:
+    rng = np.random.default_rng(3)
+    columns = family_columns("gain", {"a": crossed_mean(crossed_table(rng, 3, 2000, 0.0, 0.05, mean=0.01))})["a"]
+    assert not columns["gain_significant"] and columns["gain_seeds_needed"] >= 3

@@ -71,7 +71,15 @@ def difference(row: pd.Series, name: str, family: int) -> str:
     p = row.get(f"{name}_p_holm")
     if p is not None and pd.notna(p):
         text += f" p={p:.3g}"
-    needed = seeds_to_resolve(mean, low, high, row.get("seeds", 0), family)
+    if significant:
+        return text
+    recorded = row.get(f"{name}_seeds_needed")
+    if recorded is not None and pd.notna(recorded):
+        if math.isinf(recorded):
+            return text + " (more images, not seeds)"
+        needed: int | None = int(recorded)
+    else:
+        needed = seeds_to_resolve(mean, low, high, row.get("seeds", 0), family)
     if needed is not None:
         text += f" (≈{needed} seeds)" if needed <= MANY_SEEDS else f" (>{MANY_SEEDS} seeds)"
     return text
@@ -106,9 +114,10 @@ FAMILY_NOTE = (
     "Differences are in points, paired seed by seed and image by image where the runs kept per-example outputs "
     "(else by seed); each column is one family: its intervals are simultaneous (Bonferroni) and p is "
     "Holm-adjusted (files older than that adjustment say so under their table); **bold** = the interval excludes "
-    "zero; (≈n seeds) = the seeds at which it would, with "
-    "80 % power, if the interval shrinks as 1/√seeds. Noise = the seeds' sd of accuracy / the floor the test "
-    "images alone explain (binomial), in points."
+    "zero; (≈n seeds) = the seeds at which it would with 80 % power if the difference stayed (the seeds' part of "
+    "the variance shrinks, the images' part does not; files without per-example outputs: the whole interval "
+    "shrinks as 1/√seeds), (more images, not seeds) = no number of seeds would. Noise = the seeds' sd of "
+    "accuracy / the floor the test images alone explain (binomial), in points."
 )
 
 

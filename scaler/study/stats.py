@@ -183,7 +183,8 @@ class Estimate:
     with a standard error from both sources of variation: which seed trained the network and which images it was
     judged on. `seed_sd` is the spread of the per-seed means; `floor` is the spread a seed's mean shows from its
     examples alone (for accuracy the binomial floor sqrt(p(1 - p) / n)), so seed_sd near floor means the
-    seeds differ no more than the images' sampling explains."""
+    seeds differ no more than the images' sampling explains. `image_variance` is the part of se^2 that more seeds
+    on the same images would not shrink (the images' own sampling)."""
 
     mean: float
     se: float
@@ -192,6 +193,7 @@ class Estimate:
     examples: int
     seed_sd: float
     floor: float
+    image_variance: float = 0.0
 
     def interval(self, confidence: float = 0.95, family: int = 1) -> tuple[float, float]:
         """The t interval, simultaneous over a family of `family` such intervals (Bonferroni)."""
@@ -199,6 +201,20 @@ class Estimate:
             return self.mean, self.mean
         half = float(stats.t.ppf(1 - (1 - confidence) / (2 * family), self.dof)) * self.se
         return self.mean - half, self.mean + half
+
+    def seeds_needed(self, family: int = 1, power: float = 0.8, confidence: float = 0.95) -> int | None:
+        """Seeds on the same images at which the family's interval would exclude zero with `power`, if the mean
+        stayed where it is: the seed part of the variance shrinks as 1/seeds, the images' part does not. None when
+        no number of seeds would (the images' part alone is too wide: it needs more images), the mean is zero, or
+        one seed cannot tell the parts apart."""
+        if not math.isfinite(self.se) or self.mean == 0 or self.seeds < 2:
+            return None
+        z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * family)) + stats.norm.ppf(power))
+        room = (self.mean / z) ** 2 - self.image_variance
+        seed_part = (self.se**2 - self.image_variance) * self.seeds
+        if room <= 0:
+            return None
+        return max(self.seeds, math.ceil(seed_part / room)) if seed_part > 0 else self.seeds
 
     @property
     def p(self) -> float:
@@ -230,7 +246,8 @@ def crossed_mean(table: np.ndarray, pooling_level: float = 0.5) -> Estimate:
     seed_means, example_means = table.mean(axis=1), table.mean(axis=0)
     floor = float(np.sqrt(table.var(axis=1, ddof=1).mean() / n))
     if s == 1:
-        return Estimate(mean, math.sqrt(float(table.var(ddof=1)) / n), n - 1, 1, n, math.nan, floor)
+        variance = float(table.var(ddof=1)) / n
+        return Estimate(mean, math.sqrt(variance), n - 1, 1, n, math.nan, floor, variance)
     seed_sd = float(np.std(seed_means, ddof=1))
     ss_seed = n * float(np.sum((seed_means - mean) ** 2))
     ss_example = s * float(np.sum((example_means - mean) ** 2))
@@ -255,7 +272,8 @@ def crossed_mean(table: np.ndarray, pooling_level: float = 0.5) -> Estimate:
     dof = total**2 / sum((weight * ms) ** 2 / dof for ms, dof, weight in terms if weight)
     if len(terms) == 3:
         dof = min(dof, dof_seed)
-    return Estimate(mean, math.sqrt(total / (s * n)), dof, s, n, seed_sd, floor)
+    images = max(0.0, ms_example - ms_residual) / (s * n)
+    return Estimate(mean, math.sqrt(total / (s * n)), dof, s, n, seed_sd, floor, images)
 
 
 def family_columns(
@@ -277,6 +295,9 @@ def family_columns(
             f"{name}_p_holm": adjusted[key],
             f"{name}_significant": bool(low > 0 or high < 0),
         }
+        if not (low > 0 or high < 0):
+            needed = estimate.seeds_needed(family=len(present), confidence=confidence)
+            columns[key][f"{name}_seeds_needed"] = float(needed) if needed is not None else math.inf
     return columns
 
 
