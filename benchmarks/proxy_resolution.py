@@ -8,7 +8,7 @@ and prints each seed's validation accuracy, the paired gain with its t interval,
 network, wall time per trial and images/s. Last line:
 gain=<points> ci95=<lo>,<hi> seed_std=<points> seconds_per_trial=<s>
 
-    python benchmarks/proxy_resolution.py [--seeds 3] [--width 0.25] [--epochs 2] [--subset 0] [--val-size 0]
+    python benchmarks/proxy_resolution.py [--seeds 3] [--first-seed 100] [--width 0.25] [--epochs 2] [--subset 0] [--val-size 0]
         [--step 0.05] [--ratio-tolerance 0.05]
 """
 
@@ -38,11 +38,18 @@ def main() -> None:
     parser.add_argument("--base", default="mobilenet")
     parser.add_argument("--width", type=float, default=0.25, help="width multiplier of the base")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=100,
+        help="seeds from here on: apart from the search's selection (0) and confirmation (1, 2, ...) seeds, so the "
+        "benchmark's runs are its own, not the search's again",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.05, help="peak LR at batch 64 (scaled linearly with the batch)")
-    parser.add_argument("--subset", type=int, default=0, help="training images (0: the whole 54,000)")
-    parser.add_argument("--val-size", type=int, default=0, help="validation images (0: the whole 6,000 split)")
+    parser.add_argument("--subset", type=int, default=0, help="training images (0: the whole 45,000)")
+    parser.add_argument("--val-size", type=int, default=0, help="validation images (0: the whole 15,000 split)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--step", type=float, default=0.05, help="the search's grid step")
     parser.add_argument("--ratio-tolerance", type=float, default=0.05, help="the search's MACs band around 2x")
@@ -74,7 +81,7 @@ def main() -> None:
         f"(one split for every seed), batch {args.batch_size}, lr {train.peak_lr:g}"
     )
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, spec in networks.items():
             started = time.perf_counter()
             row = evaluate(spec, run, replace(train, seed=seed), test=False, description=f"{name} seed {seed}")
