@@ -1,0 +1,138 @@
+"""Selection under a time budget: the budget itself, the screen's rule, the confidence set of the best on
+per-example outputs, the pick, and what more budget would buy. Pure functions of measured numbers."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaler.errors import UserError
+from scaler.study.stats import Estimate, crossed_mean
+
+BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+SCREEN_RULE_K = 3.0  # a screened network leaves when it is more than this many standard errors behind the leader
+
+
+def parse_budget(text: str) -> float:
+    """'90s', '15m', '2h' or '1h30m' in seconds; anything else is one line naming the forms."""
+    match = BUDGET.match(text.strip()) if text.strip() else None
+    if match is None or not any(match.groups()):
+        raise UserError(f"--budget {text!r} is not a duration: use e.g. 90s, 15m, 2h or 1h30m")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise UserError(f"--budget must be more than zero (got {text!r})")
+    return total
+
+
+def paired_tables(tables: Mapping[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two networks' seeds x images tables cut to the seeds both have (rows are seeds in a shared order)."""
+    rows = min(len(tables[a]), len(tables[b]))
+    return tables[a][:rows], tables[b][:rows]
+
+
+def difference(tables: Mapping[str, np.ndarray], reference: str, candidate: str) -> Estimate:
+    """candidate - reference accuracy, seed by seed and image by image (`stats.crossed_mean`)."""
+    ref, cand = paired_tables(tables, reference, candidate)
+    return crossed_mean(cand - ref)
+
+
+def leader(tables: Mapping[str, np.ndarray]) -> str:
+    """The network with the highest mean accuracy (ties to the first label in sorted order)."""
+    return min(tables, key=lambda label: (-float(tables[label].mean()), label))
+
+
+def screened_out(tables: Mapping[str, np.ndarray], k: float = SCREEN_RULE_K) -> dict[str, Estimate]:
+    """The screen's rule: a network leaves when it is more than k standard errors of the paired difference behind
+    the leader (on one seed the standard error counts the images only, hence a k well above 2). Returns the
+    networks ruled out, with their difference to the leader."""
+    first = leader(tables)
+    out = {}
+    for label in tables:
+        if label == first:
+            continue
+        behind = difference(tables, label, first)
+        if behind.mean > k * behind.se:
+            out[label] = behind
+    return out
+
+
+def best_set(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict[str, bool]:
+    """A confidence set of the best network from seeds x images tables (every network on the same images, seeds in
+    a shared order): a network stays unless another beats it significantly, by a one-sided interval of the paired
+    per-example difference at the Bonferroni level over its K - 1 comparisons, so the best is left out with
+    probability at most 1 - confidence."""
+    labels = list(tables)
+    if len(labels) < 2:
+        return dict.fromkeys(labels, True)
+    one_sided = (1 - confidence) / (len(labels) - 1)
+    kept = {}
+    for label in labels:
+        lows = (difference(tables, label, other).interval(1 - 2 * one_sided)[0] for other in labels if other != label)
+        kept[label] = not any(low > 0 for low in lows)
+    return kept
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a network costs to deploy: multiply-adds and latency."""
+
+    macs: float
+    latency_ms: float
+
+
+def pick(best: list[str], costs: Mapping[str, Cost]) -> str:
+    """The rule for the answer: the cheapest network of the best set, by MACs, then latency, then label."""
+    if not best:
+        raise ValueError("the best set is empty")
+    return min(best, key=lambda label: (costs[label].macs, costs[label].latency_ms, label))
+
+
+@dataclass(frozen=True)
+class NextBudget:
+    """What more budget would separate the best set: seeds per network, the trainings and minutes that adds, and
+    the networks no number of seeds would separate from the leader (they need more images)."""
+
+    seeds: int | None
+    trainings: int
+    minutes: float
+    unresolvable: list[str]
+
+
+def next_budget(
+    tables: Mapping[str, np.ndarray],
+    best: list[str],
+    seconds_per_training: Mapping[str, float],
+    power: float = 0.8,
+    confidence: float = 0.95,
+) -> NextBudget:
+    """From the measured variances: the seeds at which every member of the best set would be told apart from the
+    leader with `power` (each comparison at the family's Bonferroni level, its mean staying where it is), and what
+    the extra trainings of the set's members cost at their measured seconds per training."""
+    first = leader({label: tables[label] for label in best})
+    others = [label for label in best if label != first]
+    if not others:
+        return NextBudget(None, 0, 0.0, [])
+    needed, unresolvable = {}, []
+    for label in others:
+        seeds = difference(tables, label, first).seeds_needed(family=len(others), power=power, confidence=confidence)
+        if seeds is None:
+            unresolvable.append(label)
+        else:
+            needed[label] = seeds
+    if not needed:
+        return NextBudget(None, 0, 0.0, unresolvable)
+    target = max(needed.values())
+    extra = {label: max(0, target - len(tables[label])) for label in [first, *needed]}
+    seconds = sum(count * seconds_per_training[label] for label, count in extra.items())
+    return NextBudget(target, sum(extra.values()), round(seconds / 60, 1), unresolvable)
+
+
+def seconds_for(macs: float, images: int, base_macs: float, base_seconds_per_image: float) -> float:
+    """A training's expected seconds from the base's measured throughput, scaled by MACs (a plan, refined as
+    trainings finish)."""
+    return images * base_seconds_per_image * max(1.0, macs / base_macs) if math.isfinite(macs) else math.inf

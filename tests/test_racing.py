@@ -1,0 +1,91 @@
+"""Selection under a budget: durations, the screen's rule, the best set on per-example outputs, the pick and what
+more budget would buy (pure functions, on simulated per-example correctness)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scaler.errors import UserError
+from scaler.study.racing import (
+    Cost,
+    best_set,
+    leader,
+    next_budget,
+    parse_budget,
+    pick,
+    screened_out,
+)
+
+
+def tables(
+    rng: np.random.Generator, accuracy: dict[str, float], seeds: int, images: int = 3000
+) -> dict[str, np.ndarray]:
+    """Seeds x images correctness: every image has its own difficulty, shared by all networks; each network and
+    seed draws its own errors."""
+    difficulty = rng.normal(0, 1.0, size=images)
+    out = {}
+    for label, target in accuracy.items():
+        shift = np.log(target / (1 - target))
+        p = 1 / (1 + np.exp(-(shift - difficulty)))
+        out[label] = (rng.random((seeds, images)) < p).astype(float)
+    return out
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1h30m", 5400)])
+def test_budget_durations(text: str, seconds: float) -> None:
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15", "15 minutes", "-5m", "0m", "m"])
+def test_a_budget_that_is_not_a_duration_is_one_line(text: str) -> None:
+    with pytest.raises(UserError, match="--budget"):
+        parse_budget(text)
+
+
+def test_the_screen_rules_out_the_clearly_worse_and_keeps_the_close() -> None:
+    rng = np.random.default_rng(0)
+    screen = tables(rng, {"wide": 0.86, "sharp": 0.858, "deep": 0.80}, seeds=1, images=15000)
+    out = screened_out(screen)
+    assert leader(screen) in {"wide", "sharp"} and set(out) == {"deep"}
+
+
+def test_the_best_set_keeps_the_true_best_under_ties_and_drops_clear_losers() -> None:
+    rng = np.random.default_rng(1)
+    kept_best = 0
+    for _ in range(40):
+        race = tables(rng, {"a": 0.86, "b": 0.86, "c": 0.84}, seeds=3)
+        members = best_set(race)
+        kept_best += members["a"] and members["b"]
+    assert kept_best >= 36  # a tie keeps both nearly always (each is left out with probability <= 5 %)
+    race = tables(rng, {"a": 0.87, "b": 0.80}, seeds=3)
+    assert best_set(race) == {"a": True, "b": False}
+
+
+def test_the_pick_is_the_cheapest_of_the_best_set() -> None:
+    costs = {"a": Cost(7.2e6, 0.9), "b": Cost(7.0e6, 1.1), "c": Cost(7.0e6, 1.0)}
+    assert pick(["a", "b", "c"], costs) == "c" and pick(["a"], costs) == "a"
+
+
+def flipped(rng: np.random.Generator, reference: np.ndarray, worse: int, better: int) -> np.ndarray:
+    """`reference` with, on every seed, `worse` of its right images made wrong and `better` wrong ones made right
+    (different images per seed): a difference of (better - worse) / images on every seed, noise only per image."""
+    out = reference.copy()
+    for row in out:
+        right, wrong = np.flatnonzero(row == 1), np.flatnonzero(row == 0)
+        row[rng.choice(right, worse, replace=False)] = 0
+        row[rng.choice(wrong, better, replace=False)] = 1
+    return out
+
+
+def test_next_budget_counts_the_trainings_that_would_separate_the_best_set() -> None:
+    rng = np.random.default_rng(2)
+    a = (rng.random((3, 10000)) < 0.86).astype(float)
+    seconds = {"a": 60.0, "b": 80.0}
+    close = {"a": a, "b": flipped(rng, a, worse=150, better=130)}  # 0.2 points behind on every seed
+    closer = {"a": a, "b": flipped(rng, a, worse=145, better=135)}  # 0.1 points behind
+    first, second = next_budget(close, ["a", "b"], seconds), next_budget(closer, ["a", "b"], seconds)
+    assert first.seeds is not None and second.seeds is not None and 3 < first.seeds < second.seeds
+    assert first.trainings == 2 * (first.seeds - 3)
+    assert first.minutes == pytest.approx((first.seeds - 3) * (60 + 80) / 60, abs=0.05)
+    assert next_budget(close, ["a"], seconds).trainings == 0  # a best set of one needs nothing more
