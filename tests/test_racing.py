@@ -8,12 +8,14 @@ import pytest
 
 from scaler.errors import UserError
 from scaler.study.racing import (
+    MIN_IMAGES,
     Cost,
     best_set,
     leader,
     next_budget,
     parse_budget,
     pick,
+    plan_search,
     screened_out,
 )
 
@@ -89,3 +91,15 @@ def test_next_budget_counts_the_trainings_that_would_separate_the_best_set() -> 
     assert first.trainings == 2 * (first.seeds - 3)
     assert first.minutes == pytest.approx((first.seeds - 3) * (60 + 80) / 60, abs=0.05)
     assert next_budget(close, ["a"], seconds).trainings == 0  # a best set of one needs nothing more
+
+
+def test_the_plan_trains_at_full_fidelity_when_the_budget_allows_and_less_when_not() -> None:
+    macs = {f"n{i}": 7.2e6 for i in range(7)}
+    rate = 1 / (1700 * 3.5e6)  # seconds per image per MAC: the base's 1,700 images/s at 3.5 M MACs
+    roomy = plan_search(2 * 3600, macs, 3.5e6, rate, full_images=90000)
+    assert roomy.race_images == 90000 and roomy.rounds >= 3 and roomy.seconds <= 2 * 3600
+    tight = plan_search(15 * 60, macs, 3.5e6, rate, full_images=90000)
+    assert MIN_IMAGES <= tight.race_images < 90000 and tight.rounds >= 3 and tight.seconds <= 15 * 60
+    assert tight.screen_images * sum(macs.values()) * rate <= 15 * 60 / 3 + 1e-6
+    with pytest.raises(UserError, match=r"--budget 1.0 min is too small .* need \d+ min"):
+        plan_search(60, macs, 3.5e6, rate, full_images=90000)

@@ -136,3 +136,62 @@ def seconds_for(macs: float, images: int, base_macs: float, base_seconds_per_ima
     """A training's expected seconds from the base's measured throughput, scaled by MACs (a plan, refined as
     trainings finish)."""
     return images * base_seconds_per_image * max(1.0, macs / base_macs) if math.isfinite(macs) else math.inf
+
+
+SCREEN_SHARE = 1 / 3  # of the budget left after building the space, at most, for the screen
+MIN_ROUNDS = 3  # the race's fewest rounds: with two seeds a paired t interval has 1 degree of freedom (t = 12.7)
+MIN_IMAGES = 6000  # a training's fewest images: below this the base barely leaves chance (see search --quick)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a search spends its budget: images per screened network, images per race training, and the rounds the
+    race can afford at those images (each round trains every contender and the base once more)."""
+
+    screen_images: int
+    race_images: int
+    rounds: int
+    seconds: float
+
+
+def plan_search(
+    budget_seconds: float,
+    macs: Mapping[str, float],
+    base_macs: float,
+    seconds_per_mac_image: float,
+    full_images: int,
+    contenders: int = 3,
+    screen_fraction: float = 1 / 3,
+) -> SearchPlan:
+    """Fit the screen and the race into `budget_seconds` at the measured throughput (seconds per image per MAC,
+    from the base's probe): the screen trains every network once on `screen_fraction` of the race's images and
+    takes at most SCREEN_SHARE of the budget; the race trains `contenders` of the most expensive networks and the
+    base for at least MIN_ROUNDS rounds. Full fidelity (`full_images`) when it fits; less, down to MIN_IMAGES,
+    when not. A budget that cannot fit MIN_IMAGES is refused in one line with the minimum it needs."""
+    per_image = {label: value * seconds_per_mac_image for label, value in macs.items()}
+    base_per_image = base_macs * seconds_per_mac_image
+    screen_per_image = sum(per_image.values())
+    dearest = sorted(per_image.values(), reverse=True)[:contenders]
+    round_per_image = sum(dearest) + base_per_image
+
+    def seconds(race_images: int, rounds: int) -> float:
+        screen = max(MIN_IMAGES // 2, int(race_images * screen_fraction))
+        return screen * screen_per_image + rounds * race_images * round_per_image
+
+    minimum = seconds(MIN_IMAGES, MIN_ROUNDS)
+    if budget_seconds < minimum:
+        raise UserError(
+            f"--budget {budget_seconds / 60:.1f} min is too small for this search: the screen of {len(macs)} "
+            f"networks and {MIN_ROUNDS} race rounds at {MIN_IMAGES} images each need {math.ceil(minimum / 60)} min "
+            "at the measured speed"
+        )
+    race_images = full_images
+    while race_images > MIN_IMAGES and (
+        seconds(race_images, MIN_ROUNDS) > budget_seconds
+        or max(MIN_IMAGES // 2, int(race_images * screen_fraction)) * screen_per_image > SCREEN_SHARE * budget_seconds
+    ):
+        race_images = max(MIN_IMAGES, int(race_images * 0.9))
+    screen_images = max(MIN_IMAGES // 2, int(race_images * screen_fraction))
+    left = budget_seconds - screen_images * screen_per_image
+    rounds = max(MIN_ROUNDS, int(left // (race_images * round_per_image)))
+    return SearchPlan(screen_images, race_images, rounds, seconds(race_images, rounds))
