@@ -76,6 +76,10 @@ def group_statistics(
     every run kept them on `split`; otherwise the per-seed accuracies (t over seeds, floor NaN)."""
     groups = {key if isinstance(key, tuple) else (key,): part for key, part in frame.groupby(keys, sort=False)}
     runs = {key: by_seed(part) for key, part in groups.items()}
+    by_label = frame.set_index("label")[f"{split}_acc"].astype(float)
+
+    def per_seed(labels: list[str]) -> np.ndarray:
+        return by_label.loc[labels].to_numpy()
 
     def estimate(reference: dict[float, str] | None, candidate: dict[float, str]) -> Estimate | None:
         seeds = sorted(set(candidate) & set(reference)) if reference is not None else sorted(candidate)
@@ -85,11 +89,9 @@ def group_statistics(
             if reference is None:
                 return examples.accuracy(split, labels)
             return examples.difference(split, base, labels)
-        column = f"{split}_acc"
-        values = lambda labels: frame.set_index("label").loc[labels, column].astype(float).to_numpy()  # noqa: E731
         if reference is None:
-            return seed_mean(values(labels).tolist())
-        return seed_mean((values(labels) - values(base)).tolist())
+            return seed_mean(per_seed(labels).tolist())
+        return seed_mean((per_seed(labels) - per_seed(base)).tolist())
 
     rows: dict[Key, dict[str, Any]] = {}
     for key, seeds in runs.items():
