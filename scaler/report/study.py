@@ -28,11 +28,11 @@ class Section:
     verdicts: list[str]
 
 
-def points(value: Any, signed: bool = True) -> str:
-    """A difference of accuracies in points (x100), signed, one decimal place."""
+def points(value: Any) -> str:
+    """A difference of accuracies in points (x100), signed, two decimals, with a typographic minus."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value * 100:+.2f}".replace("-", "−") if signed else f"{value * 100:.2f}"
+    return f"{value * 100:+.2f}".replace("-", "−")
 
 
 def accuracy(row: pd.Series, column: str) -> str:
