@@ -81,9 +81,10 @@ class TrainConfig:
     `lr` is the peak learning rate and `warmup_steps` the linear warm-up at a batch of 64 images; other
     batch sizes scale the rate linearly (Goyal et al. 2017) and keep the warm-up's length in images.
     `max_images`, when set, ends training after that many images (the last epoch cut short); the cosine
-    schedule spans the shorter run. `ema` > 0 validates (and returns) an exponential moving average of the weights
-    over that fraction of the run's steps, BN statistics recomputed for it. FLGC assignments learn for the first `assignment_freeze` of the steps,
-    are then fixed (duplicates added) and the rest of the run fine-tunes the weights.
+    schedule spans the shorter run. `ema` > 0 validates (and returns) an exponential moving average of the
+    weights over that fraction of the run's steps, BN statistics recomputed for it. FLGC assignments learn for
+    the first `assignment_freeze` of the steps, are then fixed (duplicates added) and the rest of the run
+    fine-tunes the weights.
     """
 
     epochs: int = 3
