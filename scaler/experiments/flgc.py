@@ -196,7 +196,7 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
     (simultaneous intervals, Holm p)."""
     if "test_acc" not in frame or frame.test_acc.isna().all():
         return frame.groupby(["arm", "groups"], sort=False)[["macs", "params", "latency_ms"]].median().reset_index()
-    statistics = group_statistics(
+    by_group = group_statistics(
         frame,
         ["arm", "groups"],
         examples,
@@ -204,7 +204,7 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
     )
     rows = []
     for key, part in frame.groupby(["arm", "groups"], sort=False):
-        row: dict[str, Any] = {"arm": key[0], "groups": key[1]} | statistics[key]
+        row: dict[str, Any] = {"arm": key[0], "groups": key[1]} | by_group[key]
         row |= {
             "macs": part.macs.mean(),
             "moved": part.moved.mean(),
