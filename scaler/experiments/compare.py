@@ -16,7 +16,7 @@ from scaler.model.complexity import CONVENTION
 from scaler.model.scaling import compound
 from scaler.report.files import write
 from scaler.study.engine import PlanRun
-from scaler.study.examples import Examples, group_statistics
+from scaler.study.examples import INTERVALS, Examples, group_statistics
 from scaler.study.run import Log, Setup, setup
 
 DWR_WIDTH_EXPONENT = 0.8  # Dollár et al. 2021: FLOPs exponents e_w = 0.8, e_d = e_r = 0.1
@@ -118,8 +118,8 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     summary = frames["compare_scaling_summary"]
     write(prepared.folder, config, argv, prepared.started, frames, figures(summary), options_of(args))
     print(
-        f"# {CONVENTION}; test accuracy mean over seeds {seeds} [95 % t CI]; vs_compound = paired difference to "
-        "compound scaling at the same factor [95 % t CI]"
+        f"# {CONVENTION}; test accuracy over seeds {seeds} {INTERVALS}; vs_compound = difference to compound "
+        "scaling at the same factor"
     )
     columns = ["rule", "factor", "macs_ratio", "resolution", "test_acc", "acc_lo", "acc_hi"]
     columns += ["vs_compound", "vs_compound_lo", "vs_compound_hi", "vs_compound_significant", "train_seconds"]

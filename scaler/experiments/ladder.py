@@ -14,7 +14,7 @@ from scaler.model.scaling import compound
 from scaler.model.variants import apply_variant, joined
 from scaler.report.files import write
 from scaler.study.engine import PlanRun
-from scaler.study.examples import Examples, group_statistics
+from scaler.study.examples import INTERVALS, Examples, group_statistics
 from scaler.study.run import Log, Setup, retime_interleaved, setup
 from scaler.training.train import Progressive
 
@@ -106,8 +106,8 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     frames = run(plan(coefficients, args.frelu, prepared.spec.name, seeds), prepared, latency_form=args.latency)
     write(prepared.folder, config, argv, prepared.started, frames, options=options_of(args))
     print(
-        f"# {CONVENTION}; test accuracy on the held-out test set, mean over seeds {seeds} [95 % t CI]; gain = paired "
-        f"difference to the step before [95 % t CI]; {args.latency} latency, steps timed interleaved: median (IQR)"
+        f"# {CONVENTION}; test accuracy over seeds {seeds} {INTERVALS}; gain = difference to the step before; "
+        f"{args.latency} latency, steps timed interleaved: median (IQR)"
     )
     columns = ["step", "test_acc", "acc_lo", "acc_hi", "gain", "gain_lo", "gain_hi", "gain_significant"]
     columns += ["train_seconds", "macs", "latency_ms", "latency_iqr_ms"]

@@ -23,7 +23,7 @@ from scaler.model.variants import VARIANT_HELP
 from scaler.report.figures import tradeoff_figures
 from scaler.report.files import write
 from scaler.study.engine import PlanRun
-from scaler.study.examples import Examples, group_statistics
+from scaler.study.examples import INTERVALS, Examples, group_statistics
 from scaler.study.extrapolate import extrapolate, held_out_error
 from scaler.study.run import Log, Setup, retime_interleaved, setup
 
@@ -143,7 +143,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
             f"{row.last_value_error:+.4f}, log-linear {row.log_linear_error:+.4f}; "
             f"{'beats both' if row.beats_naive else 'does not beat both'}{'; fit at a bound' if row.at_bound else ''}"
         )
-    print(f"# {CONVENTION}; test_acc is the mean over seeds with its 95 % t interval [acc_lo, acc_hi]")
+    print(f"# {CONVENTION}; test_acc over seeds {INTERVALS}")
     columns = [
         "variant",
         "phi",

@@ -53,6 +53,10 @@ class Examples:
         return crossed_mean(self.correct(split, candidate) - self.correct(split, reference))
 
 
+INTERVALS = (
+    "[95 % intervals over seeds and test images]; differences paired seed by seed and image by image, each column "
+    "one family (simultaneous intervals, Holm-adjusted p)"
+)
 Key = Hashable
 Reference = Callable[[Any], Any]
 
