@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from scaler.study.stats import (
     Estimate,
@@ -199,12 +200,17 @@ def test_seeds_needed_shrink_only_the_seed_part_of_the_variance() -> None:
     seeds_only = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.0)
     with_images = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.000005)
     images_only = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.000036)
-    z = 1.959964 + 0.841621
-    assert seeds_only.seeds_needed() == math.ceil(3 * 0.006**2 / (0.01 / z) ** 2)
-    assert with_images.seeds_needed() > seeds_only.seeds_needed()
+    needed = seeds_only.seeds_needed()
+    assert needed is not None and needed > 3
+    t = stats.t.ppf(0.975, needed - 1) + stats.t.ppf(0.8, needed - 1)
+    assert 0.01 >= t * 0.006 * math.sqrt(3 / needed)  # enough at the answer
+    t = stats.t.ppf(0.975, needed - 2) + stats.t.ppf(0.8, needed - 2)
+    assert 0.01 < t * 0.006 * math.sqrt(3 / (needed - 1))  # and not one seed fewer
+    assert with_images.seeds_needed() > needed
     assert images_only.seeds_needed() is None  # the images alone are too wide: more seeds cannot resolve it
-    assert seeds_only.seeds_needed(family=5) > seeds_only.seeds_needed()
+    assert seeds_only.seeds_needed(family=5) > needed
     assert Estimate(0.01, 0.001, 50, 1, 1000, math.nan, 0.01, 0.000001).seeds_needed() is None  # one seed
+    assert Estimate(0.02, 0.006, 2, 3, 1000, 0.01, 0.01).seeds_needed() > 3  # never the seeds it already has
 
 
 def test_family_columns_say_the_seeds_an_unresolved_difference_needs() -> None:

@@ -111,6 +111,8 @@ def noise(row: pd.Series) -> str:
 
 
 FAMILY_NOTE = (
+    "Where a command kept per-example outputs (`<command>_examples.npz`), its table is recomputed here from its "
+    "runs and those outputs by the current statistics; otherwise it is the summary CSV as written. "
     "Differences are in points, paired seed by seed and image by image where the runs kept per-example outputs "
     "(else by seed); each column is one family: its intervals are simultaneous (Bonferroni) and p is "
     "Holm-adjusted (files older than that adjustment say so under their table); **bold** = the interval excludes "
@@ -138,9 +140,27 @@ UNADJUSTED = (
 )
 
 
+def summary_of(folder: Path, command: str, name: str) -> pd.DataFrame:
+    """A command's summary table: recomputed by the current statistics from its runs (`<name>.csv`) and their
+    per-example outputs (`<command>_examples.npz`) where the folder has them, else `<name>_summary.csv` as written."""
+    runs, outputs = folder / f"{name}.csv", folder / f"{command}_examples.npz"
+    if runs.exists() and outputs.exists():
+        from scaler.experiments import compare, flgc, ladder, scale
+        from scaler.study.examples import Examples
+
+        summarise = {
+            "ladder": ladder.summarise,
+            "compare-scaling": compare.summarise,
+            "scale": scale.summarise,
+            "flgc": flgc.summarise,
+        }[command]
+        return summarise(pd.read_csv(runs), Examples.load(outputs))
+    return pd.read_csv(folder / f"{name}_summary.csv")
+
+
 def ladder_section(folder: Path) -> Section:
     """The FReLU research ladder."""
-    frame = pd.read_csv(folder / "ladder_summary.csv")
+    frame = summary_of(folder, "ladder", "ladder")
     gains, bases = family_size(frame, "gain"), family_size(frame, "vs_base")
     rows = [
         [
@@ -161,12 +181,12 @@ def ladder_section(folder: Path) -> Section:
     step = lambda row: f"step {row.step}"  # noqa: E731
     lines = [family_verdict(frame, "gain", step, "Ladder, gains over the step before")]
     lines.append(family_verdict(frame, "vs_base", step, "Ladder, differences to step 0"))
-    return Section("The FReLU research ladder (`ladder_summary.csv`)", [markdown(rows, header)], lines)
+    return Section("The FReLU research ladder (`ladder.csv`)", [markdown(rows, header)], lines)
 
 
 def compare_section(folder: Path) -> Section:
     """Scaling rules at equal FLOPs."""
-    frame = pd.read_csv(folder / "compare_scaling_summary.csv")
+    frame = summary_of(folder, "compare-scaling", "compare_scaling")
     compound, base = family_size(frame, "vs_compound"), family_size(frame, "vs_base")
     rows = [
         [
@@ -186,12 +206,12 @@ def compare_section(folder: Path) -> Section:
         family_verdict(frame, "vs_compound", rule, "Scaling rules against compound scaling at the same FLOPs target")
     ]
     lines.append(family_verdict(frame, "vs_base", rule, "Scaling rules against the base"))
-    return Section("Scaling rules at equal FLOPs (`compare_scaling_summary.csv`)", [markdown(rows, header)], lines)
+    return Section("Scaling rules at equal FLOPs (`compare_scaling.csv`)", [markdown(rows, header)], lines)
 
 
 def scale_section(folder: Path) -> Section:
     """Variants carried to larger phi, and the held-out extrapolation."""
-    frame = pd.read_csv(folder / "scale_summary.csv")
+    frame = summary_of(folder, "scale", "scale")
     rows = [
         [
             str(row.variant),
@@ -304,7 +324,7 @@ def frelu_section(folder: Path) -> Section:
 
 def flgc_section(folder: Path) -> Section:
     """FLGC arms against dense and plain FLGC."""
-    frame = pd.read_csv(folder / "flgc_summary.csv")
+    frame = summary_of(folder, "flgc", "flgc")
     dense, flgc = family_size(frame, "vs_dense"), family_size(frame, "vs_flgc")
     rows = [
         [

@@ -202,19 +202,25 @@ class Estimate:
         half = float(stats.t.ppf(1 - (1 - confidence) / (2 * family), self.dof)) * self.se
         return self.mean - half, self.mean + half
 
-    def seeds_needed(self, family: int = 1, power: float = 0.8, confidence: float = 0.95) -> int | None:
-        """Seeds on the same images at which the family's interval would exclude zero with `power`, if the mean
-        stayed where it is: the seed part of the variance shrinks as 1/seeds, the images' part does not. None when
-        no number of seeds would (the images' part alone is too wide: it needs more images), the mean is zero, or
-        one seed cannot tell the parts apart."""
+    def seeds_needed(
+        self, family: int = 1, power: float = 0.8, confidence: float = 0.95, most: int = 1000
+    ) -> int | None:
+        """The fewest seeds (more than now) on the same images at which the family's interval would exclude zero
+        with `power`, if the mean stayed where it is: the seed part of the variance shrinks as 1/seeds, the images'
+        part does not, and the t quantiles follow the degrees of freedom (a kept seed term has seeds - 1). None when
+        no number up to `most` would (the images' part alone is too wide: it needs more images), the mean is zero,
+        or one seed cannot tell the parts apart."""
         if not math.isfinite(self.se) or self.mean == 0 or self.seeds < 2:
             return None
-        z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * family)) + stats.norm.ppf(power))
-        room = (self.mean / z) ** 2 - self.image_variance
-        seed_part = (self.se**2 - self.image_variance) * self.seeds
-        if room <= 0:
-            return None
-        return max(self.seeds, math.ceil(seed_part / room)) if seed_part > 0 else self.seeds
+        seed_part = max(0.0, self.se**2 - self.image_variance) * self.seeds
+        seed_limited = self.dof <= self.seeds - 1 + 1e-9
+        tail = (1 - confidence) / (2 * family)
+        for seeds in range(self.seeds + 1, most + 1):
+            dof = seeds - 1 if seed_limited else self.dof
+            quantile = float(stats.t.ppf(1 - tail, dof) + stats.t.ppf(power, dof))
+            if abs(self.mean) >= quantile * math.sqrt(self.image_variance + seed_part / seeds):
+                return seeds
+        return None
 
     @property
     def p(self) -> float:
