@@ -207,9 +207,9 @@ class Estimate:
     ) -> int | None:
         """The fewest seeds (more than now) on the same images at which the family's interval would exclude zero
         with `power`, if the mean stayed where it is: the seed part of the variance shrinks as 1/seeds, the images'
-        part does not, and the t quantiles follow the degrees of freedom (a kept seed term has seeds - 1). None when
-        no number up to `most` would (the images' part alone is too wide: it needs more images), the mean is zero,
-        or one seed cannot tell the parts apart."""
+        part does not, and the t quantiles follow the degrees of freedom (a kept seed term has seeds - 1). More
+        than `most`: most + 1. None when no number of seeds would (the images' part alone is too wide: it needs more
+        images), the mean is zero, or one seed cannot tell the parts apart."""
         if not math.isfinite(self.se) or self.mean == 0 or self.seeds < 2:
             return None
         seed_part = max(0.0, self.se**2 - self.image_variance) * self.seeds
@@ -220,7 +220,8 @@ class Estimate:
             quantile = float(stats.t.ppf(1 - tail, dof) + stats.t.ppf(power, dof))
             if abs(self.mean) >= quantile * math.sqrt(self.image_variance + seed_part / seeds):
                 return seeds
-        return None
+        limit = float(stats.norm.ppf(1 - tail) + stats.norm.ppf(power))
+        return most + 1 if abs(self.mean) >= limit * math.sqrt(self.image_variance) else None
 
     @property
     def p(self) -> float:
