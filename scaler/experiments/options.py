@@ -276,7 +276,7 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
         "--val-size",
         type=int,
         default=0,
-        help="validation images (default 0: the whole split, 15,000 for Fashion-MNIST, where seed noise is lowest)",
+        help="validation images (default 0: the whole split, 15,000 for Fashion-MNIST: the lowest binomial floor)",
     )
     parser.add_argument("--test-size", type=int, default=0, help="test images (default 0: the whole test split)")
     add_engine_args(parser)
