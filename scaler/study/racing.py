@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaler.errors import UserError
-from scaler.study.stats import Estimate, crossed_mean
+from scaler.study.stats import Estimate, confidence_set, crossed_mean
 
 BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 SCREEN_RULE_K = 3.0  # a screened network leaves when it is more than this many standard errors behind the leader
@@ -62,19 +62,9 @@ def screened_out(tables: Mapping[str, np.ndarray], k: float = SCREEN_RULE_K) -> 
 
 
 def best_set(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict[str, bool]:
-    """A confidence set of the best network from seeds x images tables (every network on the same images, seeds in
-    a shared order): a network stays unless another beats it significantly, by a one-sided interval of the paired
-    per-example difference at the Bonferroni level over its K - 1 comparisons, so the best is left out with
-    probability at most 1 - confidence."""
-    labels = list(tables)
-    if len(labels) < 2:
-        return dict.fromkeys(labels, True)
-    one_sided = (1 - confidence) / (len(labels) - 1)
-    kept = {}
-    for label in labels:
-        lows = (difference(tables, label, other).interval(1 - 2 * one_sided)[0] for other in labels if other != label)
-        kept[label] = not any(low > 0 for low in lows)
-    return kept
+    """`stats.confidence_set` from seeds x images tables (every network on the same images, seeds in a shared order),
+    each comparison the paired per-example difference."""
+    return confidence_set(list(tables), lambda a, b: difference(tables, a, b), confidence)
 
 
 @dataclass(frozen=True)
@@ -130,12 +120,6 @@ def next_budget(
     extra = {label: max(0, target - len(tables[label])) for label in [first, *needed]}
     seconds = sum(count * seconds_per_training[label] for label, count in extra.items())
     return NextBudget(target, sum(extra.values()), round(seconds / 60, 1), unresolvable)
-
-
-def seconds_for(macs: float, images: int, base_macs: float, base_seconds_per_image: float) -> float:
-    """A training's expected seconds from the base's measured throughput, scaled by MACs (a plan, refined as
-    trainings finish)."""
-    return images * base_seconds_per_image * max(1.0, macs / base_macs) if math.isfinite(macs) else math.inf
 
 
 SCREEN_SHARE = 1 / 3  # of the budget left after building the space, at most, for the screen

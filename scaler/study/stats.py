@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,15 +31,6 @@ class Paired:
     def significant(self) -> bool:
         """The interval excludes zero."""
         return self.low > 0 or self.high < 0
-
-    def columns(self, name: str) -> dict[str, float | bool]:
-        """The difference as table columns: name, name_lo, name_hi, name_significant."""
-        return {
-            name: self.mean,
-            f"{name}_lo": self.low,
-            f"{name}_hi": self.high,
-            f"{name}_significant": self.significant,
-        }
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
@@ -159,22 +150,34 @@ def factorial_effects(
 
 
 def best_set(scores: Mapping[str, Sequence[float]], confidence: float = 0.95) -> dict[str, bool]:
-    """A confidence set of the best (highest mean) candidate from seed-paired scores: a candidate stays in unless
-    some other beats it significantly, by a one-sided paired t test at the Bonferroni level over its K - 1
-    comparisons, so the true best is left out with probability at most 1 - confidence. One-sided, so a candidate
-    can leave the set while the two-sided 95 % interval of its difference to the winner still includes zero."""
+    """`confidence_set` from seed-paired scores: each comparison a one-sided paired t test over the seeds. One-sided,
+    so a candidate can leave the set while the two-sided 95 % interval of its difference to the winner still
+    includes zero."""
     labels = list(scores)
     lengths = {len(scores[label]) for label in labels}
+    if len(labels) >= 2 and (len(lengths) != 1 or min(lengths) < 2):
+        raise ValueError(f"a set of the best needs equal-length scores of at least 2 seeds (got {sorted(lengths)})")
+    return confidence_set(labels, lambda a, b: seed_mean([y - x for x, y in zip(scores[a], scores[b])]), confidence)
+
+
+def confidence_set(
+    labels: Sequence[Key], difference: Callable[[Key, Key], Estimate | None], confidence: float = 0.95
+) -> dict[Key, bool]:
+    """A confidence set of the best (highest mean) candidate, given `difference(a, b)`, the paired estimate of b - a:
+    a candidate stays in unless some other beats it significantly, by a one-sided interval at the Bonferroni level
+    over its K - 1 comparisons, so the true best is left out with probability at most 1 - confidence."""
     if len(labels) < 2:
         return dict.fromkeys(labels, True)
-    if len(lengths) != 1 or min(lengths) < 2:
-        raise ValueError(f"a set of the best needs equal-length scores of at least 2 seeds (got {sorted(lengths)})")
-    level = 1 - (1 - confidence) / (len(labels) - 1)
-    kept = {}
-    for label in labels:
-        beaten = (paired_difference(scores[label], scores[other], level * 2 - 1) for other in labels if other != label)
-        kept[label] = not any(diff.low > 0 for diff in beaten)
-    return kept
+    one_sided = (1 - confidence) / (len(labels) - 1)
+
+    def beaten(label: Key) -> bool:
+        for other in labels:
+            estimate = difference(label, other) if other != label else None
+            if estimate is not None and estimate.interval(1 - 2 * one_sided)[0] > 0:
+                return True
+        return False
+
+    return {label: not beaten(label) for label in labels}
 
 
 @dataclass(frozen=True)
