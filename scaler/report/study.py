@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,9 +140,10 @@ UNADJUSTED = (
 )
 
 
-def summary_of(folder: Path, command: str, name: str) -> pd.DataFrame:
-    """A command's summary table: recomputed by the current statistics from its runs (`<name>.csv`) and their
-    per-example outputs (`<command>_examples.npz`) where the folder has them, else `<name>_summary.csv` as written."""
+def summary_of(folder: Path, command: str, name: str) -> tuple[pd.DataFrame, str]:
+    """A command's summary table and the file it comes from: recomputed by the current statistics from its runs
+    (`<name>.csv`) and their per-example outputs (`<command>_examples.npz`) where the folder has them, else
+    `<name>_summary.csv` as written."""
     runs, outputs = folder / f"{name}.csv", folder / f"{command}_examples.npz"
     if runs.exists() and outputs.exists():
         from scaler.experiments import compare, flgc, ladder, scale
@@ -154,64 +155,78 @@ def summary_of(folder: Path, command: str, name: str) -> pd.DataFrame:
             "scale": scale.summarise,
             "flgc": flgc.summarise,
         }[command]
-        return summarise(pd.read_csv(runs), Examples.load(outputs))
-    return pd.read_csv(folder / f"{name}_summary.csv")
+        return summarise(pd.read_csv(runs), Examples.load(outputs)), runs.name
+    return pd.read_csv(folder / f"{name}_summary.csv"), f"{name}_summary.csv"
+
+
+Column = tuple[str, Callable[[pd.Series], str]]
+
+
+def family_cell(name: str, family: int) -> Callable[[pd.Series], str]:
+    """The cell of one family's difference in a row (`difference`)."""
+    return lambda row: difference(row, name, family)
+
+
+def compared(
+    frame: pd.DataFrame,
+    leading: list[Column],
+    families: list[tuple[str, str, str]],
+    label: Callable[[pd.Series], str],
+    trailing: Sequence[Column] = (),
+) -> tuple[str, list[str]]:
+    """A summary's table (its leading columns, test accuracy and noise, one column per family of differences given
+    as (column, header, what the verdict calls it), its trailing columns) and each family's verdict."""
+    sizes = {name: family_size(frame, name) for name, _, _ in families}
+    columns: list[Column] = [*leading, ("test acc [95 %]", lambda row: accuracy(row, "test_acc")), ("noise", noise)]
+    columns += [(header, family_cell(name, sizes[name])) for name, header, _ in families]
+    columns += trailing
+    rows = [[cell(row) for _, cell in columns] for _, row in frame.iterrows()]
+    verdicts = [family_verdict(frame, name, label, what) for name, _, what in families]
+    return markdown(rows, [header for header, _ in columns]), verdicts
 
 
 def ladder_section(folder: Path) -> Section:
     """The FReLU research ladder."""
-    frame = summary_of(folder, "ladder", "ladder")
-    gains, bases = family_size(frame, "gain"), family_size(frame, "vs_base")
-    rows = [
+    frame, source = summary_of(folder, "ladder", "ladder")
+    table, verdicts = compared(
+        frame,
+        [("step", lambda row: str(row.step)), ("network", lambda row: str(row.description))],
         [
-            str(row.step),
-            str(row.description),
-            accuracy(row, "test_acc"),
-            noise(row),
-            difference(row, "gain", gains),
-            difference(row, "vs_base", bases),
-            millions(row.macs),
-            f"{row.train_seconds:.1f} s",
-            f"{ms(row.latency_ms)} ({ms(row.latency_iqr_ms)})",
-        ]
-        for _, row in frame.iterrows()
-    ]
-    header = ["step", "network", "test acc [95 %]", "noise", "gain over the step before", "vs step 0", "MACs"]
-    header += ["train time", "latency ms (IQR)"]
-    step = lambda row: f"step {row.step}"  # noqa: E731
-    lines = [family_verdict(frame, "gain", step, "Ladder, gains over the step before")]
-    lines.append(family_verdict(frame, "vs_base", step, "Ladder, differences to step 0"))
-    return Section("The FReLU research ladder (`ladder.csv`)", [markdown(rows, header)], lines)
+            ("gain", "gain over the step before", "Ladder, gains over the step before"),
+            ("vs_base", "vs step 0", "Ladder, differences to step 0"),
+        ],
+        lambda row: f"step {row.step}",
+        [
+            ("MACs", lambda row: millions(row.macs)),
+            ("train time", lambda row: f"{row.train_seconds:.1f} s"),
+            ("latency ms (IQR)", lambda row: f"{ms(row.latency_ms)} ({ms(row.latency_iqr_ms)})"),
+        ],
+    )
+    return Section(f"The FReLU research ladder (`{source}`)", [table], verdicts)
 
 
 def compare_section(folder: Path) -> Section:
     """Scaling rules at equal FLOPs."""
-    frame = summary_of(folder, "compare-scaling", "compare_scaling")
-    compound, base = family_size(frame, "vs_compound"), family_size(frame, "vs_base")
-    rows = [
+    frame, source = summary_of(folder, "compare-scaling", "compare_scaling")
+    table, verdicts = compared(
+        frame,
         [
-            str(row.rule),
-            f"×{row.factor:g}",
-            f"×{row.macs_ratio:.2f}",
-            accuracy(row, "test_acc"),
-            noise(row),
-            difference(row, "vs_compound", compound),
-            difference(row, "vs_base", base),
-        ]
-        for _, row in frame.iterrows()
-    ]
-    header = ["rule", "FLOPs target", "MACs as built", "test acc [95 %]", "noise", "vs compound", "vs base"]
-    rule = lambda row: f"{row.rule} ×{row.factor:g}"  # noqa: E731
-    lines = [
-        family_verdict(frame, "vs_compound", rule, "Scaling rules against compound scaling at the same FLOPs target")
-    ]
-    lines.append(family_verdict(frame, "vs_base", rule, "Scaling rules against the base"))
-    return Section("Scaling rules at equal FLOPs (`compare_scaling.csv`)", [markdown(rows, header)], lines)
+            ("rule", lambda row: str(row.rule)),
+            ("FLOPs target", lambda row: f"×{row.factor:g}"),
+            ("MACs as built", lambda row: f"×{row.macs_ratio:.2f}"),
+        ],
+        [
+            ("vs_compound", "vs compound", "Scaling rules against compound scaling at the same FLOPs target"),
+            ("vs_base", "vs base", "Scaling rules against the base"),
+        ],
+        lambda row: f"{row.rule} ×{row.factor:g}",
+    )
+    return Section(f"Scaling rules at equal FLOPs (`{source}`)", [table], verdicts)
 
 
 def scale_section(folder: Path) -> Section:
     """Variants carried to larger phi, and the held-out extrapolation."""
-    frame = summary_of(folder, "scale", "scale")
+    frame, _ = summary_of(folder, "scale", "scale")
     rows = [
         [
             str(row.variant),
@@ -324,28 +339,24 @@ def frelu_section(folder: Path) -> Section:
 
 def flgc_section(folder: Path) -> Section:
     """FLGC arms against dense and plain FLGC."""
-    frame = summary_of(folder, "flgc", "flgc")
-    dense, flgc = family_size(frame, "vs_dense"), family_size(frame, "vs_flgc")
-    rows = [
+    frame, source = summary_of(folder, "flgc", "flgc")
+    table, verdicts = compared(
+        frame,
         [
-            str(row.arm),
-            str(row.groups),
-            millions(row.macs),
-            accuracy(row, "test_acc"),
-            noise(row),
-            difference(row, "vs_dense", dense),
-            difference(row, "vs_flgc", flgc),
-        ]
-        for _, row in frame.iterrows()
-    ]
-    header = ["arm", "G", "MACs", "test acc [95 %]", "noise", "vs dense", "vs FLGC at the same G"]
-    arm = lambda row: f"{row.arm} G={row.groups}"  # noqa: E731
-    lines = [family_verdict(frame, "vs_dense", arm, "FLGC arms against dense")]
-    lines.append(family_verdict(frame, "vs_flgc", arm, "FLGC arms against plain FLGC at the same G"))
-    parts = [markdown(rows, header)]
+            ("arm", lambda row: str(row.arm)),
+            ("G", lambda row: str(row.groups)),
+            ("MACs", lambda row: millions(row.macs)),
+        ],
+        [
+            ("vs_dense", "vs dense", "FLGC arms against dense"),
+            ("vs_flgc", "vs FLGC at the same G", "FLGC arms against plain FLGC at the same G"),
+        ],
+        lambda row: f"{row.arm} G={row.groups}",
+    )
+    parts = [table]
     if (folder / "flgc.png").exists():
         parts.append("![accuracy and deployed MACs against G](flgc.png)")
-    return Section("FLGC (`flgc_summary.csv`)", parts, lines)
+    return Section(f"FLGC (`{source}`)", parts, verdicts)
 
 
 def search_section(folder: Path) -> Section:
