@@ -28,7 +28,6 @@ import pandas as pd
 from scipy import stats
 
 from scaler.study.engine import PlanRun
-from scaler.study.examples import Examples
 from scaler.study.run import RunConfig, setup
 from scaler.study.stats import crossed_mean, paired_difference
 from scaler.training.train import TrainConfig
@@ -99,7 +98,7 @@ def main() -> None:
     first, fresh = range(args.seeds), range(args.seeds, args.seeds + args.fresh)
     runner = PlanRun(plan(range(args.seeds + args.fresh)), run, log=lambda line: print(f"# {line}", flush=True))
     frame = runner.run()
-    examples = Examples(runner.examples())
+    examples = runner.per_example
     print(
         f"# mobilenet x0.25, {len(NETWORKS)} networks x {args.seeds + args.fresh} seeds, {args.max_images} training "
         f"images per run (batch 256, peak lr {train.peak_lr:g}, ema over {args.ema:g} of the steps), "

@@ -62,7 +62,7 @@ def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.Da
     runner = PlanRun(points, setup, log)
     frame = runner.run()
     frame["macs_ratio"] = (frame.macs / frame[frame.rule == "base"].macs.iloc[0]).round(4)
-    return {"compare_scaling": frame, "compare_scaling_summary": summarise(frame, Examples(runner.examples()))}
+    return {"compare_scaling": frame, "compare_scaling_summary": summarise(frame, runner.per_example)}
 
 
 def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:

@@ -180,7 +180,7 @@ def run(
     )
     return {
         "flgc": frame,
-        "flgc_summary": summarise(frame, Examples(runner.examples())),
+        "flgc_summary": summarise(frame, runner.per_example),
         "flgc_layers": layers,
         "flgc_probe": summarise_probe(probes),
     }

@@ -58,7 +58,7 @@ def run(
     interleaved in `latency_form`)."""
     runner = PlanRun(points, setup, log)
     frame = retime_interleaved(runner.run(), setup, ["step"], latency_form, latency_rounds, log)
-    return {"ladder": frame, "ladder_summary": summarise(frame, Examples(runner.examples()))}
+    return {"ladder": frame, "ladder_summary": summarise(frame, runner.per_example)}
 
 
 def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:

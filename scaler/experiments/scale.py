@@ -99,7 +99,7 @@ def run(
     if frame.trained.any():
         frames["scale"] = extrapolate(frame)
         frames["extrapolation"] = held_out_error(frames["scale"])
-    frames["scale_summary"] = summarise(frames["scale"], Examples(runner.examples()))
+    frames["scale_summary"] = summarise(frames["scale"], runner.per_example)
     return frames
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from scaler.errors import RunFailed, UserError
 from scaler.model.spec import NetSpec
+from scaler.study.examples import Examples
 from scaler.study.run import (
     ENGINE_FILES,
     PLAN_COLUMNS,
@@ -226,6 +227,7 @@ class PlanRun:
         self.runner = JobRunner(setup, log, extra, shared_cost)
         self.extras: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, dict[str, Outputs]] = {}
+        self.per_example = Examples({})  # after `run`: every planned run's per-example outputs
 
     def open(self) -> optuna.Study:
         """The plan's study, created on first use, with what a worker on any machine needs to join it."""
@@ -280,7 +282,8 @@ class PlanRun:
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
         if lost:
             raise RunFailed(f"{len(lost)} planned run(s) did not finish ({', '.join(lost[:3])}); rerun the command")
-        self.write_examples()
+        self.per_example = Examples(self.examples())
+        self.write_examples(self.per_example.arrays)
         return pd.DataFrame(
             [
                 point | measured(done[key]) | self.extras.get(key, {}).get("columns", {})
@@ -309,9 +312,8 @@ class PlanRun:
             arrays |= {f"{name}_labels": split.labels.numpy(), f"{name}_images": np.array(split.fingerprint)}
         return arrays
 
-    def write_examples(self) -> None:
+    def write_examples(self, arrays: dict[str, np.ndarray]) -> None:
         """<folder>/<command>_examples.npz: `examples()`, when any run trained; recorded in run.json's outputs."""
-        arrays = self.examples()
         if any(name.endswith("_predicted") for name in arrays):
             path = self.setup.folder / f"{self.setup.config.command}_examples.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
