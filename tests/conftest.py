@@ -13,9 +13,9 @@ from scaler.study.run import RunConfig
 from scaler.training.train import TrainConfig
 
 Cli = Callable[[list[str]], tuple[object, str, str]]
-# The smallest search that still screens and confirms: 300 images, 1 epoch, a coarse grid, 1 finalist on 2 seeds.
-FAST = "--subset 300 --val-size 100 --epochs 1 --batch-size 64 --step 0.5 --ratio-tolerance 0.45 --confirm 1".split()
-FAST += ["--confirm-seeds", "2", "--no-progress"]
+# The smallest search that still screens and races: 300 images, 1 epoch, a coarse grid, at most 2 seeds.
+FAST = "--subset 300 --val-size 100 --epochs 1 --batch-size 64 --step 0.5 --ratio-tolerance 0.45 --max-seeds 2".split()
+FAST += ["--no-progress"]
 
 
 @pytest.fixture

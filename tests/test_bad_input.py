@@ -129,7 +129,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("no feasible network", ["search", *FAST, "--ratio-tolerance", "0.001"], "no network", no_setup),
     ("ratio tolerance 0.5", ["search", *FAST, "--ratio-tolerance", "0.5"], "base itself", no_setup),
     ("halving 1", ["search", *FAST, "--halving", "1"], "--halving", no_setup),
-    ("one confirm seed", ["search", *FAST, "--confirm-seeds", "1"], "--confirm-seeds", no_setup),
+    ("one race seed", ["search", *FAST, "--max-seeds", "1"], "--max-seeds", no_setup),
+    ("budget not a duration", ["search", *FAST, "--budget", "15 minutes"], "--budget", no_setup),
     ("missing data directory", ["search", "--data-dir", "/nonexistent", *FAST], "/nonexistent", no_setup),
     ("corrupt study.db", ["search", "--study", "broken", *FAST], "studies/broken/study.db", corrupt_study),
     (
@@ -176,10 +177,9 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("foreign SQLite with a studies table", ["search", "--study", "foreign", *FAST], "another program", foreign_sqlite),
     ("--input on search", ["search", "--input", "3x32x32", *FAST], "unrecognized arguments", no_setup),
     ("--classes on search", ["search", "--classes", "5", *FAST], "unrecognized arguments", no_setup),
-    ("timeout 0", ["search", "--timeout", "0", *FAST], "--timeout", no_setup),
-    ("negative timeout", ["search", "--timeout", "-5", *FAST], "--timeout", no_setup),
+    ("budget 0", ["search", "--budget", "0m", *FAST], "--budget", no_setup),
+    ("negative budget", ["search", "--budget", "-5m", *FAST], "--budget", no_setup),
     ("negative n-trials", ["search", "--n-trials", "-1", *FAST], "--n-trials", no_setup),
-    ("confirm 0", ["search", *FAST, "--confirm", "0"], "--confirm", no_setup),
     ("workers 0", ["search", "--workers", "0", *FAST], "--workers", no_setup),
     ("workers 10000", ["search", "--workers", "10000", *FAST], "--workers", no_setup),
     ("data dir with 3 of 4 files", ["search", "--data-dir", "data", *FAST], "3 of the 4", three_of_four_idx_files),
@@ -364,46 +364,38 @@ def test_bad_input_is_one_line_exit_2(
     assert not Path("/tmp/scaler-escape").exists()
 
 
-def diverging_config(url: str) -> SearchConfig:
-    """A small study whose learning rate makes every trained trial's loss NaN."""
+def diverging_config(url: str, lr: float) -> SearchConfig:
+    """A small study; at lr 1e30 every trained trial's loss becomes NaN."""
     return SearchConfig(
         step=0.5,
         ratio_tolerance=0.45,
         study="nan",
         storage=url,
-        confirm=1,
-        confirm_seeds=2,
+        max_seeds=2,
         subset=300,
         val_size=100,
-        train=TrainConfig(epochs=1, batch_size=64, lr=1e30),
+        train=TrainConfig(epochs=1, batch_size=64, lr=lr),
         progress=False,
     )
 
 
 def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> None:
-    """Every full-budget training diverges and ends FAIL on its own; the worker still runs every job, exit 0.
-
-    The screen's one step cannot diverge yet (the loss is checked after it), so the screen completes and picks finalists.
-    """
+    """Trainings that diverge end FAIL one by one; a worker still runs every queued job and the race ends with
+    its reason, exit 0. (The study is planned at a sane learning rate, then its stored config is made to diverge,
+    as a network that diverges where the base did not.)"""
     url = f"sqlite:///{tmp_path / 'nan.db'}"
-    search = GridSearch(diverging_config(url), log=lambda line: None)
-    screen = len(search.feasible)
-    assert search.pending() == (screen, 0)
+    search = GridSearch(diverging_config(url, 0.1), log=lambda line: None)
+    search.study.set_user_attr("config", diverging_config(url, 1e30).stored())
     result = run_cli(["worker", "--study", "nan", "--storage", url], tmp_path, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    trials = optuna.load_study(study_name="nan", storage=url).get_trials()
-    finalists = optuna.load_study(study_name="nan", storage=url).user_attrs["finalists"]
-    assert finalists[-1] == "base" and search.control.label in finalists and len(finalists) in (2, 3)
-    expected = [f"screen:{label}:0" for label in search.feasible] + [
-        f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)
-    ]
-    assert f"worker finished: {len(expected)} trial(s) run by this worker" in result.stdout
-    assert sorted(t.params["job"] for t in trials) == sorted(expected)
-    confirm = [t for t in trials if t.params["job"].startswith("confirm:")]
-    print(f"\n[NaN loss] jobs={len(expected)} failed={sum(t.state == TrialState.FAIL for t in trials)}")
-    assert confirm and all(t.state == TrialState.FAIL for t in confirm)
-    for trial in confirm:
-        assert "loss became" in trial.user_attrs["failure"]
+    study = optuna.load_study(study_name="nan", storage=url)
+    trials = study.get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    print(f"\n[NaN loss] trials={len(trials)} failed={len(failed)} race_end={study.user_attrs.get('race_end')}")
+    assert failed and all("loss became" in t.user_attrs["failure"] for t in failed)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+    assert {t.params["job"] for t in trials} >= {f"screen:{label}:0" for label in search.feasible}
+    assert study.user_attrs.get("race_end"), "the race ended with its reason"
     assert "Traceback" not in result.stderr
 
 

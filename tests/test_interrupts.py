@@ -31,7 +31,7 @@ from scaler.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP, TOLERANCE = 0.5, 0.12
-SMALL = [  # width 0.5: a training lasts long enough to be stopped in its second epoch; 2 networks (no screen) and the base, 2 seeds
+SMALL = [  # width 0.5: a training lasts long enough to be stopped in its second epoch; 2 networks race (no screen) beside the base, 2 seeds
     "--width",
     "0.5",
     "--step",
@@ -40,9 +40,7 @@ SMALL = [  # width 0.5: a training lasts long enough to be stopped in its second
     str(TOLERANCE),
     "--val-size",
     "100",
-    "--confirm",
-    "2",
-    "--confirm-seeds",
+    "--max-seeds",
     "2",
     "--no-progress",
 ]
@@ -92,7 +90,7 @@ def trials_of(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
 def wait_until_training(
     url: str, study: str, process: subprocess.Popen[str], timeout: float = 300
 ) -> optuna.trial.FrozenTrial:
-    """Poll the SQLite file read-only (never creating tables beside the command) until a confirmation training has finished an epoch.
+    """Poll the SQLite file read-only (never creating tables beside the command) until a race training has finished an epoch.
 
     Confirmation trainings run the full 2 epochs; a screen training is cut short within its first and ends as it reports.
     """
@@ -101,7 +99,7 @@ def wait_until_training(
         "select t.number from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
         "join trial_user_attributes s on s.trial_id = t.trial_id "
         "where t.state = 'RUNNING' and a.key = 'epochs' and cast(a.value_json as integer) >= 1 "
-        "and s.key = 'stage' and s.value_json = '\"confirm\"'"
+        "and s.key = 'stage' and s.value_json = '\"race\"'"
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -133,12 +131,11 @@ def finished_once(trials: list[optuna.trial.FrozenTrial]) -> Counter[str]:
 
 
 def every_job(folder: Path) -> Counter[str]:
-    """Each job of a finished search once: the finalists on seeds 1 and 2 (2 feasible networks, --confirm 2: no screen)."""
+    """Each job of a finished search once: its race rounds (2 feasible networks race unscreened)."""
     grid = pd.read_csv(folder / "grid.csv")
-    finalists = json.loads((folder / "summary.json").read_text())["finalists"]
-    assert grid.feasible.sum() == 2 and finalists == [*sorted(grid[grid.feasible].label), "base"]
-    screen: list[str] = []
-    return Counter(screen + [f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)])
+    rounds = json.loads((folder / "summary.json").read_text())["rounds"]
+    assert grid.feasible.sum() == 2 and rounds[0]["networks"] == [*sorted(grid[grid.feasible].label), "base"]
+    return Counter(f"race:{label}:{r['seed']}" for r in rounds for label in r["networks"])
 
 
 @pytest.mark.parametrize(  # 65 s each, with -m slow: SIGTERM becomes the same KeyboardInterrupt as Ctrl-C, and
@@ -273,7 +270,7 @@ def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> No
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     held = {t.params.get("job") or t.system_attrs["fixed_params"]["job"] for t in trials if t.state != TrialState.FAIL}
     grid = pd.read_csv(tmp_path / "studies" / "term" / "grid.csv")
-    assert {f"confirm:{label}:{seed}" for label in [*grid[grid.feasible].label, "base"] for seed in (1, 2)} <= held
+    assert {f"race:{label}:1" for label in [*grid[grid.feasible].label, "base"]} <= held
 
 
 def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) -> None:
@@ -330,7 +327,7 @@ def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path
     from scaler.experiments.search.report import summarise
 
     url = f"sqlite:///{tmp_path / 'killed.db'}"
-    search = GridSearch(small_config("killed", url, confirm=2, confirm_seeds=2), log=lambda line: None)
+    search = GridSearch(small_config("killed", url, max_seeds=2), log=lambda line: None)
     trial = search.study.ask()
     job = search.study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]["job"]
     search.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what the heartbeat check does

@@ -10,7 +10,9 @@ from scaler.errors import UserError
 from scaler.study.racing import (
     MIN_IMAGES,
     Cost,
+    base_resolved,
     best_set,
+    contenders_after,
     leader,
     next_budget,
     parse_budget,
@@ -103,3 +105,29 @@ def test_the_plan_trains_at_full_fidelity_when_the_budget_allows_and_less_when_n
     assert tight.screen_images * sum(macs.values()) * rate <= 15 * 60 / 3 + 1e-6
     with pytest.raises(UserError, match=r"--budget 1.0 min is too small .* need \d+ min"):
         plan_search(60, macs, 3.5e6, rate, full_images=90000)
+
+
+def test_the_plan_without_a_screen_and_with_no_deadline() -> None:
+    macs = {"n0": 7.0e6, "n1": 7.3e6}
+    rate = 1 / (1700 * 3.5e6)
+    plan = plan_search(float("inf"), macs, 3.5e6, rate, full_images=600, screen=False, overhead=2.0)
+    assert plan.screen_images == 0 and plan.race_images == 600 and plan.rounds >= 3
+    assert set(plan.seconds_per_training) == {"n0", "n1", "base"}
+    assert plan.seconds_per_training["n1"] > plan.seconds_per_training["n0"] > plan.seconds_per_training["base"] > 2
+
+
+def test_the_race_keeps_its_contenders_until_each_has_two_seeds_then_the_best_set() -> None:
+    rng = np.random.default_rng(3)
+    race = tables(rng, {"a": 0.88, "b": 0.80, "base": 0.80}, seeds=1, images=15000)
+    assert contenders_after(race, ["a", "b"]) == ["a", "b"], "one seed cannot tell luck from skill"
+    race = tables(rng, {"a": 0.88, "b": 0.80, "base": 0.80}, seeds=3, images=15000)
+    assert contenders_after(race, ["a", "b"]) == ["a"]
+
+
+def test_the_base_runs_until_every_contender_differs_from_it() -> None:
+    rng = np.random.default_rng(4)
+    race = tables(rng, {"a": 0.88, "base": 0.80}, seeds=3, images=15000)
+    assert base_resolved(race, ["a"], "base")
+    assert not base_resolved({"a": race["a"], "base": race["base"][:1]}, ["a"], "base"), "one seed of the base"
+    tied = tables(rng, {"a": 0.85, "base": 0.85}, seeds=3, images=3000)
+    assert not base_resolved(tied, ["a"], "base")

@@ -68,11 +68,11 @@ def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "studies" / "t"
 
 
-def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, capsys) -> None:
+def test_search_screens_races_answers_and_resumes(study_dir: Path, capsys) -> None:
     assert main(["search", "--study", "t", "--n-trials", "3", "--json", *FAST]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"alpha", "beta", "gamma", "val_acc", "macs", "study", "trials"}
-    assert result["study"] == "t" and result["trials"] == 3 and result["alpha"] is None
+    assert {"alpha", "beta", "gamma", "best_set", "significant", "pick_test_acc"} <= set(result)
+    assert result["study"] == "t" and result["trials"] == 3
     for name in ("study.db", "trials.csv", "grid.csv", "search.png", "summary.json"):
         assert (study_dir / name).stat().st_size > 0, name
     grid = pd.read_csv(study_dir / "grid.csv")
@@ -80,37 +80,55 @@ def test_search_screens_confirms_on_fresh_seeds_and_resumes(study_dir: Path, cap
     assert len(feasible) == 4 and grid.label.is_unique
     first = pd.read_csv(study_dir / "trials.csv")
     assert list(first.columns) == TRIAL_COLUMNS and len(first) == 3
-    assert (first.stage == "screen").all() and (first.seed == 0).all() and (first.images == 64).all()
+    plan = json.loads((study_dir / "summary.json").read_text())["plan"]
+    assert (first.stage == "screen").all() and (first.seed == 0).all()
+    assert (first.images == plan["screen_images"]).all() and plan["screen_images"] < plan["race_images"] <= 300
+    early = json.loads((study_dir / "summary.json").read_text())
+    assert early["stage"] == "screen" and early["pick"] in early["best_set"], "an answer from the stage it reached"
+    assert early["pick_test_acc"] is None, "the screen never reads the test images"
 
     assert main(["search", "--study", "t", *FAST]) == 0
     frame = pd.read_csv(study_dir / "trials.csv")
-    screen, confirm = frame[frame.stage == "screen"], frame[frame.stage == "confirm"]
+    screen, race = frame[frame.stage == "screen"], frame[frame.stage == "race"]
     assert sorted(screen.network) == sorted(feasible), "each network screened once"
     summary = json.loads((study_dir / "summary.json").read_text())
-    finalists = summary["finalists"]
-    best_screened = screen.sort_values(["val_acc", "network"], ascending=[False, True]).network.iloc[0]
-    assert finalists[0] == best_screened and finalists[-1] == "base" and summary["control"]["network"] in finalists
-    assert sorted(zip(confirm.network, confirm.seed)) == sorted((f, s) for f in finalists for s in (1, 2))
-    assert (confirm.images == 300).all() and (frame.state == "COMPLETE").all()
-    assert frame.val_acc.between(0, 1).all()
-    table = pd.read_csv(study_dir / "confirm.csv")
-    assert set(table.network) == set(finalists) and (table.seeds == 2).all()
+    assert summary["plan"] == plan, "the plan is made once, by the command that starts the study"
+    rounds = summary["rounds"]
+    assert 1 <= len(rounds) <= 2 and [r["seed"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert summary["race_end"], "the race says why it ended"
+    left = set(summary["screened_out"])
+    assert set(rounds[0]["networks"]) == (feasible - left) | {"base"}
+    assert sorted(zip(race.network, race.seed)) == sorted((n, r["seed"]) for r in rounds for n in r["networks"])
+    assert (race.images == plan["race_images"]).all() and (frame.state == "COMPLETE").all()
+    table = pd.read_csv(study_dir / "race.csv")
+    assert set(table.network) == set(rounds[0]["networks"])
     assert (table.acc_lo <= table.mean_val_acc).all() and (table.mean_val_acc <= table.acc_hi).all()
-    assert table.in_best_set.dropna().astype(bool).any()
-    winner = summary["confirmation"]["winner"]
-    assert winner != "base" and table.mean_val_acc.iloc[0] == table[table.network != "base"].mean_val_acc.max()
-    means = confirm.groupby("network").val_acc.mean()
-    assert summary["val_acc"] == pytest.approx(means[winner], abs=1e-5)
-    if len(finalists) > 2:
-        assert isinstance(summary["confirmation"]["significant"], bool)
+    assert {"seed_sd", "floor", "vs_leader", "vs_base", "vs_base_p_holm", "in_best_set"} <= set(table.columns)
+    assert summary["stage"] == "race" and summary["pick"] in set(summary["best_set"]) <= set(table.network) - {"base"}
+    costs = table.set_index("network").macs
+    assert costs[summary["pick"]] == min(costs[label] for label in summary["best_set"]), summary["pick_rule"]
+    assert 0 <= summary["pick_test_acc"] <= 1 and summary["vs_base"]["images"] == "test"
+    low, high = summary["vs_base"]["ci95"]
+    assert low <= summary["vs_base"]["mean"] <= high and summary["significant"] == (low > 0 or high < 0)
+    klass = summary["class"]
+    assert klass["exported"] == summary["pick"] and summary["pick"] in klass["members"]
+    assert klass["alpha"][0] <= summary["alpha"] <= klass["alpha"][1]
+    assert summary["surface"].get("best") is None or summary["surface"]["skill"]
     record = json.loads((study_dir / "run.json").read_text())
     assert record["command"].startswith("scaler search --study t") and record["config"]["train"]["epochs"] == 1
-    assert set(record["outputs"]) == {"trials.csv", "grid.csv", "confirm.csv", "search.png", "summary.json"}
+    assert set(record["outputs"]) == {"trials.csv", "grid.csv", "race.csv", "search.png", "summary.json"}
     assert len(record["earlier"]) == 1
     run_notebook("search.ipynb", study_dir)
 
     assert main(["search", "--study", "t", *FAST]) == 0
     assert len(pd.read_csv(study_dir / "trials.csv")) == len(frame), "a finished job ran again"
+
+
+def test_a_budget_too_small_for_the_screen_is_refused_with_its_minimum(study_dir: Path, capsys) -> None:
+    assert main(["search", "--study", "t", *FAST, "--budget", "1s"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--budget" in err[0] and "need" in err[0], err
+    assert not study_dir.exists(), "a refused search leaves no study behind"
 
 
 def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> None:
@@ -128,7 +146,7 @@ def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> Non
         (["search", "--alpha", "0.5"], "unrecognized arguments"),
         (["search", "--ratio-tolerance", "0.001", "--step", "0.5"], "no network"),
         (["search", "--halving", "4"], "--halving"),
-        (["search", "--confirm-seeds", "1"], "--confirm-seeds"),
+        (["search", "--max-seeds", "1"], "--max-seeds"),
         (["search", "--dataset", "mnist", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
         (["search", "--storage", "not a url"], "not a database URL"),
         (["search", "--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot open storage"),
@@ -215,3 +233,16 @@ def test_a_quick_study_is_named_apart_from_the_full_search() -> None:
     assert name() == "mobilenet-w0.25-fashion-mnist"
     assert name("--quick") == "mobilenet-w0.25-fashion-mnist-quick"
     assert name("--quick", "--study", "mine") == "mine"
+
+
+def test_a_class_that_parts_ways_at_larger_phi_is_named(capsys) -> None:
+    """The committed search's class a1.00_b1.15_g1.15 ... g1.35 builds one network at phi = 1 (32 px -> 40 px for
+    every gamma) and different ones at phi = 3; scale says so in one line and names the member it uses."""
+    from scaler.study.grid import class_note, distinct_at
+
+    base = scale(zoo_base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    members = [f"a1.00_b1.15_g{g:.2f}" for g in (1.15, 1.20, 1.25, 1.30, 1.35)]
+    assert len(distinct_at(base, members, 1.0)) == 1 and len(distinct_at(base, members, 3.0)) > 1
+    note = class_note(base, members, "a1.00_b1.15_g1.25", [0.0, 1.0, 2.0, 3.0])
+    assert note is not None and "(3 at phi=2, 5 at phi=3)" in note and note.endswith("a1.00_b1.15_g1.25")
+    assert class_note(base, members[:1], members[0], [3.0]) is None

@@ -64,10 +64,10 @@ def figures(trials: list[FrozenTrial], jobs: list[str]) -> dict[str, int]:
     }
 
 
-def every_job(feasible: list[str], finalists: list[str], screened: bool) -> list[str]:
-    """The jobs of a finished search: the screen of every feasible network (if any), the finalists on seeds 1 and 2."""
+def every_job(feasible: list[str], rounds: list[dict[str, Any]], screened: bool) -> list[str]:
+    """The jobs of a finished search: the screen of every feasible network (if any), then each race round's."""
     screen = [f"screen:{label}:0" for label in feasible] if screened else []
-    return screen + [f"confirm:{label}:{seed}" for label in finalists for seed in (1, 2)]
+    return screen + [f"race:{label}:{r['seed']}" for r in rounds for label in r["networks"]]
 
 
 def claim_all(url: str, study: str, claimed: Any) -> None:
@@ -139,8 +139,7 @@ def test_several_workers_run_every_grid_point_once(
     started_trials = [t for t in trials if t.state != TrialState.WAITING]
     counts = Counter(t.params.get("job") for t in started_trials)
     grid = pd.read_csv(tmp_path / "studies" / "w4" / "grid.csv")
-    finalists = load_finalists(url, "w4")
-    labels = every_job(sorted(grid[grid.feasible].label), finalists, screened=True)
+    labels = every_job(sorted(grid[grid.feasible].label), load_rounds(url, "w4"), screened=True)
     numbers = figures(trials, labels)
     print(
         f"\n[{workers} workers, {backend}] jobs={len(labels)} trials={numbers['trials']} "
@@ -153,26 +152,26 @@ def test_several_workers_run_every_grid_point_once(
     assert not any(t.state == TrialState.FAIL for t in trials)
 
 
-def load_finalists(url: str, study: str) -> list[str]:
-    """The finalists the search stored once its screen was done."""
+def load_rounds(url: str, study: str) -> list[dict[str, Any]]:
+    """The race rounds the search stored."""
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     try:
-        return list(optuna.load_study(study_name=study, storage=storage).user_attrs["finalists"])
+        return list(optuna.load_study(study_name=study, storage=storage).user_attrs["rounds"])
     finally:
         storage.engine.dispose()
 
 
 def kill_config(url: str, study: str) -> SearchConfig:
-    """Two feasible networks (no screen) and the base on 2 seeds, about 4 s per epoch on 2 cores, 2 s heartbeats."""
+    """Two feasible networks (no screen) race beside the base on 2 seeds, about 4 s per epoch on 2 cores, 2 s
+    heartbeats."""
     return SearchConfig(
         step=KILL_STEP,
         ratio_tolerance=KILL_TOLERANCE,
         study=study,
         storage=url,
         heartbeat=2,
-        confirm=2,
-        confirm_seeds=2,
+        max_seeds=2,
         subset=400,
         val_size=100,
         train=TrainConfig(epochs=KILL_EPOCHS, batch_size=64),
@@ -213,8 +212,8 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(
     study = "kill"
     started = time.perf_counter()
     search = GridSearch(kill_config(url, study), log=lambda line: None)
-    labels = every_job([], search.finalists() or [], screened=False)
-    assert len(labels) == 6 and search.pending() == (len(labels), 0)
+    first = every_job([], search.rounds(), screened=False)
+    assert len(first) == 3 and search.pending() == (len(first), 0), "the first round is queued with the study"
     command = [sys.executable, "-m", "scaler.cli", "worker", "--study", study, "--storage", url]
     with open(tmp_path / "killed.log", "wb") as log:
         worker = subprocess.Popen(
@@ -234,6 +233,8 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(
 
     result = run_scaler(["worker", "--study", study, "--storage", url], tmp_path, timeout=300)
     wall = time.perf_counter() - started
+    labels = every_job([], load_rounds(url, study), screened=False)
+    assert len(labels) == 6, labels
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "database is locked" not in output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from scaler.model.scaling import compound
 from scaler.model.variants import VARIANT_HELP, frelu_variant, joined
 from scaler.model.zoo import BASES
 from scaler.report.files import study_info
+from scaler.study.grid import Candidate, class_note
 from scaler.study.run import RunConfig
 from scaler.study.storage import check_url, study_folder
 from scaler.study.workers import max_workers
@@ -184,7 +186,22 @@ def experiment_config(
         argv=argv,
         **data_options(args),
     )
+    if info and info.members and coefficients == (info.alpha, info.beta, info.gamma):
+        exported = Candidate(*coefficients).label
+        note = class_note(config.base_spec(), info.members, exported, phis_of(args))
+        if note:
+            print(note, file=sys.stderr)
     return config, coefficients
+
+
+def phis_of(args: argparse.Namespace) -> list[float]:
+    """The phi values a command scales the searched coefficients to: scale's --phi, compare-scaling's FLOPs
+    factors as phi = log2(factor), else phi = 1."""
+    if getattr(args, "phi", None):
+        return [float(phi) for phi in args.phi]
+    if getattr(args, "factors", None):
+        return [math.log2(factor) for factor in args.factors if factor > 0]
+    return [1.0]
 
 
 def check_width(width: float) -> float:

@@ -17,8 +17,9 @@ def plain_log_axis(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
 
 
-def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict[str, Any]) -> Figure:
-    """Left: every screened network's accuracy by MACs ratio. Right: the finalists' means with 95 % CIs."""
+def search_figure(frame: pd.DataFrame, race: pd.DataFrame, summary: dict[str, Any]) -> Figure:
+    """Left: every screened network's accuracy by MACs ratio. Right: the raced networks' means with 95 % CIs,
+    the confidence set of the best in blue."""
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2)
     screened = frame[(frame.stage == "screen") & (frame.state == "COMPLETE")]
@@ -31,13 +32,16 @@ def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict
         fig.colorbar(points, ax=left, label="depth as built / base (blocks)")
         left.set_title(f"screen: {len(screened)} networks, {int(screened.images.iloc[0])} images each", fontsize=9)
     else:
-        left.set_title("no screen (every feasible network is confirmed)", fontsize=9)
+        left.set_title("no screen (every feasible network races)", fontsize=9)
     left.set_xlabel("measured MACs ratio φ=1 / φ=0")
     left.set_ylabel("validation accuracy (selection seed)")
     left.grid(alpha=0.3)
-    if not confirmation.empty:
-        rows = confirmation.iloc[::-1].reset_index(drop=True)
-        colours = ["tab:gray" if r == "base" else "tab:orange" if r == "control" else "tab:blue" for r in rows.role]
+    if not race.empty:
+        rows = race.iloc[::-1].reset_index(drop=True)
+        colours = [
+            "tab:gray" if r == "base" else "tab:blue" if best is True else "tab:red"
+            for r, best in zip(rows.role, rows.in_best_set)
+        ]
         right.errorbar(
             rows.mean_val_acc,
             range(len(rows)),
@@ -48,14 +52,13 @@ def search_figure(frame: pd.DataFrame, confirmation: pd.DataFrame, summary: dict
         )
         right.scatter(rows.mean_val_acc, range(len(rows)), c=colours, s=50, zorder=3)
         right.set_yticks(list(range(len(rows))), [f"{n} ({r})" for n, r in zip(rows.network, rows.role)], fontsize=7)
-        right.set_xlabel(f"mean validation accuracy over {int(rows.seeds.iloc[0])} fresh seeds, 95 % CI")
-        verdict = summary.get("confirmation") or {}
-        if "significant" in verdict:
-            word = "significant" if verdict["significant"] else "not significant"
-            right.set_title(f"winner {verdict['winner']} vs runner-up: {word}", fontsize=9)
+        right.set_xlabel("mean validation accuracy over the race's seeds, 95 % CI (seeds and images)")
+        right.set_title(
+            f"best set (blue): {len(summary.get('best_set') or [])}; pick {summary.get('pick')}", fontsize=9
+        )
         right.grid(alpha=0.3)
     else:
-        right.set_title("confirmation not finished", fontsize=9)
+        right.set_title("the race has not run", fontsize=9)
     fig.suptitle(summary["study"])
     fig.tight_layout()
     return fig

@@ -177,6 +177,7 @@ class StudyInfo:
     beta: float
     gamma: float
     folder: Path
+    members: tuple[str, ...] = ()
 
 
 def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
@@ -211,7 +212,9 @@ def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
     for key, value, known in (("grid.base", base, BASES), ("grid.dataset", dataset, DATASET_TASKS)):
         if value not in known:
             raise UserError(f"{summary_path}: field {key!r} is {value!r}, not one of {', '.join(known)}")
-    return StudyInfo(name, base, width, dataset, alpha, beta, gamma, folder)
+    members = summary.get("members") or []
+    labels = tuple(str(m) for m in members) if isinstance(members, list) else ()
+    return StudyInfo(name, base, width, dataset, alpha, beta, gamma, folder, labels)
 
 
 def summary_number(path: Path, key: str, value: Any) -> float:

@@ -360,27 +360,83 @@ def flgc_section(folder: Path) -> Section:
 
 
 def search_section(folder: Path) -> Section:
-    """The search's answer, as summary.json and confirm.csv hold it."""
+    """The search's answer, as summary.json and race.csv hold it."""
     summary = json.loads((folder / "summary.json").read_text())
-    confirmation = summary.get("confirmation") or {}
-    facts = {key: summary.get(key) for key in ("alpha", "beta", "gamma", "val_acc", "ci95", "macs_ratio", "trials")}
-    facts |= {key: confirmation.get(key) for key in ("winner", "runner_up", "gap", "gap_ci95", "significant", "seeds")}
-    parts = ["\n".join(f"- `{key}`: {value}" for key, value in facts.items() if value is not None)]
-    if (folder / "confirm.csv").exists():
-        confirm = pd.read_csv(folder / "confirm.csv")
-        parts.append(held_out_table(confirm.rename(columns={confirm.columns[0]: "variant"})))
-    if (folder / "search.png").exists():
-        parts.append("![the screen and the finalists](search.png)")
-    verdicts = []
-    if confirmation.get("winner"):
-        low, high = confirmation.get("gap_ci95") or (math.nan, math.nan)
-        verdicts.append(
-            f"Search: α, β, γ = {facts['alpha']}, {facts['beta']}, {facts['gamma']} ({confirmation['winner']}); "
-            f"winner minus runner-up {points(confirmation.get('gap'))} [{points(low)}, {points(high)}] points over "
-            f"{len(confirmation.get('seeds') or [])} seeds: "
-            + ("significant." if confirmation.get("significant") else "not significant.")
+    if "best_set" not in summary:
+        return Section(
+            "The search (`summary.json`)",
+            ["Made by a search before racing (a fixed confirmation): rerun `scaler search` for a best set."],
+            [],
         )
-    return Section("The search (`summary.json`, `confirm.csv`)", parts, verdicts)
+    plan = summary.get("plan") or {}
+    facts = {
+        "budget": f"{summary['budget_seconds'] / 60:.1f} min, {summary['wall_seconds'] / 60:.1f} min used",
+        "plan": f"screen on {plan.get('screen_images')} images per network, race on {plan.get('race_images')}",
+        "screened out": ", ".join(summary.get("screened_out") or {}) or "none",
+        "race": f"{len(summary.get('rounds') or [])} round(s); {summary.get('race_end') or 'not over'}",
+        "best set (95 %)": ", ".join(summary["best_set"]),
+        "pick": f"{summary['pick']} ({summary['pick_rule']})",
+        "α, β, γ exported": f"{summary['alpha']}, {summary['beta']}, {summary['gamma']}",
+        "class": class_text(summary.get("class") or {}),
+        "pick test accuracy": accuracy_text(summary.get("pick_test_acc"), summary.get("pick_test_ci95")),
+    }
+    parts = ["\n".join(f"- {key}: {value}" for key, value in facts.items())]
+    if (folder / "race.csv").exists():
+        race = pd.read_csv(folder / "race.csv")
+        sizes = {name: family_size(race, name) for name in ("vs_leader", "vs_base")}
+        columns: list[Column] = [
+            ("network", lambda row: str(row.network)),
+            ("role", lambda row: str(row.role)),
+            ("seeds", lambda row: str(row.seeds)),
+            ("val acc [95 %]", lambda row: accuracy(row, "mean_val_acc")),
+            ("noise", noise),
+            ("vs leader", family_cell("vs_leader", sizes["vs_leader"])),
+            ("vs base", family_cell("vs_base", sizes["vs_base"])),
+            ("best set", lambda row: {True: "yes", False: "no"}.get(row.in_best_set, "")),
+            ("MACs", lambda row: millions(row.macs)),
+        ]
+        rows = [[cell(row) for _, cell in columns] for _, row in race.iterrows()]
+        parts.append(markdown(rows, [header for header, _ in columns]))
+        parts.append("Validation images, as the race saw them; noise = the seeds' sd / the validation images' floor.")
+    if (folder / "search.png").exists():
+        parts.append("![the screen and the race](search.png)")
+    verdicts = [
+        f"Search: best set {', '.join(summary['best_set'])}; pick {summary['pick']} (α, β, γ = "
+        f"{summary['alpha']}, {summary['beta']}, {summary['gamma']}). " + gain_text(summary.get("vs_base"))
+    ]
+    return Section("The search (`summary.json`, `race.csv`)", parts, verdicts)
+
+
+def class_text(klass: dict[str, Any]) -> str:
+    """The α, β, γ ranges that build the pick, and the member exported."""
+    if not klass:
+        return "–"
+    ranges = ", ".join(
+        f"{name} {klass[name][0]:.2f}" + (f"–{klass[name][1]:.2f}" if klass[name][1] != klass[name][0] else "")
+        for name in ("alpha", "beta", "gamma")
+    )
+    return f"{ranges} ({len(klass['members'])} members); exported {klass['exported']}"
+
+
+def accuracy_text(mean: float | None, interval: list[float] | None) -> str:
+    """0.8812 [0.8790, 0.8834], or – ."""
+    if mean is None:
+        return "–"
+    return f"{mean:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def gain_text(gain: dict[str, Any] | None) -> str:
+    """The pick against the base on the test images, and what an unresolved one needs."""
+    if not gain:
+        return "No test comparison with the base yet."
+    low, high = gain["ci95"]
+    text = (
+        f"Pick minus base on the test images: {points(gain['mean'])} [{points(low)}, {points(high)}] points over "
+        f"{gain['seeds']} paired seeds: "
+    )
+    if gain["significant"]:
+        return text + "significant."
+    return text + f"not significant (needs {gain.get('seeds_needed')} seeds)."
 
 
 SECTIONS: list[tuple[str, Callable[[Path], Section]]] = [

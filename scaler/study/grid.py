@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -164,6 +164,30 @@ def space(
             "the base's; use a finer --step or a wider --ratio-tolerance"
         )
     return sorted(networks, key=lambda n: n.label)
+
+
+def distinct_at(base: NetSpec, members: Sequence[str], phi: float) -> dict[NetSpec, list[str]]:
+    """The networks a class's members build at `phi`, each with the members that build it: one entry where the
+    class still holds one network, more where its coefficients part ways."""
+    built: dict[NetSpec, list[str]] = {}
+    for label in members:
+        c = Candidate.from_label(label)
+        built.setdefault(scale_compound(base, c.alpha, c.beta, c.gamma, phi), []).append(label)
+    return built
+
+
+def class_note(base: NetSpec, members: Sequence[str], exported: str, phis: Sequence[float]) -> str | None:
+    """One line when the members of the searched class build different networks at some of `phis`, naming the
+    member used; None when they agree everywhere."""
+    parted = {phi: len(distinct_at(base, members, phi)) for phi in phis if len(members) > 1}
+    split = {phi: count for phi, count in parted.items() if count > 1}
+    if not split:
+        return None
+    where = ", ".join(f"{count} at phi={phi:g}" for phi, count in sorted(split.items()))
+    return (
+        f"note: the search's class of {len(members)} coefficient sets builds one network at phi=1 but different "
+        f"ones at larger phi ({where}); using the exported member {exported}"
+    )
 
 
 def control_network(networks: list[GridPoint], control: Candidate = CONTROL) -> tuple[GridPoint, bool]:

@@ -67,6 +67,34 @@ def best_set(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict
     return confidence_set(list(tables), lambda a, b: difference(tables, a, b), confidence)
 
 
+def contenders_after(tables: Mapping[str, np.ndarray], contenders: list[str], confidence: float = 0.95) -> list[str]:
+    """Who stays in the race after a round: the confidence set of the best among `contenders` once each has two
+    seeds (one seed cannot tell a network's luck from its skill), else all of them."""
+    if len(contenders) < 2 or min(len(tables[label]) for label in contenders) < 2:
+        return list(contenders)
+    kept = best_set({label: tables[label] for label in contenders}, confidence)
+    return [label for label in contenders if kept[label]]
+
+
+def versus_base(
+    tables: Mapping[str, np.ndarray], contenders: list[str], base: str, confidence: float = 0.95
+) -> dict[str, tuple[Estimate, tuple[float, float]]]:
+    """Each contender minus the base on the seeds both have, with its interval simultaneous over the contenders."""
+    out = {}
+    for label in contenders:
+        estimate = difference(tables, base, label)
+        out[label] = (estimate, estimate.interval(confidence, family=len(contenders)))
+    return out
+
+
+def base_resolved(tables: Mapping[str, np.ndarray], contenders: list[str], base: str) -> bool:
+    """Whether the base has run on enough seeds: at least two, and every contender's family-adjusted interval
+    against it excludes zero (the reference then needs no more trainings)."""
+    if base not in tables or len(tables[base]) < 2:
+        return False
+    return all(low > 0 or high < 0 for _, (low, high) in versus_base(tables, contenders, base).values())
+
+
 @dataclass(frozen=True)
 class Cost:
     """What a network costs to deploy: multiply-adds and latency."""
@@ -129,13 +157,15 @@ MIN_IMAGES = 6000  # a training's fewest images: below this the base barely leav
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """How a search spends its budget: images per screened network, images per race training, and the rounds the
-    race can afford at those images (each round trains every contender and the base once more)."""
+    """How a search spends its budget: images per screened network, images per race training, the rounds the
+    race can afford at those images (each trains the contenders and the base once more), and the seconds one
+    training of each network is expected to take at the race's images."""
 
     screen_images: int
     race_images: int
     rounds: int
     seconds: float
+    seconds_per_training: dict[str, float]
 
 
 def plan_search(
@@ -146,36 +176,52 @@ def plan_search(
     full_images: int,
     contenders: int = 3,
     screen_fraction: float = 1 / 3,
+    overhead: float = 0.0,
+    screen: bool = True,
 ) -> SearchPlan:
     """Fit the screen and the race into `budget_seconds` at the measured throughput (seconds per image per MAC,
-    from the base's probe): the screen trains every network once on `screen_fraction` of the race's images and
-    takes at most SCREEN_SHARE of the budget; the race trains `contenders` of the most expensive networks and the
-    base for at least MIN_ROUNDS rounds. Full fidelity (`full_images`) when it fits; less, down to MIN_IMAGES,
-    when not. A budget that cannot fit MIN_IMAGES is refused in one line with the minimum it needs."""
-    per_image = {label: value * seconds_per_mac_image for label, value in macs.items()}
+    from the base's probe, never faster than the base per image; `overhead` seconds per training for evaluating
+    it, scaled the same way): the screen trains every network of `macs` once on `screen_fraction` of the race's
+    images and takes at most SCREEN_SHARE of the budget; the race trains `contenders` of the most expensive
+    networks and the base for at least MIN_ROUNDS rounds. Full fidelity (`full_images`) when it fits; fewer
+    images, down to MIN_IMAGES (or all there are), when not; no screen when `screen` is False. A budget that cannot fit that is refused in one
+    line with the minimum it needs."""
+    scale = {label: max(1.0, value / base_macs) for label, value in macs.items()}
     base_per_image = base_macs * seconds_per_mac_image
-    screen_per_image = sum(per_image.values())
-    dearest = sorted(per_image.values(), reverse=True)[:contenders]
-    round_per_image = sum(dearest) + base_per_image
+    least = min(MIN_IMAGES, full_images)
+    dearest = sorted(scale.values(), reverse=True)[:contenders] or [1.0] * contenders
+
+    def screen_images(race_images: int) -> int:
+        return max(least // 2, int(race_images * screen_fraction)) if screen else 0
+
+    def training(factor: float, images: int) -> float:
+        return factor * (images * base_per_image + overhead)
 
     def seconds(race_images: int, rounds: int) -> float:
-        screen = max(MIN_IMAGES // 2, int(race_images * screen_fraction))
-        return screen * screen_per_image + rounds * race_images * round_per_image
+        screen = sum(training(factor, screen_images(race_images)) for factor in scale.values())
+        race = sum(training(factor, race_images) for factor in [*dearest, 1.0])
+        return screen + rounds * race
 
-    minimum = seconds(MIN_IMAGES, MIN_ROUNDS)
+    minimum = seconds(least, MIN_ROUNDS)
     if budget_seconds < minimum:
         raise UserError(
-            f"--budget {budget_seconds / 60:.1f} min is too small for this search: the screen of {len(macs)} "
-            f"networks and {MIN_ROUNDS} race rounds at {MIN_IMAGES} images each need {math.ceil(minimum / 60)} min "
+            f"--budget {budget_seconds / 60:.1f} min is too small for this search: the screen of "
+            f"{len(macs) if screen else 0} networks and {MIN_ROUNDS} race rounds at {least} images each need {math.ceil(minimum / 60)} min "
             "at the measured speed"
         )
     race_images = full_images
-    while race_images > MIN_IMAGES and (
-        seconds(race_images, MIN_ROUNDS) > budget_seconds
-        or max(MIN_IMAGES // 2, int(race_images * screen_fraction)) * screen_per_image > SCREEN_SHARE * budget_seconds
+    while race_images > least and (
+        seconds(race_images, MIN_ROUNDS) > budget_seconds or seconds(race_images, 0) > SCREEN_SHARE * budget_seconds
     ):
-        race_images = max(MIN_IMAGES, int(race_images * 0.9))
-    screen_images = max(MIN_IMAGES // 2, int(race_images * screen_fraction))
-    left = budget_seconds - screen_images * screen_per_image
-    rounds = max(MIN_ROUNDS, int(left // (race_images * round_per_image)))
-    return SearchPlan(screen_images, race_images, rounds, seconds(race_images, rounds))
+        race_images = max(least, int(race_images * 0.9))
+    per_round = seconds(race_images, 1) - seconds(race_images, 0)
+    left = budget_seconds - seconds(race_images, 0)
+    rounds = max(MIN_ROUNDS, int(left // per_round)) if math.isfinite(left) and per_round > 0 else MIN_ROUNDS
+    return SearchPlan(
+        screen_images(race_images),
+        race_images,
+        rounds,
+        seconds(race_images, rounds),
+        {label: training(factor, race_images) for label, factor in scale.items()}
+        | {"base": training(1.0, race_images)},
+    )

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,15 +27,17 @@ from scaler.experiments.options import (
     variant_of,
 )
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import CONFIRM, GridSearch, diverged, run_worker, trials_frame
+from scaler.experiments.search.queue import RACE, GridSearch, diverged, run_worker, trials_frame
 from scaler.experiments.search.report import print_search_summary, write_outputs
 from scaler.study.engine import TrialBudget
+from scaler.study.racing import parse_budget
 from scaler.study.storage import check_study_name
 from scaler.study.workers import run_workers
 from scaler.training.tasks import dataset_task
 
-# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), the whole 45,000-image
-# training split, the whole 15,000-image validation split, 2 epochs at batch 256 (benchmarks/proxy_resolution.py).
+# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), at most the whole
+# 45,000-image training split for 2 epochs at batch 256 (benchmarks/proxy_resolution.py), fewer images when the
+# budget asks, judged on the whole 15,000-image validation split; 15 minutes, racing on up to 10 seeds.
 SEARCH_DEFAULTS: dict[str, Any] = {
     "width": 0.25,
     "subset": 0,
@@ -43,8 +46,8 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
     "n_trials": None,
     "step": 0.05,
-    "confirm": 3,
-    "confirm_seeds": 3,
+    "budget": "15m",
+    "max_seeds": 10,
 }
 
 
@@ -56,8 +59,8 @@ QUICK: dict[str, Any] = SEARCH_DEFAULTS | {
     "epochs": 1,
     "batch_size": 64,
     "step": 0.1,
-    "confirm": 1,
-    "confirm_seeds": 2,
+    "budget": "5m",
+    "max_seeds": 3,
 }
 
 
@@ -83,11 +86,10 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
         )
     if settings["n_trials"] is not None and settings["n_trials"] < 1:
         raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every job")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0 seconds (got {args.timeout}); leave it out for no limit")
+    parse_budget(settings["budget"])
     if not 0 <= args.heartbeat <= MAX_HEARTBEAT:
         raise UserError(f"--heartbeat must be between 0 (off) and {MAX_HEARTBEAT} seconds (got {args.heartbeat})")
-    check_seed("--seed", args.seed, more=max(0, settings["confirm_seeds"]))  # the confirmation's fresh seeds follow it
+    check_seed("--seed", args.seed, more=max(0, settings["max_seeds"]))  # the race's fresh seeds follow it
     check_base(args.base)
     dataset_task(args.dataset)
     check_workers(args.workers)
@@ -110,14 +112,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--halving",
         type=int,
         default=3,
-        help="the screen trains each network on 1/halving of the budget's images (2 or 3; default 3)",
+        help="the screen trains each network on 1/halving of the race's images (2 or 3; default 3)",
+    )
+    p.add_argument(
+        "--budget",
+        help="wall time for the whole search, e.g. 90s, 15m, 2h (default 15m): it times the base, plans the "
+        "screen and the race to fit, and answers when the time is up, whatever stage it reached",
+    )
+    p.add_argument(
+        "--max-seeds", type=int, help="the race's most rounds, one fresh seed each, paired across networks (default 10)"
     )
     p.add_argument("--n-trials", type=int, help="run at most N trainings this time (the rest on a rerun)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--confirm", type=int, help="networks the screen passes to the confirmation (default 3)")
-    p.add_argument(
-        "--confirm-seeds", type=int, help="fresh seeds of the confirmation, paired across networks (default 3)"
-    )
     p.add_argument("--study", help="study name (default <base>-<dataset>)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument(
@@ -133,7 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quick",
         action="store_true",
         help="smoke preset where not given explicitly: step 0.1, 6000 images, 1 epoch at batch 64, 500 validation "
-        "images, 1 finalist on 2 seeds (about a minute)",
+        "images, a 5-minute budget racing on at most 3 seeds",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 15,000-image split)")
@@ -146,8 +151,8 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     summary = run_search(config, log)
     if args.json:
-        keys = ("alpha", "beta", "gamma", "val_acc", "macs", "study", "trials")
-        print(json.dumps({k: summary[k] for k in keys}))
+        keys = ("alpha", "beta", "gamma", "best_set", "pick", "significant", "pick_test_acc", "vs_base", "val_acc")
+        print(json.dumps({k: summary.get(k) for k in (*keys, "macs", "study", "trials")}))
         return 0
     print_search_summary(summary, config)
     return 0
@@ -168,9 +173,8 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
         ratio_tolerance=args.ratio_tolerance,
         halving=args.halving,
         n_trials=settings["n_trials"],
-        timeout=args.timeout,
-        confirm=settings["confirm"],
-        confirm_seeds=settings["confirm_seeds"],
+        budget=parse_budget(settings["budget"]),
+        max_seeds=settings["max_seeds"],
         subset=settings["subset"] or None,
         val_size=settings["val_size"] or None,
         data_dir=args.data_dir,
@@ -191,33 +195,93 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
 
 
 def run_search(config: SearchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole search: screen, confirmation; writes trials.csv, grid.csv, confirm.csv, search.png, summary.json.
+    """The whole search within its budget: build the space, time the base and plan, screen, race; writes
+    trials.csv, grid.csv, race.csv, search.png, summary.json with the answer of whatever stage it reached.
 
     Interrupted (SIGINT, SIGTERM) it still writes the outputs of what finished before the interruption goes on up.
     """
     started = time.time()
+    config = replace(config, deadline=started + config.budget)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    search = GridSearch(config, log)
-    try:
-        if config.workers > 1:
-            budget = TrialBudget(config.n_trials, config.timeout)
-            crashed = run_workers(run_worker, (config.to_json(), budget), config.workers, config.storage_url, log)
-            if crashed:
-                search.enqueue_missing()
-                waiting, _ = search.pending()
-                write_outputs(search, started)
-                raise RunFailed(f"{crashed}; {waiting} job(s) are queued: rerun the same command to finish them")
-        else:
-            search.run_queue(TrialBudget(config.n_trials, config.timeout))
-    except KeyboardInterrupt:
-        write_outputs(search, started)
-        raise
+    with OverallProgress(config, started) as overall:
+        search = GridSearch(config, overall.wrap(log))
+        try:
+            budget = TrialBudget(config.n_trials, max(1.0, config.deadline - time.time()))  # type: ignore[operator]
+            if config.workers > 1:
+                crashed = run_workers(run_worker, (config.to_json(), budget), config.workers, config.storage_url, log)
+                if crashed:
+                    search.enqueue_missing()
+                    waiting, _ = search.pending()
+                    write_outputs(search, started)
+                    raise RunFailed(f"{crashed}; {waiting} job(s) are queued: rerun the same command to finish them")
+            else:
+                search.run_queue(budget)
+        except KeyboardInterrupt:
+            write_outputs(search, started)
+            raise
     summary = write_outputs(search, started)
     trials = trials_frame(search.study)
-    confirm = trials[trials.stage == CONFIRM]
-    if len(confirm) and diverged(confirm).all():
-        raise UserError(f"every confirmation training diverged ({confirm.failure.iloc[0]})")
+    race = trials[trials.stage == RACE]
+    if len(race) and diverged(race).all():
+        raise UserError(f"every race training diverged ({race.failure.iloc[0]})")
     return summary
+
+
+class OverallProgress:
+    """One bar over the whole budget (elapsed of the budget's minutes, trainings done, time left), kept above the
+    per-training bars; log lines go through it so that they do not tear the bars."""
+
+    def __init__(self, config: SearchConfig, started: float) -> None:
+        self.config, self.started = config, started
+        self.bar: Any = None
+        self.stop = threading.Event()
+        self.trainings = 0
+
+    def __enter__(self) -> OverallProgress:
+        if self.config.progress:
+            from tqdm.auto import tqdm
+
+            total = round(self.config.budget / 60, 1)
+            self.bar = tqdm(total=total, desc="search", unit="min", position=0, leave=True, bar_format=BAR_FORMAT)
+            threading.Thread(target=self.tick, daemon=True).start()
+        return self
+
+    def tick(self) -> None:
+        """Move the bar with the clock, once a second."""
+        while not self.stop.wait(1.0):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Elapsed minutes, trainings done and minutes left to the deadline."""
+        elapsed = (time.time() - self.started) / 60
+        self.bar.n = round(min(elapsed, self.bar.total), 1)
+        left = max(0.0, self.bar.total - elapsed)
+        self.bar.set_postfix_str(f"{self.trainings} trainings done, {left:.1f} min left", refresh=True)
+
+    def wrap(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """`log`, counting finished trainings and printing above the bars."""
+
+        def logged(line: str) -> None:
+            if line.startswith("trial "):
+                self.trainings += 1
+            if self.bar is None:
+                log(line)
+                return
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr if log is not print else sys.stdout)
+            self.refresh()
+
+        return logged
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.bar is not None:
+            self.refresh()
+            self.bar.close()
+
+
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min [{postfix}]"
 
 
 COMMAND = Command(
@@ -227,8 +291,9 @@ COMMAND = Command(
     main,
     description="Builds every alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step at phi, keeps each "
     "distinct network once and measures its MACs with fvcore; networks within --ratio-tolerance of 2^phi the "
-    "base's MACs are feasible. With more than --confirm of them, each is screened on 1/--halving of the "
-    "training budget; the best --confirm and EfficientNet's (1.2, 1.1, 1.15) as a control are then trained "
-    "with the full budget on --confirm-seeds fresh seeds beside the base, paired by seed, and the winner is "
-    "reported with 95 %% confidence intervals.",
+    "base's MACs are feasible (EfficientNet's (1.2, 1.1, 1.15) among them as a control). It times the base and "
+    "plans the --budget: each feasible network is screened on 1/--halving of the race's images and leaves when "
+    "more than 3 standard errors behind the leader; the rest race in rounds of fresh seeds beside the base, "
+    "compared image by image, until the 95 %% confidence set of the best stops shrinking or the budget ends. The "
+    "pick is the cheapest network of that set; its test accuracy and gain over the base are read once, after.",
 )

@@ -26,9 +26,10 @@ class SearchConfig:
     """Everything one `scaler search` needs.
 
     The search measures every distinct network of the grid at `phi` and keeps those within
-    `ratio_tolerance` of 2^phi the base's MACs. With more of them than `confirm`, each is screened on
-    1/`halving` of the training budget at `seed`; the best `confirm` (and EfficientNet's point, the control)
-    are then trained with the full budget on `confirm_seeds` fresh seeds, beside the base on the same seeds.
+    `ratio_tolerance` of 2^phi the base's MACs. A plan fits it into `budget` seconds at the measured speed:
+    each feasible network is screened on 1/`halving` of the race's images at `seed`; those the screen's rule
+    keeps race in rounds of fresh seeds (at most `max_seeds`), paired with the base, until the confidence set
+    of the best stops shrinking or the time to `deadline` (this command's, never stored) runs out.
     """
 
     base: str = "mobilenet"
@@ -40,9 +41,9 @@ class SearchConfig:
     ratio_tolerance: float = 0.05
     halving: int = 3
     n_trials: int | None = None
-    timeout: float | None = None
-    confirm: int = 3
-    confirm_seeds: int = 3
+    budget: float = 900.0
+    max_seeds: int = 10
+    deadline: float | None = None
     subset: int | None = 3000
     val_size: int | None = 1000
     data_dir: str | None = None
@@ -69,9 +70,9 @@ class SearchConfig:
         return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
 
     @property
-    def confirm_seed_list(self) -> list[int]:
-        """The fresh seeds of the confirmation: the next ones after the selection seed."""
-        return [self.seed + offset for offset in range(1, self.confirm_seeds + 1)]
+    def race_seed_list(self) -> list[int]:
+        """The fresh seeds the race may use, one per round: the next ones after the selection seed."""
+        return [self.seed + offset for offset in range(1, self.max_seeds + 1)]
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict a worker elsewhere can rebuild the search from."""
@@ -128,7 +129,7 @@ class SearchConfig:
 
     def stored(self) -> dict[str, Any]:
         """`to_json` as kept in the study: no password, neither in the storage URL nor in the command line."""
-        return dict(redact_secrets(self.to_json()))
+        return dict(redact_secrets(self.to_json() | {"deadline": None}))
 
     def check(self) -> None:
         """The options that can be wrong on their own: one line, before anything is built."""
@@ -142,12 +143,14 @@ class SearchConfig:
                 "the search trains without --progressive: its screen cuts runs short, which would leave progressive "
                 "learning in its first, smallest stage; use it in scale or ladder"
             )
-        if self.confirm < 1 or self.confirm_seeds < 2:
+        if not 2 <= self.max_seeds <= MAX_SEEDS:
             raise UserError(
-                f"--confirm must be >= 1 and --confirm-seeds >= 2 (got {self.confirm}, {self.confirm_seeds}): "
-                "the winner is chosen on fresh seeds with a confidence interval"
+                f"--max-seeds must be between 2 and {MAX_SEEDS} (got {self.max_seeds}): the race compares networks "
+                "on fresh seeds with a confidence interval"
             )
 
+
+MAX_SEEDS = 50  # the race's seeds are choices of one categorical parameter: keep the list short
 
 FINGERPRINT_TRAIN = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("threads", "device", "max_images")
@@ -166,8 +169,7 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "step": config.step,
         "ratio_tolerance": config.ratio_tolerance,
         "halving": config.halving,
-        "confirm": config.confirm,
-        "confirm_seeds": config.confirm_seeds,
+        "max_seeds": config.max_seeds,
         "seed": config.seed,
         "data_seed": config.data_seed,
         "subset": config.subset,

@@ -1,4 +1,5 @@
-"""The search's queue on Optuna: the screen, the finalists, the confirmation on fresh seeds, and its workers."""
+"""The search's queue on Optuna: a plan sized to the budget, the screen, the race in rounds of fresh paired seeds,
+and its workers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -18,9 +20,17 @@ from scaler.experiments.search.config import SearchConfig, differences, grid_fin
 from scaler.model.guard import check_fits
 from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
-from scaler.study.engine import HEARTBEAT, TrialBudget, drain, recording_interruptions
+from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
 from scaler.study.grid import CONTROL, Candidate, GridPoint, control_network, space
-from scaler.study.run import Cost, count, evaluate, measure, present, setup
+from scaler.study.racing import (
+    SCREEN_RULE_K,
+    SearchPlan,
+    base_resolved,
+    contenders_after,
+    plan_search,
+    screened_out,
+)
+from scaler.study.run import Cost, count, evaluate, evaluate_model, measure, present, setup
 from scaler.study.storage import (
     INTERRUPTED,
     QueueStudy,
@@ -36,7 +46,7 @@ from scaler.study.storage import (
     study_lock,
 )
 from scaler.study.workers import worker_process
-from scaler.training.train import TrainConfig, TrainingDiverged
+from scaler.training.train import Outputs, TrainConfig, TrainingDiverged
 
 TRIAL_COLUMNS = [
     "number",
@@ -64,8 +74,10 @@ TRIAL_COLUMNS = [
 ]
 
 
-SCREEN, CONFIRM = "screen", "confirm"
+SCREEN, RACE = "screen", "race"
 BASE = "base"
+RACE_WITHOUT_SCREEN = 3  # this many feasible networks or fewer race from the start, unscreened
+PROBE_IMAGES = 2048  # the timed training of the base that sizes the plan
 
 
 TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_second")
@@ -92,7 +104,7 @@ class Job:
 
 
 class GridSearch:
-    """One study: the measured space, the screen, the confirmation on fresh seeds, the outputs."""
+    """One study: the measured space, its plan, the screen, the race on fresh seeds, the outputs."""
 
     def __init__(self, config: SearchConfig, log: Callable[[str], None] = print, enqueue: bool = True) -> None:
         config.check()
@@ -118,10 +130,13 @@ class GridSearch:
             check_fits(self.spec_of(network.label), config.train.batch_size, training=True)
         self.setup = self.setup.with_data()
         if enqueue:
-            self.study = self.open(create=True)
-            if "space" not in self.study.user_attrs:
-                self.study.set_user_attr("space", [network.to_json() for network in self.networks])
-            queued = self.enqueue_missing()
+            with removed_if_left_empty(config.storage_url):  # a refused plan leaves no study behind
+                self.study = self.open(create=True)
+                if "space" not in self.study.user_attrs:
+                    self.study.set_user_attr("space", [network.to_json() for network in self.networks])
+                self.study.set_user_attr("deadline", config.deadline or time.time() + config.budget)
+                self.ensure_plan()
+            queued = self.enqueue_missing() + self.advance()
             waiting, running = self.pending()
             snapped = f", snapped to {self.control.label}" if self.control_snapped else ""
             self.log(
@@ -198,51 +213,102 @@ class GridSearch:
         return BASE if network == BASE else "control" if network == self.control.label else "candidate"
 
     def screens(self) -> bool:
-        """Whether there are more feasible networks than the confirmation takes, so that a screen pays."""
-        return len(self.feasible) > self.config.confirm
+        """Whether a screen pays: more feasible networks than the race could carry from the start."""
+        return len(self.feasible) > RACE_WITHOUT_SCREEN
 
     def screen_jobs(self) -> list[Job]:
         """Every feasible network once, at the selection seed."""
         return [Job(SCREEN, label, self.config.seed) for label in sorted(self.feasible)] if self.screens() else []
 
-    def confirm_jobs(self, finalists: list[str]) -> list[Job]:
-        """The finalists and the base, each on every fresh seed (paired: seed by seed the same data order)."""
-        return [Job(CONFIRM, label, seed) for seed in self.config.confirm_seed_list for label in finalists]
-
     def all_jobs(self) -> list[str]:
         """Every job this study could ever queue (the categorical distribution of the 'job' parameter)."""
         everything = [*sorted(self.feasible), BASE]
-        return [j.key for j in self.screen_jobs()] + [j.key for j in self.confirm_jobs(everything)]
+        race = [Job(RACE, label, seed) for seed in self.config.race_seed_list for label in everything]
+        return [j.key for j in self.screen_jobs()] + [j.key for j in race]
 
-    def finalists(self) -> list[str] | None:
-        """The networks the confirmation trains: decided once the screen has finished (None before)."""
-        stored = self.study.user_attrs.get("finalists")
-        if stored is not None:
-            return list(stored)
-        if self.screens():
-            return None
-        return [*sorted(self.feasible), BASE]
+    def plan(self) -> SearchPlan | None:
+        """How this study spends its budget, decided once by the command that made it (None before)."""
+        stored = self.study.user_attrs.get("plan")
+        return SearchPlan(**stored) if stored else None
+
+    @property
+    def deadline(self) -> float | None:
+        """When the race must end: this command's deadline (now + --budget), else the one the command that runs
+        the study stored, so that a worker joining from elsewhere keeps to it."""
+        if self.config.deadline is not None:
+            return self.config.deadline
+        stored = self.study.user_attrs.get("deadline") if hasattr(self, "study") else None
+        return float(stored) if stored is not None else None
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """The race's rounds decided so far: each a fresh seed and the networks it trains."""
+        return list(self.study.user_attrs.get("rounds", []))
+
+    def race_end(self) -> str | None:
+        """Why the race stopped (None while it may go on)."""
+        return self.study.user_attrs.get("race_end")
 
     def queued_jobs(self) -> list[Job]:
         """The jobs of the stages decided so far."""
-        finalists = self.finalists()
-        return self.screen_jobs() + (self.confirm_jobs(finalists) if finalists else [])
+        race = [Job(RACE, label, int(r["seed"])) for r in self.rounds() for label in r["networks"]]
+        return self.screen_jobs() + race
+
+    def ensure_plan(self) -> SearchPlan:
+        """The stored plan, or a new one from a timed training of the base and the time left to the deadline."""
+        plan = self.plan()
+        if plan is not None:
+            return plan
+        assert self.setup.dataset is not None
+        cost = self.cost_of(BASE)
+        full_images = len(self.setup.dataset.train) * self.config.train.epochs
+        images = min(PROBE_IMAGES, full_images)
+        probe = replace(self.config.train, max_images=images, seed=self.config.seed)
+        started = time.perf_counter()
+        try:
+            row = evaluate(self.base, self.setup, probe, test=True, cost=cost, description="timing the base")
+        except TrainingDiverged as error:
+            raise UserError(f"the base diverged while the search timed it ({error}): lower --lr") from None
+        overhead = max(0.0, time.perf_counter() - started - images / row.images_per_second)
+        left = (self.deadline or math.inf) - time.time()
+        macs = {label: float(network.macs or cost.macs) for label, network in sorted(self.feasible.items())}
+        plan = plan_search(
+            left,
+            macs,
+            float(cost.macs),
+            1 / (row.images_per_second * cost.macs),
+            full_images,
+            contenders=min(RACE_WITHOUT_SCREEN, len(self.feasible)),
+            screen_fraction=1 / self.config.halving,
+            overhead=overhead,
+            screen=self.screens(),
+        )
+        plan = replace(plan, race_images=self.batches(plan.race_images), screen_images=self.batches(plan.screen_images))
+        self.study.set_user_attr("plan", asdict(plan))
+        self.log(
+            f"plan for {left / 60:.1f} min at {row.images_per_second:.0f} images/s (the base): screen "
+            f"{len(self.screen_jobs())} networks on {plan.screen_images} images each, then race on "
+            f"{plan.race_images} images per training{' (the full budget)' if plan.race_images >= full_images else ''}"
+        )
+        return plan
+
+    def batches(self, images: int) -> int:
+        """`images` rounded down to whole batches (at least one)."""
+        size = self.config.train.batch_size
+        return max(1, images // size) * size
 
     def budget(self, stage: str) -> TrainConfig:
-        """Training of a stage: the full budget, or 1/halving of its images for the screen."""
-        config = self.config.train
-        if stage == SCREEN:
-            assert self.setup.dataset is not None
-            images = len(self.setup.dataset.train) * config.epochs // self.config.halving
-            return replace(config, max_images=max(1, images // config.batch_size) * config.batch_size)
-        return config
+        """Training of a stage: the plan's images for the screen and for the race."""
+        plan = self.plan()
+        if plan is None:
+            raise UserError(f"study {self.config.study_name!r} has no plan yet: run scaler search to start it")
+        return replace(self.config.train, max_images=plan.screen_images if stage == SCREEN else plan.race_images)
 
     def objective(self, trial: optuna.Trial) -> float:
         """`evaluate_job`, recording an interruption or crash so that its job is queued again."""
         return recording_interruptions(self.evaluate_job)(trial)
 
     def evaluate_job(self, trial: optuna.Trial) -> float:
-        """Train one network at one stage and seed; its validation accuracy."""
+        """Train one network at one stage and seed, keeping its per-example outputs; its validation accuracy."""
         job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
         for key, value in asdict(job).items():  # first, so that an interruption at any point names the job
             trial.set_user_attr(key, value)
@@ -258,7 +324,7 @@ class GridSearch:
             "seed": job.seed,
             **coefficients,
             "macs_ratio": info.macs_ratio if info else 1.0,
-            "images": config.max_images or len(self.setup.dataset.train) * config.epochs,  # type: ignore[union-attr]
+            "images": config.max_images,
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -272,12 +338,12 @@ class GridSearch:
 
         description = f"{job.stage} {job.network} seed {job.seed}"
         try:
-            row = evaluate(
+            row, _, outputs = evaluate_model(
                 self.spec_of(job.network),
                 self.setup,
                 config,
                 report=report,
-                test=False,
+                test=job.stage == RACE,  # read only after the race, for the pick and the base
                 cost=cost,
                 description=description,
             )
@@ -287,6 +353,7 @@ class GridSearch:
             raise
         for key in TRAINED_ATTRS:
             trial.set_user_attr(key, getattr(row, key) if key != "val_curve" else list(row.val_curve))
+        trial.set_user_attr(OUTPUTS, {name: split.to_json() for name, split in outputs.items() if name != "val_raw"})
         self.log(
             f"trial {trial.number}: {description}: MACs x{attrs['macs_ratio']:.3f}, "
             f"val_acc {row.val_acc:.4f} ({attrs['images']} images, {row.train_seconds:.0f} s)"
@@ -299,34 +366,115 @@ class GridSearch:
         random.Random(self.config.seed).shuffle(keys)
         return enqueue_missing(self.study, self.config.storage_url, "job", keys)
 
-    def advance(self) -> int:
-        """Once every screen job has finished, choose the finalists and queue the confirmation; how many jobs queued."""
-        if self.finalists() is not None:
-            return self.enqueue_missing()
-        with study_lock(self.config.storage_url, self.config.study_name):
-            if "finalists" in self.study.user_attrs:
-                finalists = list(self.study.user_attrs["finalists"])
+    def finished(self, jobs: list[Job]) -> bool:
+        """Whether every one of `jobs` has a trial that completed or failed on its own merits."""
+        done = {
+            t.params.get("job")
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.FAIL) and holds_its_point(t)
+        }
+        return all(job.key in done for job in jobs)
+
+    def tables(self, stage: str, split: str) -> dict[str, np.ndarray]:
+        """Per network, its seeds x images correctness on `split` at `stage`, seeds increasing (trainings that
+        diverged or kept no outputs are left out)."""
+        assert self.setup.dataset is not None
+        labels = getattr(self.setup.dataset, split).labels.numpy()
+        rows: dict[str, dict[int, np.ndarray]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            stored = t.user_attrs.get(OUTPUTS, {}).get(split)
+            if t.user_attrs.get("stage") == stage and stored:
+                outputs = Outputs.from_json(stored)
+                rows.setdefault(t.user_attrs["network"], {})[int(t.user_attrs["seed"])] = outputs.correct(labels)
+        return {
+            label: np.stack([by_seed[seed] for seed in sorted(by_seed)]).astype(float)
+            for label, by_seed in sorted(rows.items())
+        }
+
+    def seconds_per_training(self) -> dict[str, float]:
+        """Each network's mean wall seconds per race training (train, evaluate, store); before it raced, its screen
+        training's scaled to the race's images."""
+        plan = self.plan()
+        assert plan is not None
+        durations: dict[tuple[str, str], list[float]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.datetime_start and t.datetime_complete:
+                key = (t.user_attrs.get("stage", ""), t.user_attrs.get("network", ""))
+                durations.setdefault(key, []).append((t.datetime_complete - t.datetime_start).total_seconds())
+        screen_scale = plan.race_images / max(1, plan.screen_images)
+        out = {}
+        for label in [*self.feasible, BASE]:
+            if durations.get((RACE, label)):
+                out[label] = float(np.mean(durations[(RACE, label)]))
+            elif durations.get((SCREEN, label)):
+                out[label] = float(np.mean(durations[(SCREEN, label)])) * screen_scale
             else:
-                trials = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == SCREEN]
-                finished = {
-                    t.user_attrs["network"]
-                    for t in trials
-                    if t.state in (TrialState.COMPLETE, TrialState.FAIL) and holds_its_point(t)
-                }
-                if not set(self.feasible) <= finished:
-                    return self.enqueue_missing()
-                frame = trials_frame(self.study)
-                screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
-                ranked = list(
-                    dict.fromkeys(screened.sort_values(["val_acc", "network"], ascending=[False, True]).network)
-                )
-                finalists = ranked[: self.config.confirm]
-                if self.control.label not in finalists:
-                    finalists.append(self.control.label)
-                finalists.append(BASE)
-                self.study.set_user_attr("finalists", finalists)
-                self.log(f"screen done: confirming {', '.join(finalists)} on seeds {self.config.confirm_seed_list}")
+                out[label] = plan.seconds_per_training.get(label, math.inf)
+        return out
+
+    def advance(self) -> int:
+        """Once a stage has finished, decide the next (`decide`, under the study's lock) and queue it; how many jobs
+        were queued."""
+        if self.race_end() is None and self.deadline is not None:
+            with study_lock(self.config.storage_url, self.config.study_name):
+                self.decide()
         return self.enqueue_missing()
+
+    def decide(self) -> None:
+        """After the screen, who races; after each round, who stays, whether the base still runs, and whether another
+        round fits the deadline (or why the race ends). Nothing while a stage is unfinished."""
+        if "race_end" in self.study.user_attrs or not self.finished(self.queued_jobs()):
+            return
+        rounds = self.rounds()
+        if not rounds:
+            contenders = self.after_screen()
+        else:
+            val = self.tables(RACE, "val")
+            raced = [label for label in rounds[-1]["networks"] if label in val and label != BASE]
+            contenders = contenders_after(val, raced)
+        decision = self.next_round(contenders, rounds)
+        if isinstance(decision, str):
+            self.study.set_user_attr("race_end", decision)
+            self.log(f"race over: {decision}")
+            return
+        seed = self.config.seed + 1 + len(rounds)
+        self.study.set_user_attr("rounds", [*rounds, {"seed": seed, "networks": decision}])
+        self.log(f"race round {len(rounds) + 1} on seed {seed}: {', '.join(decision)}")
+
+    def after_screen(self) -> list[str]:
+        """The screen's rule applied (every feasible network races when there was no screen)."""
+        if not self.screens():
+            return sorted(self.feasible)
+        screen = self.tables(SCREEN, "val")
+        out = screened_out(screen) if screen else {}
+        self.study.set_user_attr(
+            "screened_out",
+            {label: {"behind": e.mean, "se": e.se} for label, e in sorted(out.items())},
+        )
+        kept = [label for label in sorted(screen) if label not in out]
+        self.log(
+            f"screen done: {len(out)} of {len(screen)} networks more than {SCREEN_RULE_K:g} standard errors behind "
+            f"the leader leave; {', '.join(kept)} race"
+        )
+        return kept
+
+    def next_round(self, contenders: list[str], rounds: list[dict[str, Any]]) -> list[str] | str:
+        """The networks of the next round, or why the race ends: resolved, out of seeds, or out of time."""
+        if not contenders:
+            return "no network left to race (every race training diverged)"
+        if len(rounds) >= self.config.max_seeds:
+            return f"{self.config.max_seeds} seeds raced (--max-seeds)"
+        val = self.tables(RACE, "val")
+        base_needed = not base_resolved(val, contenders, BASE)
+        if len(contenders) == 1 and not base_needed:
+            return "resolved: one network left and its difference to the base excludes zero"
+        networks = [*contenders, *([BASE] if base_needed else [])]
+        seconds = sum(self.seconds_per_training()[label] for label in networks) / max(1, self.config.workers)
+        assert self.deadline is not None
+        left = self.deadline - time.time()
+        if seconds > left:
+            return f"budget: round {len(rounds) + 1} needs about {seconds / 60:.1f} min, {max(0, left) / 60:.1f} left"
+        return networks
 
     def trials(self) -> pd.DataFrame:
         """trials.csv: `trials_frame` with each network's multipliers and input size as built, from the space."""

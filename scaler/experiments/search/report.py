@@ -1,10 +1,10 @@
-"""The search's answer: the confirmation with its intervals, the response surface, the files and the printout."""
+"""The search's answer: the best set, the pick and its test accuracy, the race table, the response surface, the
+files and the printout."""
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
 from dataclasses import asdict
 from typing import Any
@@ -12,97 +12,158 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaler.experiments.search.queue import BASE, CONFIRM, SCREEN, GridSearch, diverged
+from scaler.experiments.search.queue import BASE, RACE, SCREEN, GridSearch
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
-from scaler.study.grid import CONTROL, GridPoint
-from scaler.study.run import present
-from scaler.study.stats import accuracy_interval, best_set, family_columns, paired_difference, seed_mean
-from scaler.study.storage import (
-    redact,
+from scaler.study.grid import CONTROL, Candidate, GridPoint
+from scaler.study.racing import (
+    SCREEN_RULE_K,
+    best_set,
+    contenders_after,
+    difference,
+    leader,
+    next_budget,
+    pick,
 )
+from scaler.study.racing import Cost as RacingCost
+from scaler.study.run import present
+from scaler.study.stats import crossed_mean, family_columns
+from scaler.study.storage import redact
 from scaler.study.surface import best_of, fit_surface
 
+PICK_RULE = "the cheapest network of the best set, by MACs, then latency"
 
-def confirmation(
-    frame: pd.DataFrame, finalists: list[str], seeds: list[int], roles: dict[str, str]
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Each finalist on the fresh seeds: mean with its CI, paired differences to the winner and the base, and
-    whether it is in the 95 % confidence set of the best scaled network (`stats.best_set`). The differences to the
-    winner and to the base are each one family (simultaneous intervals, Holm p, `*_significant` adjusted).
 
-    A finalist whose training diverged on a seed is left out (`diverged`); of the others, only seeds every one
-    has finished are used, so every comparison is paired. `complete` once every remaining finalist has every
-    seed. The winner is the best mean among the scaled networks (the base is the reference, not a candidate);
-    `significant` means the winner's paired CI against the runner-up excludes zero.
-    """
-    confirm = frame[frame.stage == CONFIRM]
-    failed = sorted(set(confirm[diverged(confirm)].network))
-    done = confirm[(confirm.state == "COMPLETE") & ~confirm.network.isin(failed)]
-    table = done.pivot_table(index="seed", columns="network", values="val_acc", aggfunc="first").dropna()
-    table.index = table.index.astype(int)
-    remaining = [label for label in finalists if label not in failed]
-    complete = set(table.columns) == set(remaining) and sorted(table.index) == sorted(seeds)
-    if table.empty or len(table) < 2 or len(table.columns) < 2:
-        return pd.DataFrame(), {"seeds": [int(s) for s in table.index], "complete": False, "diverged": failed}
-    scaled = [label for label in table.columns if label != BASE]
-    means = table.mean()
-    ranked = sorted(scaled, key=lambda label: (-means[label], label))
-    winner = ranked[0]
-    in_best = best_set({label: table[label].tolist() for label in scaled})
-    labels = [*ranked, *([BASE] if BASE in table else [])]
+def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) -> pd.DataFrame:
+    """race.csv: every network that raced and the base, on the validation images: mean accuracy with its interval
+    (seeds and images crossed), the seeds' spread beside the images' floor, the paired difference to the leader
+    and to the base (each one family: simultaneous intervals, Holm p, adjusted significance, the seeds an
+    unresolved difference needs) and whether it is in the confidence set of the best."""
+    raced = [label for label in val if label != BASE]
+    if not raced:
+        return pd.DataFrame()
+    first = leader({label: val[label] for label in best or raced})
     families = {
-        name: family_columns(
-            f"vs_{name}",
-            {
-                label: seed_mean((table[label] - table[other]).tolist())
-                for label in labels
-                if other in table and other != label
-            },
-        )
-        for other, name in ((winner, "winner"), (BASE, "base"))
+        "vs_leader": family_columns(
+            "vs_leader", {label: difference(val, first, label) for label in raced if label != first}
+        ),
+        "vs_base": family_columns(
+            "vs_base", {label: difference(val, BASE, label) for label in raced} if BASE in val else {}
+        ),
     }
+    rounds = search.rounds()
     rows = []
-    for label in labels:
-        mean, low, high = accuracy_interval(table[label].tolist())
+    for label in sorted(val, key=lambda name: (name == BASE, -float(val[name].mean()), name)):
+        estimate = crossed_mean(val[label])
+        low, high = estimate.interval()
+        cost = search.cost_of(label)
         row: dict[str, Any] = {
             "network": label,
-            "role": roles.get(label, "candidate"),
-            "seeds": len(table),
-            "mean_val_acc": round(mean, 5),
-            "acc_lo": round(low, 5),
-            "acc_hi": round(high, 5),
-            "std": round(statistics.stdev(table[label]), 5),
-            "in_best_set": in_best.get(label),
+            "role": search.role(label),
+            "seeds": len(val[label]),
+            "rounds": sum(label in r["networks"] for r in rounds),
+            "mean_val_acc": estimate.mean,
+            "acc_lo": low,
+            "acc_hi": high,
+            "seed_sd": estimate.seed_sd,
+            "floor": estimate.floor,
+            "in_best_set": label in best if label != BASE else None,
+            "macs": cost.macs,
+            "latency_ms": cost.latency_ms,
         }
         for columns in families.values():
-            row |= {
-                key: round(value, 5) if isinstance(value, float) else value
-                for key, value in columns.get(label, {}).items()
-            }
-        rows.append(row)
+            row |= columns.get(label, {})
+        rows.append({key: round(value, 5) if isinstance(value, float) else value for key, value in row.items()})
+    return pd.DataFrame(rows)
+
+
+def answer(search: GridSearch) -> dict[str, Any]:
+    """The search's answer from the stage it reached: the confidence set of the best on the validation images
+    (the race's seeds, or the screen's one seed before the race), the pick by its stated rule, the pick's test
+    accuracy and its difference to the base on the test images (read once, after selection), the class of
+    coefficients that builds the pick, and what more budget would buy."""
+    race_val = search.tables(RACE, "val")
+    stage = RACE if any(label != BASE for label in race_val) else SCREEN
+    val = race_val if stage == RACE else search.tables(SCREEN, "val")
+    candidates = [label for label in val if label != BASE]
+    if not candidates:
+        return {"stage": None, "best_set": [], "pick": None, "significant": False}
+    rounds = search.rounds()
+    if stage == RACE:
+        last = [label for label in rounds[-1]["networks"] if label in candidates] or candidates
+        best = contenders_after(val, last)
+    else:
+        kept = best_set({label: val[label] for label in candidates})
+        best = [label for label in candidates if kept[label]]
+    costs = {label: RacingCost(search.cost_of(label).macs, search.cost_of(label).latency_ms) for label in best}
+    chosen = pick(best, costs)
+    network = search.feasible[chosen]
+    members = [Candidate.from_label(member) for member in network.members]
     result: dict[str, Any] = {
-        "seeds": [int(s) for s in table.index],
-        "complete": complete,
-        "diverged": failed,
-        "winner": winner,
+        "stage": stage,
+        "best_set": best,
+        "leader": leader({label: val[label] for label in best}),
+        "pick": chosen,
+        "pick_rule": PICK_RULE,
+        "resolved": len(best) == 1,
+        "class": {
+            "members": list(network.members),
+            **{
+                name: [min(getattr(m, name) for m in members), max(getattr(m, name) for m in members)]
+                for name in ("alpha", "beta", "gamma")
+            },
+            "exported": network.label,
+            "rule": "every member builds the same network at this phi; exported is the member whose nominal "
+            "alpha*beta^2*gamma^2 is nearest 2^phi (ties by label)",
+        },
     }
-    if len(ranked) > 1:
-        diff = paired_difference(table[ranked[1]].tolist(), table[winner].tolist())
-        result |= {
-            "runner_up": ranked[1],
-            "gap": round(diff.mean, 5),
-            "gap_ci95": [round(diff.low, 5), round(diff.high, 5)],
-            "significant": diff.significant,
+    test = search.tables(RACE, "test")
+    if chosen in test:
+        accuracy = crossed_mean(test[chosen])
+        result |= {"pick_test_acc": round(accuracy.mean, 5), "pick_test_ci95": rounded(accuracy.interval())}
+    else:
+        result |= {"pick_test_acc": None, "pick_test_ci95": None}
+    if chosen in test and BASE in test:
+        gain = difference(test, BASE, chosen)
+        low, high = gain.interval()
+        result["vs_base"] = {
+            "mean": round(gain.mean, 5),
+            "ci95": rounded((low, high)),
+            "p": round(gain.p, 5),
+            "seeds": min(len(test[chosen]), len(test[BASE])),
+            "images": "test",
+            "significant": bool(low > 0 or high < 0),
         }
-    return pd.DataFrame(rows), result
+        needed = None if low > 0 or high < 0 else gain.seeds_needed()
+        result["vs_base"]["seeds_needed"] = needed if needed is not None or low > 0 or high < 0 else "more images"
+    else:
+        result["vs_base"] = None
+    result["significant"] = bool(result["vs_base"] and result["vs_base"]["significant"])
+    if stage == RACE:
+        more = next_budget(val, best, search.seconds_per_training())
+        result["next_budget"] = {
+            "seeds": more.seeds,
+            "trainings": more.trainings,
+            "minutes": more.minutes,
+            "unresolvable": more.unresolvable,
+            "rule": "seeds per network at which every member of the best set would differ from the leader "
+            "(family-adjusted, 80 % power) if the differences stayed as measured",
+        }
+    else:
+        result["next_budget"] = None
+    return result
+
+
+def rounded(pair: tuple[float, float]) -> list[float]:
+    """An interval as a JSON pair of 5-decimal floats."""
+    return [round(float(pair[0]), 5), round(float(pair[1]), 5)]
 
 
 def response_surface(frame: pd.DataFrame, networks: dict[str, GridPoint]) -> dict[str, Any]:
     """A polynomial over the screened networks' log (depth, width, resolution) as built: its best network and fit error."""
     screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
     if screened.empty:
-        screened = frame[(frame.stage == CONFIRM) & (frame.state == "COMPLETE") & (frame.network != BASE)]
+        screened = frame[(frame.stage == RACE) & (frame.state == "COMPLETE") & (frame.network != BASE)]
         screened = screened.groupby("network", as_index=False).val_acc.mean()
     labels = [label for label in screened.network if label in networks]
     if not labels:
@@ -127,8 +188,8 @@ def response_surface(frame: pd.DataFrame, networks: dict[str, GridPoint]) -> dic
         "parameters": surface.parameters,
         "loo_rmse": round(surface.loo_rmse, 5),
         "fit_rmse": round(surface.fit_rmse, 5),
-        "best": best,
-        "predicted_val_acc": round(predicted, 5),
+        "best": best if surface.loo_rmse < mean_rmse else None,
+        "predicted_val_acc": round(predicted, 5) if surface.loo_rmse < mean_rmse else None,
     }
 
 
@@ -144,22 +205,24 @@ def space_frame(search: GridSearch) -> pd.DataFrame:
 
 
 def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The winner (None until the confirmation is done), the confirmation table and what the user needs to judge it."""
+    """summary.json (the answer, the plan, how the budget was spent) and race.csv, from the study as it stands."""
     frame = search.trials()
-    roles = {label: search.role(label) for label in [*search.feasible, BASE]}
-    table, verdict = confirmation(frame, search.finalists() or [], search.config.confirm_seed_list, roles)
+    verdict = answer(search)
+    race_val = search.tables(RACE, "val")
+    table = race_table(search, race_val, verdict["best_set"]) if verdict.get("stage") == RACE else pd.DataFrame()
     summary: dict[str, Any] = {
         key: None for key in ("alpha", "beta", "gamma", "val_acc", "ci95", "macs", "macs_ratio", "params", "latency_ms")
     }
-    winner = verdict.get("winner") if verdict.get("complete") else None
-    if winner:
-        network = search.feasible[winner]
-        row = table.set_index("network").loc[winner]
-        cost = search.cost_of(winner)
+    chosen = verdict.get("pick")
+    if chosen:
+        network = search.feasible[chosen]
+        cost = search.cost_of(chosen)
+        val = (race_val if verdict["stage"] == RACE else search.tables(SCREEN, "val"))[chosen]
+        estimate = crossed_mean(val)
         summary.update(
             asdict(network.candidate),
-            val_acc=float(row.mean_val_acc),
-            ci95=[float(row.acc_lo), float(row.acc_hi)],
+            val_acc=round(estimate.mean, 5),
+            ci95=rounded(estimate.interval()),
             macs=cost.macs,
             macs_ratio=network.macs_ratio,
             params=cost.params,
@@ -170,8 +233,9 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
             members=list(network.members),
         )
     trained = frame[frame.epochs > 0]
-    stage_counts = {stage: int((frame.stage == stage).sum()) for stage in (SCREEN, CONFIRM)}
-    return summary | {
+    stage_counts = {stage: int((frame.stage == stage).sum()) for stage in (SCREEN, RACE)}
+    plan = search.plan()
+    return summary | verdict | {
         "study": search.config.study_name,
         "grid": search.study.user_attrs.get("grid"),
         "trials": int(len(frame)),
@@ -182,19 +246,24 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
             "coefficients": asdict(CONTROL),
             "snapped": search.control_snapped,
         },
-        "finalists": search.finalists(),
+        "budget_seconds": search.config.budget,
+        "plan": asdict(plan) if plan else None,
+        "screen_rule": f"a network leaves the screen when it is more than {SCREEN_RULE_K:g} standard errors of the "
+        "paired per-example difference behind the leader",
+        "screened_out": search.study.user_attrs.get("screened_out", {}),
+        "rounds": search.rounds(),
+        "race_end": search.race_end(),
         "stages": stage_counts,
         "failed": int((frame.state == "FAIL").sum()),
         "failures": [
             {"number": int(row.number), "job": f"{row.stage}:{row.network}:{row.seed}", "reason": row.failure}
             for row in frame[frame.state == "FAIL"].itertuples()
         ],
-        "confirmation": verdict,
         "ranking": [present({str(k): v for k, v in row.items()}) for row in table.to_dict("records")],
         "surface": response_surface(frame, search.feasible),
         "seconds_per_trial": {
             stage: round(float(trained[trained.stage == stage].train_seconds.mean()), 1)
-            for stage in (SCREEN, CONFIRM)
+            for stage in (SCREEN, RACE)
             if (trained.stage == stage).any()
         },
         "wall_seconds": round(wall_seconds, 1),
@@ -202,7 +271,7 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
 
 
 def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
-    """trials.csv, grid.csv, confirm.csv, search.png and summary.json of the study as it stands; the summary."""
+    """trials.csv, grid.csv, race.csv, search.png and summary.json of the study as it stands; the summary."""
     from scaler.report.figures import search_figure
 
     summary, table = summarise(search, time.time() - started)
@@ -212,7 +281,7 @@ def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
         search.config,
         search.config.argv,
         started,
-        frames={"trials": frame, "grid": space_frame(search), "confirm": table},
+        frames={"trials": frame, "grid": space_frame(search), "race": table},
         figures={"search": search_figure(frame, table, summary)},
         options={"storage": redact(search.config.storage_url)},
         files={"summary.json": json.dumps(summary, indent=1, default=float)},
@@ -221,68 +290,98 @@ def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
 
 
 def print_search_summary(summary: dict[str, Any], config: Any) -> None:
-    """Human summary of a finished search: the space, the screen, the confirmation with its intervals."""
-    from scaler.study.storage import redact
-
+    """Human summary of a search: the space, the plan, the screen, the race with its intervals, the answer."""
     control = summary["control"]
     snapped = f", snapped to {control['network']}" if control["snapped"] else ""
+    plan = summary.get("plan") or {}
     print(
         f"\n# {summary['study']}: {summary['networks']} distinct networks on the grid, {summary['feasible']} within "
-        f"{config.ratio_tolerance:.0%} of {2**config.phi:g}x MACs; {summary['stages']['screen']} screen and "
-        f"{summary['stages']['confirm']} confirmation trainings, {summary['failed']} failed"
+        f"{config.ratio_tolerance:.0%} of {2**config.phi:g}x MACs; budget {summary['budget_seconds'] / 60:.1f} min: "
+        f"{summary['stages']['screen']} screen trainings on {plan.get('screen_images')} images, "
+        f"{summary['stages']['race']} race trainings on {plan.get('race_images')} images; {summary['failed']} failed"
     )
-    print(f"# {CONVENTION}; control: EfficientNet (1.2, 1.1, 1.15){snapped}")
-    verdict = summary["confirmation"]
-    if summary["alpha"] is None:
-        print("the confirmation has not finished: rerun the same command to go on")
-    else:
+    print(f"# {CONVENTION}; control: EfficientNet (1.2, 1.1, 1.15){snapped}; selection on validation images only")
+    if summary["screened_out"]:
+        print(f"screen: {', '.join(summary['screened_out'])} left ({summary['screen_rule']})")
+    rounds = summary["rounds"]
+    if rounds:
         print(
-            f"winner: alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} gamma={summary['gamma']:.2f} "
-            f"(built: depth x{summary['depth']:.2f}, width x{summary['width']:.2f}, resolution x{summary['resolution']:.2f})  "
-            f"MACs {summary['macs'] / 1e6:.2f} M (x{summary['macs_ratio']:.3f} of φ=0)  params {summary['params'] / 1e6:.2f} M  "
-            f"latency {summary['latency_ms']:.2f} ms"
+            f"race: {len(rounds)} round(s) on seeds {', '.join(str(r['seed']) for r in rounds)}; "
+            f"{summary['race_end'] or 'not over: rerun the same command to go on'}"
         )
+    if summary["ranking"]:
         print(
-            f"{'network':<22}{'role':<11}{'mean val_acc':>13}{'95% CI':>20}{'vs winner (95% CI)':>30}{'vs base (95% CI)':>30}{'best set':>10}"
+            f"{'network':<20}{'role':<11}{'seeds':>6}{'val_acc':>9}{'95% CI':>18}{'seed sd/floor':>15}"
+            f"{'vs leader (adjusted)':>27}{'vs base (adjusted)':>27}{'best set':>10}"
         )
         for row in summary["ranking"]:
             cells = []
-            for name in ("winner", "base"):
-                if isinstance(row.get(f"vs_{name}"), float) and not math.isnan(row[f"vs_{name}"]):
-                    cells.append(
-                        f"{100 * row[f'vs_{name}']:+.2f} [{100 * row[f'vs_{name}_lo']:+.2f}, {100 * row[f'vs_{name}_hi']:+.2f}] pt"
-                    )
+            for name in ("vs_leader", "vs_base"):
+                value = row.get(name)
+                if isinstance(value, float) and not math.isnan(value):
+                    cells.append(f"{100 * value:+.2f} [{100 * row[f'{name}_lo']:+.2f}, {100 * row[f'{name}_hi']:+.2f}]")
                 else:
                     cells.append("")
             best = {True: "yes", False: "no"}.get(row.get("in_best_set"), "")
-            interval = f"[{row['acc_lo']:.4f}, {row['acc_hi']:.4f}]"
+            interval = f"[{row['acc_lo']:.4f}, {row['acc_hi']:.4f}]" if "acc_lo" in row else ""
+            noise = "/".join(f"{100 * row[key]:.2f}" if key in row else "–" for key in ("seed_sd", "floor"))
             print(
-                f"{row['network']:<22}{row['role']:<11}{row['mean_val_acc']:>13.4f}"
-                f"{interval:>20}{cells[0]:>30}{cells[1]:>30}{best:>10}"
+                f"{row['network']:<20}{row['role']:<11}{row['seeds']:>6}{row['mean_val_acc']:>9.4f}{interval:>18}"
+                f"{noise:>15}{cells[0]:>27}{cells[1]:>27}{best:>10}"
             )
-        if "significant" in verdict:
-            word = "significant" if verdict["significant"] else "NOT significant (the CI includes 0)"
-            low, high = verdict["gap_ci95"]
+    if summary["pick"] is None:
+        print("no answer yet: nothing has finished training; rerun the same command to go on")
+    else:
+        klass = summary["class"]
+        ranges = ", ".join(
+            f"{name} {low:.2f}" if low == high else f"{name} {low:.2f}-{high:.2f}"
+            for name, (low, high) in ((n, klass[n]) for n in ("alpha", "beta", "gamma"))
+        )
+        where = "the race" if summary["stage"] == "race" else "the screen alone (one seed; the race never ran)"
+        print(f"best set (95 %, from {where}): {', '.join(summary['best_set'])}")
+        print(
+            f"pick: {summary['pick']} ({summary['pick_rule']}); alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} "
+            f"gamma={summary['gamma']:.2f}, exported from the class {ranges} "
+            f"(built: depth x{summary['depth']:.2f}, width x{summary['width']:.2f}, "
+            f"resolution x{summary['resolution']:.2f}); MACs {summary['macs'] / 1e6:.2f} M "
+            f"(x{summary['macs_ratio']:.3f}), latency {summary['latency_ms']:.2f} ms"
+        )
+        if summary["pick_test_acc"] is not None:
+            low, high = summary["pick_test_ci95"]
             print(
-                f"winner vs runner-up {verdict['runner_up']}: {100 * verdict['gap']:+.2f} points, 95% CI "
-                f"[{100 * low:+.2f}, {100 * high:+.2f}] over {len(verdict['seeds'])} paired seeds -> {word}"
+                f"pick test accuracy: {summary['pick_test_acc']:.4f} [{low:.4f}, {high:.4f}] (test images, read once)"
             )
+        gain = summary.get("vs_base")
+        if gain:
+            low, high = gain["ci95"]
+            word = "significant" if gain["significant"] else f"NOT significant (needs {gain['seeds_needed']} seeds)"
+            print(
+                f"pick vs base on the test images: {100 * gain['mean']:+.2f} points [{100 * low:+.2f}, "
+                f"{100 * high:+.2f}] over {gain['seeds']} paired seeds: {word}"
+            )
+        more = summary.get("next_budget")
+        if more and more["seeds"]:
+            print(
+                f"next budget: {more['seeds']} seeds per network ({more['trainings']} more trainings, about "
+                f"{more['minutes']:.0f} min) would separate the best set"
+                + (f"; {', '.join(more['unresolvable'])} need more images, not seeds" if more["unresolvable"] else "")
+            )
+        elif more and more["unresolvable"]:
+            print(f"next budget: {', '.join(more['unresolvable'])} cannot be separated by more seeds (more images)")
     surface = summary["surface"]
     if surface.get("fitted"):
-        answer = (
+        verdict = (
             f"best {surface['best']}, predicted {surface['predicted_val_acc']:.4f}"
             if surface["skill"]
-            else "no skill (predicting the mean does as well), so its argmax means nothing"
+            else "no skill (predicting the mean does as well), so no argmax is reported"
         )
         print(
             f"response surface ({surface['model']}, {surface['points']} points, leave-one-out error "
-            f"{100 * surface['loo_rmse']:.2f} points against {100 * surface['mean_loo_rmse']:.2f} for the mean): {answer}"
+            f"{100 * surface['loo_rmse']:.2f} points against {100 * surface['mean_loo_rmse']:.2f} for the mean): {verdict}"
         )
-    else:
-        print(f"response surface not fitted: {surface['reason']}")
     per_trial = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary["seconds_per_trial"].items())
     print(f"time: {summary['wall_seconds']:.0f} s wall; per training: {per_trial or 'none yet'}")
     print(
-        f"wrote {config.folder}/trials.csv, grid.csv, confirm.csv, search.png, summary.json, run.json; "
+        f"wrote {config.folder}/trials.csv, grid.csv, race.csv, search.png, summary.json, run.json; "
         f"storage {redact(config.storage_url)}"
     )
