@@ -270,7 +270,7 @@ def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> No
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     held = {t.params.get("job") or t.system_attrs["fixed_params"]["job"] for t in trials if t.state != TrialState.FAIL}
     grid = pd.read_csv(tmp_path / "studies" / "term" / "grid.csv")
-    assert {f"race:{label}:1" for label in [*grid[grid.feasible].label, "base"]} <= held
+    assert {f"race:{label}:2" for label in [*grid[grid.feasible].label, "base"]} <= held
 
 
 def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) -> None:

@@ -49,9 +49,29 @@ def test_a_budget_that_is_not_a_duration_is_one_line(text: str) -> None:
 
 def test_the_screen_rules_out_the_clearly_worse_and_keeps_the_close() -> None:
     rng = np.random.default_rng(0)
-    screen = tables(rng, {"wide": 0.86, "sharp": 0.858, "deep": 0.80}, seeds=1, images=15000)
+    screen = tables(rng, {"wide": 0.86, "sharp": 0.858, "deep": 0.80, "deeper": 0.70}, seeds=2, images=15000)
     out = screened_out(screen)
-    assert leader(screen) in {"wide", "sharp"} and set(out) == {"deep"}
+    assert leader(screen) in {"wide", "sharp"} and set(out) == {"deep", "deeper"}
+    assert all(b.mean > b.critical * b.se and b.dof == 3 for b in out.values())
+    assert screened_out({label: table[:1] for label, table in screen.items()}) == {}, "one seed shows no seed noise"
+
+
+def test_the_screen_counts_the_seeds_noise_not_only_the_images() -> None:
+    """Two seeds whose networks swap places by 2 points: the images alone would call a 1-point gap certain, the
+    seeds' spread does not."""
+    rng = np.random.default_rng(5)
+    base = tables(rng, {"a": 0.85}, seeds=1, images=15000)["a"][0]
+    shift = {"a": (0.0, 0.0), "b": (-0.03, +0.01), "c": (+0.01, -0.03), "d": (-0.01, -0.01)}
+    screen = {}
+    for label, (first, second) in shift.items():
+        rows = []
+        for delta in (first, second):
+            row = base.copy()
+            flip = rng.choice(np.flatnonzero(row == (1 if delta < 0 else 0)), int(abs(delta) * len(row)), replace=False)
+            row[flip] = 1 - row[flip]
+            rows.append(row)
+        screen[label] = np.stack(rows)
+    assert screened_out(screen) == {}
 
 
 def test_the_best_set_keeps_the_true_best_under_ties_and_drops_clear_losers() -> None:

@@ -81,20 +81,22 @@ def test_search_screens_races_answers_and_resumes(study_dir: Path, capsys) -> No
     first = pd.read_csv(study_dir / "trials.csv")
     assert list(first.columns) == TRIAL_COLUMNS and len(first) == 3
     plan = json.loads((study_dir / "summary.json").read_text())["plan"]
-    assert (first.stage == "screen").all() and (first.seed == 0).all()
+    assert (first.stage == "screen").all() and set(first.seed) <= {0, 1}
     assert (first.images == plan["screen_images"]).all() and plan["screen_images"] < plan["race_images"] <= 300
     early = json.loads((study_dir / "summary.json").read_text())
     assert early["stage"] == "screen" and early["pick"] in early["best_set"], "an answer from the stage it reached"
     assert early["pick_test_acc"] is None, "the screen never reads the test images"
+    assert early["plan"]["race_images"] == plan["race_images"]
 
     assert main(["search", "--study", "t", *FAST]) == 0
     frame = pd.read_csv(study_dir / "trials.csv")
     screen, race = frame[frame.stage == "screen"], frame[frame.stage == "race"]
-    assert sorted(screen.network) == sorted(feasible), "each network screened once"
+    assert sorted(zip(screen.network, screen.seed)) == sorted((n, s) for n in feasible for s in (0, 1)), "2 seeds"
     summary = json.loads((study_dir / "summary.json").read_text())
-    assert summary["plan"] == plan, "the plan is made once, by the command that starts the study"
+    assert summary["plan"]["screen_images"] == plan["screen_images"], "the plan is made by the command that starts it"
+    assert summary["plan"]["race_images"] == (race.images.iloc[0] if len(race) else plan["race_images"])
     rounds = summary["rounds"]
-    assert 1 <= len(rounds) <= 2 and [r["seed"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert 1 <= len(rounds) <= 2 and [r["seed"] for r in rounds] == list(range(2, len(rounds) + 2))
     assert summary["race_end"], "the race says why it ended"
     left = set(summary["screened_out"])
     assert set(rounds[0]["networks"]) == (feasible - left) | {"base"}

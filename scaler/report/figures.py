@@ -25,16 +25,20 @@ def search_figure(frame: pd.DataFrame, race: pd.DataFrame, summary: dict[str, An
     screened = frame[(frame.stage == "screen") & (frame.state == "COMPLETE")]
     if not screened.empty:
         points = left.scatter(screened.macs_ratio, screened.val_acc, c=screened.depth, cmap="viridis", s=45, zorder=3)
-        for row in screened.itertuples():
+        for row in screened.drop_duplicates("network").itertuples():
             left.annotate(
                 str(row.network), (row.macs_ratio, row.val_acc), fontsize=6, xytext=(3, 3), textcoords="offset points"
             )
         fig.colorbar(points, ax=left, label="depth as built / base (blocks)")
-        left.set_title(f"screen: {len(screened)} networks, {int(screened.images.iloc[0])} images each", fontsize=9)
+        left.set_title(
+            f"screen: {screened.network.nunique()} networks x {screened.seed.nunique()} seeds, "
+            f"{int(screened.images.iloc[0])} images each",
+            fontsize=9,
+        )
     else:
         left.set_title("no screen (every feasible network races)", fontsize=9)
     left.set_xlabel("measured MACs ratio φ=1 / φ=0")
-    left.set_ylabel("validation accuracy (selection seed)")
+    left.set_ylabel("validation accuracy (the screen's seeds)")
     left.grid(alpha=0.3)
     if not race.empty:
         rows = race.iloc[::-1].reset_index(drop=True)

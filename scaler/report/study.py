@@ -401,10 +401,30 @@ def search_section(folder: Path) -> Section:
     if (folder / "search.png").exists():
         parts.append("![the screen and the race](search.png)")
     verdicts = [
-        f"Search: best set {', '.join(summary['best_set'])}; pick {summary['pick']} (α, β, γ = "
-        f"{summary['alpha']}, {summary['beta']}, {summary['gamma']}). " + gain_text(summary.get("vs_base"))
+        f"Search ({summary['budget_seconds'] / 60:.0f}-min budget, {summary['wall_seconds'] / 60:.1f} min wall; "
+        f"{len(summary.get('screened_out') or {})} of {summary['feasible']} networks out at the screen, "
+        f"{len(summary.get('rounds') or [])} race rounds): best set {', '.join(summary['best_set'])}; pick "
+        f"{summary['pick']} (α, β, γ = {summary['alpha']}, {summary['beta']}, {summary['gamma']}), test accuracy "
+        f"{accuracy_text(summary.get('pick_test_acc'), summary.get('pick_test_ci95'))}. "
+        + gain_text(summary.get("vs_base"))
+        + next_budget_text(summary.get("next_budget"))
     ]
     return Section("The search (`summary.json`, `race.csv`)", parts, verdicts)
+
+
+def next_budget_text(more: dict[str, Any] | None) -> str:
+    """What more budget would separate the best set, as the summary measured it."""
+    if not more:
+        return ""
+    if more.get("seeds"):
+        text = (
+            f" To separate the best set: ≈{more['seeds']} seeds per network ({more['trainings']} more trainings, "
+            f"≈{more['minutes']:.0f} min)"
+        )
+        return text + (f"; {', '.join(more['unresolvable'])} need more images." if more["unresolvable"] else ".")
+    if more.get("unresolvable"):
+        return f" {', '.join(more['unresolvable'])} cannot be told from the leader by more seeds: more images."
+    return ""
 
 
 def class_text(klass: dict[str, Any]) -> str:

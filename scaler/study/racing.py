@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import t as t_distribution
 
 from scaler.errors import UserError
 from scaler.study.stats import Estimate, confidence_set, crossed_mean
 
 BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
-SCREEN_RULE_K = 3.0  # a screened network leaves when it is more than this many standard errors behind the leader
+SCREEN_SEEDS = 2  # the screen trains every network on two seeds, so that its rule sees the seeds' noise too
 
 
 def parse_budget(text: str) -> float:
@@ -46,18 +47,45 @@ def leader(tables: Mapping[str, np.ndarray]) -> str:
     return min(tables, key=lambda label: (-float(tables[label].mean()), label))
 
 
-def screened_out(tables: Mapping[str, np.ndarray], k: float = SCREEN_RULE_K) -> dict[str, Estimate]:
-    """The screen's rule: a network leaves when it is more than k standard errors of the paired difference behind
-    the leader (on one seed the standard error counts the images only, hence a k well above 2). Returns the
-    networks ruled out, with their difference to the leader."""
-    first = leader(tables)
+@dataclass(frozen=True)
+class Behind:
+    """How far a screened network is behind the screen's leader: the difference of their mean accuracies, its
+    standard error, degrees of freedom, and the t it had to exceed."""
+
+    mean: float
+    se: float
+    dof: int
+    critical: float
+
+
+SCREEN_RULE = (
+    "the confidence set of the best at the screen's fidelity: every network on the same seeds, the noise of one "
+    "network on one seed pooled over all networks (the residual of network + seed); a network leaves when the "
+    "leader beats it by a one-sided t test at the Bonferroni level over the others"
+)
+
+
+def screened_out(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict[str, Behind]:
+    """The screen's rule (SCREEN_RULE) on seeds x images tables: the per-seed accuracies (networks x seeds) are
+    fitted additively, network + seed; the residual variance, pooled over the K networks ((K - 1)(S - 1) degrees of
+    freedom), is one network's noise on one seed, seeds and images together, so a single lucky or unlucky seed is
+    not mistaken for skill. Returns the networks ruled out, with how far behind they are."""
+    labels = sorted(tables)
+    seeds = min((len(tables[label]) for label in labels), default=0)
+    if len(labels) < 3 or seeds < 2:
+        return {}
+    accuracy = np.array([[float(tables[label][seed].mean()) for seed in range(seeds)] for label in labels])
+    residual = accuracy - accuracy.mean(1, keepdims=True) - accuracy.mean(0, keepdims=True) + accuracy.mean()
+    dof = (len(labels) - 1) * (seeds - 1)
+    se = math.sqrt(2 * float((residual**2).sum()) / dof / seeds)
+    critical = float(t_distribution.ppf(1 - (1 - confidence) / (len(labels) - 1), dof))
+    means = dict(zip(labels, accuracy.mean(1)))
+    first = max(labels, key=lambda label: (means[label], -labels.index(label)))
     out = {}
-    for label in tables:
-        if label == first:
-            continue
-        behind = difference(tables, label, first)
-        if behind.mean > k * behind.se:
-            out[label] = behind
+    for label in labels:
+        behind = float(means[first] - means[label])
+        if label != first and behind > critical * se:
+            out[label] = Behind(behind, se, dof, critical)
     return out
 
 
@@ -166,6 +194,8 @@ class SearchPlan:
     rounds: int
     seconds: float
     seconds_per_training: dict[str, float]
+    base_seconds_per_image: float = 0.0
+    overhead: float = 0.0
 
 
 def plan_search(
@@ -198,7 +228,7 @@ def plan_search(
         return factor * (images * base_per_image + overhead)
 
     def seconds(race_images: int, rounds: int) -> float:
-        screen = sum(training(factor, screen_images(race_images)) for factor in scale.values())
+        screen = SCREEN_SEEDS * sum(training(factor, screen_images(race_images)) for factor in scale.values())
         race = sum(training(factor, race_images) for factor in [*dearest, 1.0])
         return screen + rounds * race
 
@@ -224,4 +254,20 @@ def plan_search(
         seconds(race_images, rounds),
         {label: training(factor, race_images) for label, factor in scale.items()}
         | {"base": training(1.0, race_images)},
+        base_per_image,
+        overhead,
     )
+
+
+def race_images_after_screen(
+    seconds_left: float, per_image: Mapping[str, float], fixed: float, full_images: int
+) -> int:
+    """The race's images per training from speeds measured in the screen (`per_image`: seconds per image of each
+    network that races, the base included; `fixed`: seconds per round that do not grow with images): the full
+    budget when MIN_ROUNDS rounds fit in the time left, else as many images as do, never below MIN_IMAGES (or all
+    there are)."""
+    least = min(MIN_IMAGES, full_images)
+    rate = sum(per_image.values())
+    if not math.isfinite(seconds_left) or rate <= 0:
+        return full_images
+    return max(least, min(full_images, int((seconds_left / MIN_ROUNDS - fixed) / rate)))

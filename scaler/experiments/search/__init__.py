@@ -30,7 +30,7 @@ from scaler.experiments.search.config import SearchConfig
 from scaler.experiments.search.queue import RACE, GridSearch, diverged, run_worker, trials_frame
 from scaler.experiments.search.report import print_search_summary, write_outputs
 from scaler.study.engine import TrialBudget
-from scaler.study.racing import parse_budget
+from scaler.study.racing import SCREEN_SEEDS, parse_budget
 from scaler.study.storage import check_study_name
 from scaler.study.workers import run_workers
 from scaler.training.tasks import dataset_task
@@ -89,7 +89,7 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
     parse_budget(settings["budget"])
     if not 0 <= args.heartbeat <= MAX_HEARTBEAT:
         raise UserError(f"--heartbeat must be between 0 (off) and {MAX_HEARTBEAT} seconds (got {args.heartbeat})")
-    check_seed("--seed", args.seed, more=max(0, settings["max_seeds"]))  # the race's fresh seeds follow it
+    check_seed("--seed", args.seed, more=max(0, settings["max_seeds"]) + SCREEN_SEEDS)  # the screen's, the race's
     check_base(args.base)
     dataset_task(args.dataset)
     check_workers(args.workers)

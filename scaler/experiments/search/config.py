@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import UserError
+from scaler.study.racing import SCREEN_SEEDS
 from scaler.study.run import RunConfig
 from scaler.study.storage import (
     STUDIES_DIR,
@@ -27,7 +28,7 @@ class SearchConfig:
 
     The search measures every distinct network of the grid at `phi` and keeps those within
     `ratio_tolerance` of 2^phi the base's MACs. A plan fits it into `budget` seconds at the measured speed:
-    each feasible network is screened on 1/`halving` of the race's images at `seed`; those the screen's rule
+    each feasible network is screened on 1/`halving` of the race's images at `seed` and the seed after; those the screen's rule
     keeps race in rounds of fresh seeds (at most `max_seeds`), paired with the base, until the confidence set
     of the best stops shrinking or the time to `deadline` (this command's, never stored) runs out.
     """
@@ -70,9 +71,14 @@ class SearchConfig:
         return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
 
     @property
+    def screen_seed_list(self) -> list[int]:
+        """The screen's seeds: the selection seed and the one after it."""
+        return [self.seed + offset for offset in range(SCREEN_SEEDS)]
+
+    @property
     def race_seed_list(self) -> list[int]:
-        """The fresh seeds the race may use, one per round: the next ones after the selection seed."""
-        return [self.seed + offset for offset in range(1, self.max_seeds + 1)]
+        """The fresh seeds the race may use, one per round: the next ones after the screen's."""
+        return [self.seed + SCREEN_SEEDS + offset for offset in range(self.max_seeds)]
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict a worker elsewhere can rebuild the search from."""

@@ -23,11 +23,11 @@ from scaler.model.spec import NetSpec
 from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
 from scaler.study.grid import CONTROL, Candidate, GridPoint, control_network, space
 from scaler.study.racing import (
-    SCREEN_RULE_K,
     SearchPlan,
     base_resolved,
     contenders_after,
     plan_search,
+    race_images_after_screen,
     screened_out,
 )
 from scaler.study.run import Cost, count, evaluate, evaluate_model, measure, present, setup
@@ -217,8 +217,10 @@ class GridSearch:
         return len(self.feasible) > RACE_WITHOUT_SCREEN
 
     def screen_jobs(self) -> list[Job]:
-        """Every feasible network once, at the selection seed."""
-        return [Job(SCREEN, label, self.config.seed) for label in sorted(self.feasible)] if self.screens() else []
+        """Every feasible network on each of the screen's seeds."""
+        if not self.screens():
+            return []
+        return [Job(SCREEN, label, seed) for seed in self.config.screen_seed_list for label in sorted(self.feasible)]
 
     def all_jobs(self) -> list[str]:
         """Every job this study could ever queue (the categorical distribution of the 'job' parameter)."""
@@ -437,7 +439,7 @@ class GridSearch:
             self.study.set_user_attr("race_end", decision)
             self.log(f"race over: {decision}")
             return
-        seed = self.config.seed + 1 + len(rounds)
+        seed = self.config.race_seed_list[len(rounds)]
         self.study.set_user_attr("rounds", [*rounds, {"seed": seed, "networks": decision}])
         self.log(f"race round {len(rounds) + 1} on seed {seed}: {', '.join(decision)}")
 
@@ -447,16 +449,41 @@ class GridSearch:
             return sorted(self.feasible)
         screen = self.tables(SCREEN, "val")
         out = screened_out(screen) if screen else {}
-        self.study.set_user_attr(
-            "screened_out",
-            {label: {"behind": e.mean, "se": e.se} for label, e in sorted(out.items())},
-        )
+        self.study.set_user_attr("screened_out", {label: asdict(behind) for label, behind in sorted(out.items())})
         kept = [label for label in sorted(screen) if label not in out]
         self.log(
-            f"screen done: {len(out)} of {len(screen)} networks more than {SCREEN_RULE_K:g} standard errors behind "
-            f"the leader leave; {', '.join(kept)} race"
+            f"screen done: {len(out)} of {len(screen)} networks significantly behind the leader leave "
+            f"({', '.join(f'{label} -{100 * b.mean:.2f} pt' for label, b in out.items()) or 'none'}); "
+            f"{', '.join(kept)} race"
         )
+        if kept:
+            self.replan(kept)
         return kept
+
+    def replan(self, contenders: list[str]) -> None:
+        """Size the race's images from the speeds the screen measured: the full budget when three rounds of the
+        contenders and the base fit in the time left, else as many images as do."""
+        plan = self.plan()
+        assert plan is not None and self.setup.dataset is not None and self.deadline is not None
+        per_image = {
+            label: seconds / plan.race_images  # the screen's seconds per image (its evaluation included)
+            for label, seconds in self.seconds_per_training().items()
+            if label in contenders
+        }
+        per_image[BASE] = plan.base_seconds_per_image
+        full_images = len(self.setup.dataset.train) * self.config.train.epochs
+        fixed = plan.overhead * len(per_image)
+        images = race_images_after_screen(self.deadline - time.time(), per_image, fixed, full_images)
+        images = self.batches(images)
+        seconds = {
+            label: images * rate + (plan.overhead if label == BASE else 0.0) for label, rate in per_image.items()
+        }
+        self.study.set_user_attr(
+            "plan", asdict(replace(plan, race_images=images, seconds_per_training=plan.seconds_per_training | seconds))
+        )
+        self.log(
+            f"race on {images} images per training (timed in the screen){' (the full budget)' if images >= full_images else ''}"
+        )
 
     def next_round(self, contenders: list[str], rounds: list[dict[str, Any]]) -> list[str] | str:
         """The networks of the next round, or why the race ends: resolved, out of seeds, or out of time."""

@@ -17,7 +17,7 @@ from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.study.grid import CONTROL, Candidate, GridPoint
 from scaler.study.racing import (
-    SCREEN_RULE_K,
+    SCREEN_RULE,
     best_set,
     contenders_after,
     difference,
@@ -162,6 +162,7 @@ def rounded(pair: tuple[float, float]) -> list[float]:
 def response_surface(frame: pd.DataFrame, networks: dict[str, GridPoint]) -> dict[str, Any]:
     """A polynomial over the screened networks' log (depth, width, resolution) as built: its best network and fit error."""
     screened = frame[(frame.stage == SCREEN) & (frame.state == "COMPLETE")]
+    screened = screened.groupby("network", as_index=False).val_acc.mean()  # over the screen's seeds
     if screened.empty:
         screened = frame[(frame.stage == RACE) & (frame.state == "COMPLETE") & (frame.network != BASE)]
         screened = screened.groupby("network", as_index=False).val_acc.mean()
@@ -248,8 +249,7 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         },
         "budget_seconds": search.config.budget,
         "plan": asdict(plan) if plan else None,
-        "screen_rule": f"a network leaves the screen when it is more than {SCREEN_RULE_K:g} standard errors of the "
-        "paired per-example difference behind the leader",
+        "screen_rule": SCREEN_RULE,
         "screened_out": search.study.user_attrs.get("screened_out", {}),
         "rounds": search.rounds(),
         "race_end": search.race_end(),
