@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,8 @@ def test_every_committed_report_is_what_its_files_give(folder: Path) -> None:
 
 def test_the_readme_study_summaries_are_what_the_files_give() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert readme.count("<!-- summary: studies/") == len(COMMITTED) and "<!-- tail: benchmarks/results/" in readme
+    named = set(re.findall(r"<!-- summary: studies/([\w.-]+)", readme))
+    assert named == {folder.name for folder in COMMITTED} and "<!-- tail: benchmarks/results/" in readme
     assert refreshed_readme(readme, ROOT) == readme, "rerun: scaler report --study NAME --readme README.md"
 
 
@@ -99,11 +101,13 @@ def test_readme_blocks_quote_files_verbatim_and_a_missing_one_writes_nothing(
     readme = tmp_path / "README.md"
     readme.write_text(
         "x\n<!-- tail: out.txt 2 -->\nold\n<!-- /tail -->\n<!-- summary: studies/lad -->\n<!-- /summary -->\n"
+        "<!-- summary: studies/lad summary.json -->\n<!-- /summary -->\n"
     )
     assert main(["report", "--study", "lad", "--readme", "README.md"]) == 0
     text = readme.read_text()
     assert "<!-- tail: out.txt 2 -->\n```\nsecond\nthird\n```\n<!-- /tail -->" in text
     assert "- Ladder, gains over the step before: 1 of 2 significant after adjustment" in text
+    assert "<!-- summary: studies/lad summary.json -->\n\n\nFull report" in text, "a block of one file's section"
     assert main(["report", "--study", "lad", "--readme", "README.md"]) == 0 and readme.read_text() == text
     (tmp_path / "studies" / "lad" / REPORT).unlink()
     readme.write_text(text.replace("out.txt", "gone.txt"))

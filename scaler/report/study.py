@@ -485,9 +485,9 @@ def commands(folder: Path) -> str:
     return "Made by (`run.json`" + (f"; {device}" if device else "") + "):\n\n" + "\n".join(lines)
 
 
-def sections(folder: Path) -> list[Section]:
-    """The sections whose files the folder holds, in a fixed order."""
-    return [section(folder) for name, section in SECTIONS if (folder / name).exists()]
+def sections(folder: Path, only: str | None = None) -> list[Section]:
+    """The sections whose files the folder holds, in a fixed order (`only`: the one made from that file)."""
+    return [section(folder) for name, section in SECTIONS if (folder / name).exists() and only in (None, name)]
 
 
 def study_report(folder: Path) -> str:
@@ -507,15 +507,16 @@ def study_summary(found: list[Section]) -> str:
 
 def refreshed_readme(text: str, root: Path) -> str:
     """`text` with its generated blocks made again from the files: between `<!-- summary: studies/NAME -->` and
-    `<!-- /summary -->` the study's summary (and a link to its report.md); between `<!-- tail: PATH N -->` and
+    `<!-- /summary -->` the study's summary (and a link to its report.md; `<!-- summary: studies/NAME FILE -->`:
+    only the section made from FILE, e.g. summary.json for the search); between `<!-- tail: PATH N -->` and
     `<!-- /tail -->` the last N lines of the file at PATH (a benchmark's output), verbatim in a code block."""
-    summary = re.compile(r"(<!-- summary: (studies/[\w.-]+) -->\n)(.*?)(<!-- /summary -->)", re.DOTALL)
+    summary = re.compile(r"(<!-- summary: (studies/[\w.-]+)(?: ([\w.]+))? -->\n)(.*?)(<!-- /summary -->)", re.DOTALL)
     tail = re.compile(r"(<!-- tail: ([\w./-]+) (\d+) -->\n)(.*?)(<!-- /tail -->)", re.DOTALL)
 
     def study_block(match: re.Match[str]) -> str:
         folder = root / match.group(2)
         link = f"Full report: [`{match.group(2)}/{REPORT}`]({match.group(2)}/{REPORT})."
-        return f"{match.group(1)}{study_summary(sections(folder))}\n\n{link}\n{match.group(4)}"
+        return f"{match.group(1)}{study_summary(sections(folder, match.group(3)))}\n\n{link}\n{match.group(5)}"
 
     def tail_block(match: re.Match[str]) -> str:
         lines = (root / match.group(2)).read_text().splitlines()[-int(match.group(3)) :]

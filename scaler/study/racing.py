@@ -200,44 +200,47 @@ class SearchPlan:
 
 def plan_search(
     budget_seconds: float,
-    macs: Mapping[str, float],
-    base_macs: float,
-    seconds_per_mac_image: float,
+    per_image: Mapping[str, float],
+    base_per_image: float,
     full_images: int,
     contenders: int = 3,
     screen_fraction: float = 1 / 3,
     overhead: float = 0.0,
     screen: bool = True,
 ) -> SearchPlan:
-    """Fit the screen and the race into `budget_seconds` at the measured throughput (seconds per image per MAC,
-    from the base's probe, never faster than the base per image; `overhead` seconds per training for evaluating
-    it, scaled the same way): the screen trains every network of `macs` once on `screen_fraction` of the race's
-    images and takes at most SCREEN_SHARE of the budget; the race trains `contenders` of the most expensive
-    networks and the base for at least MIN_ROUNDS rounds. Full fidelity (`full_images`) when it fits; fewer
-    images, down to MIN_IMAGES (or all there are), when not; no screen when `screen` is False. A budget that cannot fit that is refused in one
-    line with the minimum it needs."""
-    scale = {label: max(1.0, value / base_macs) for label, value in macs.items()}
-    base_per_image = base_macs * seconds_per_mac_image
+    """Fit the screen and the race into `budget_seconds` at the measured speeds (`per_image`: each network's
+    seconds per training image, `base_per_image` the base's; `overhead` seconds per training for building and
+    evaluating it): the screen trains every network of `per_image` on SCREEN_SEEDS seeds on `screen_fraction`
+    of the race's images and takes at most SCREEN_SHARE of the budget; the race's rounds train `contenders` of the
+    most expensive networks and the base. Full fidelity (`full_images`) when MIN_ROUNDS rounds fit after the
+    screen; fewer images, down to MIN_IMAGES (or all there are), when not, and then as many rounds as fit (none:
+    the answer is the screen's). No screen when `screen` is False. A budget that cannot fit the screen at the
+    fewest images (without a screen: one round) is refused in one line with the minimum it needs."""
+    rates = {label: max(rate, base_per_image) for label, rate in per_image.items()}
     least = min(MIN_IMAGES, full_images)
-    dearest = sorted(scale.values(), reverse=True)[:contenders] or [1.0] * contenders
+    dearest = sorted(rates.values(), reverse=True)[:contenders] or [base_per_image] * contenders
 
     def screen_images(race_images: int) -> int:
         return max(least // 2, int(race_images * screen_fraction)) if screen else 0
 
-    def training(factor: float, images: int) -> float:
-        return factor * (images * base_per_image + overhead)
+    def training(rate: float, images: int) -> float:
+        return images * rate + overhead
 
     def seconds(race_images: int, rounds: int) -> float:
-        screen = SCREEN_SEEDS * sum(training(factor, screen_images(race_images)) for factor in scale.values())
-        race = sum(training(factor, race_images) for factor in [*dearest, 1.0])
+        screen = SCREEN_SEEDS * sum(training(rate, screen_images(race_images)) for rate in rates.values())
+        race = sum(training(rate, race_images) for rate in [*dearest, base_per_image])
         return screen + rounds * race
 
-    minimum = seconds(least, MIN_ROUNDS)
+    minimum = seconds(least, 0 if screen else 1)
     if budget_seconds < minimum:
+        what = (
+            f"the screen of {len(rates)} networks on {SCREEN_SEEDS} seeds at {screen_images(least)} images each"
+            if screen
+            else f"one race round at {least} images"
+        )
         raise UserError(
-            f"--budget {budget_seconds / 60:.1f} min is too small for this search: the screen of "
-            f"{len(macs) if screen else 0} networks and {MIN_ROUNDS} race rounds at {least} images each need {math.ceil(minimum / 60)} min "
-            "at the measured speed"
+            f"--budget {budget_seconds / 60:.1f} min is too small for this search: {what} needs "
+            f"{math.ceil(minimum / 60)} min at the measured speed (building the space not counted)"
         )
     race_images = full_images
     while race_images > least and (
@@ -246,14 +249,14 @@ def plan_search(
         race_images = max(least, int(race_images * 0.9))
     per_round = seconds(race_images, 1) - seconds(race_images, 0)
     left = budget_seconds - seconds(race_images, 0)
-    rounds = max(MIN_ROUNDS, int(left // per_round)) if math.isfinite(left) and per_round > 0 else MIN_ROUNDS
+    rounds = max(0, int(left // per_round)) if math.isfinite(left) and per_round > 0 else MIN_ROUNDS
     return SearchPlan(
         screen_images(race_images),
         race_images,
         rounds,
         seconds(race_images, rounds),
-        {label: training(factor, race_images) for label, factor in scale.items()}
-        | {"base": training(1.0, race_images)},
+        {label: training(rate, race_images) for label, rate in rates.items()}
+        | {"base": training(base_per_image, race_images)},
         base_per_image,
         overhead,
     )

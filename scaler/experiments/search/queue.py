@@ -77,7 +77,7 @@ TRIAL_COLUMNS = [
 SCREEN, RACE = "screen", "race"
 BASE = "base"
 RACE_WITHOUT_SCREEN = 3  # this many feasible networks or fewer race from the start, unscreened
-PROBE_IMAGES = 2048  # the timed training of the base that sizes the plan
+PROBE_IMAGES = 4096  # the timed trainings (the base, the dearest network) that size the plan
 
 
 TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_second")
@@ -261,23 +261,23 @@ class GridSearch:
         if plan is not None:
             return plan
         assert self.setup.dataset is not None
-        cost = self.cost_of(BASE)
         full_images = len(self.setup.dataset.train) * self.config.train.epochs
-        images = min(PROBE_IMAGES, full_images)
-        probe = replace(self.config.train, max_images=images, seed=self.config.seed)
-        started = time.perf_counter()
-        try:
-            row = evaluate(self.base, self.setup, probe, test=True, cost=cost, description="timing the base")
-        except TrainingDiverged as error:
-            raise UserError(f"the base diverged while the search timed it ({error}): lower --lr") from None
-        overhead = max(0.0, time.perf_counter() - started - images / row.images_per_second)
+        base_rate, overhead = self.probe(BASE, full_images)
+        dearest = max(self.feasible.values(), key=lambda network: (network.macs or 0, network.label), default=None)
+        per_image: dict[str, float] = {}
+        if dearest is not None:
+            dear_rate, _ = self.probe(dearest.label, full_images)
+            base_macs, dear_macs = float(self.cost_of(BASE).macs), float(dearest.macs or 0)
+            slope = (dear_rate - base_rate) / (dear_macs - base_macs) if dear_macs > base_macs else 0.0
+            per_image = {
+                label: base_rate + slope * (float(network.macs or dear_macs) - base_macs)
+                for label, network in sorted(self.feasible.items())
+            }
         left = (self.deadline or math.inf) - time.time()
-        macs = {label: float(network.macs or cost.macs) for label, network in sorted(self.feasible.items())}
         plan = plan_search(
             left,
-            macs,
-            float(cost.macs),
-            1 / (row.images_per_second * cost.macs),
+            per_image,
+            base_rate,
             full_images,
             contenders=min(RACE_WITHOUT_SCREEN, len(self.feasible)),
             screen_fraction=1 / self.config.halving,
@@ -287,11 +287,27 @@ class GridSearch:
         plan = replace(plan, race_images=self.batches(plan.race_images), screen_images=self.batches(plan.screen_images))
         self.study.set_user_attr("plan", asdict(plan))
         self.log(
-            f"plan for {left / 60:.1f} min at {row.images_per_second:.0f} images/s (the base): screen "
+            f"plan for {left / 60:.1f} min at {1 / base_rate:.0f} images/s (the base, timed): screen "
             f"{len(self.screen_jobs())} networks on {plan.screen_images} images each, then race on "
             f"{plan.race_images} images per training{' (the full budget)' if plan.race_images >= full_images else ''}"
         )
         return plan
+
+    def probe(self, network: str, full_images: int) -> tuple[float, float]:
+        """Time a short training of a network with its evaluation: seconds per training image, and the seconds a
+        training spends besides (building, validating, testing)."""
+        images = min(PROBE_IMAGES, full_images)
+        config = replace(self.config.train, max_images=images, seed=self.config.seed)
+        cost = self.cost_of(network)
+        started = time.perf_counter()
+        try:
+            row = evaluate(
+                self.spec_of(network), self.setup, config, test=True, cost=cost, description=f"timing {network}"
+            )
+        except TrainingDiverged as error:
+            raise UserError(f"{network} diverged while the search timed it ({error}): lower --lr") from None
+        rate = 1 / row.images_per_second
+        return rate, max(0.0, time.perf_counter() - started - images * rate)
 
     def batches(self, images: int) -> int:
         """`images` rounded down to whole batches (at least one)."""
