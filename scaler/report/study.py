@@ -416,6 +416,11 @@ def next_budget_text(more: dict[str, Any] | None) -> str:
     """What more budget would separate the best set, as the summary measured it."""
     if not more:
         return ""
+    if more.get("seeds") and more["seeds"] > 1000:
+        return (
+            " To separate the best set: more than 1000 seeds per network; at this fidelity its members are as good "
+            "as one another."
+        )
     if more.get("seeds"):
         text = (
             f" To separate the best set: ≈{more['seeds']} seeds per network ({more['trainings']} more trainings, "

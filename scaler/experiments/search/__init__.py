@@ -281,7 +281,9 @@ class OverallProgress:
             self.bar.close()
 
 
-BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min [{postfix}]"
+BAR_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min{postfix}"  # postfix: ", N trainings done, M min left"
+)
 
 
 COMMAND = Command(

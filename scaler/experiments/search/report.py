@@ -32,6 +32,7 @@ from scaler.study.storage import redact
 from scaler.study.surface import best_of, fit_surface
 
 PICK_RULE = "the cheapest network of the best set, by MACs, then latency"
+MOST_SEEDS = 1000  # `Estimate.seeds_needed`'s default bound: beyond it, it answers most + 1
 
 
 def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) -> pd.DataFrame:
@@ -360,7 +361,12 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
                 f"{100 * high:+.2f}] over {gain['seeds']} paired seeds: {word}"
             )
         more = summary.get("next_budget")
-        if more and more["seeds"]:
+        if more and more["seeds"] and more["seeds"] > MOST_SEEDS:
+            print(
+                f"next budget: more than {MOST_SEEDS} seeds per network would be needed to separate the best set: "
+                "at this fidelity its members are as good as one another"
+            )
+        elif more and more["seeds"]:
             print(
                 f"next budget: {more['seeds']} seeds per network ({more['trainings']} more trainings, about "
                 f"{more['minutes']:.0f} min) would separate the best set"
