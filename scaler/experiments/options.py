@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +189,7 @@ def experiment_config(
         exported = Candidate(*coefficients).label
         note = class_note(config.base_spec(), info.members, exported, phis_of(args))
         if note:
-            print(note, file=sys.stderr)
+            print(note)
     return config, coefficients
 
 
