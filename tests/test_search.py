@@ -106,6 +106,7 @@ def test_search_screens_races_answers_and_resumes(study_dir: Path, capsys) -> No
     assert set(table.network) == set(rounds[0]["networks"])
     assert (table.acc_lo <= table.mean_val_acc).all() and (table.mean_val_acc <= table.acc_hi).all()
     assert {"seed_sd", "floor", "vs_leader", "vs_base", "vs_base_p_holm", "in_best_set"} <= set(table.columns)
+    assert (table.vs_base_p_holm.dropna() >= table.vs_base_p.dropna()).all(), "each column is one adjusted family"
     assert summary["stage"] == "race" and summary["pick"] in set(summary["best_set"]) <= set(table.network) - {"base"}
     costs = table.set_index("network").macs
     assert costs[summary["pick"]] == min(costs[label] for label in summary["best_set"]), summary["pick_rule"]

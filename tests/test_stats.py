@@ -171,31 +171,6 @@ def test_family_columns_widen_with_the_family_and_adjust_p() -> None:
     assert alone["gain_significant"] and not family["a"]["gain_significant"]
 
 
-def test_search_confirmation_adjusts_each_family_of_differences() -> None:
-    from scaler.experiments.search.queue import BASE, CONFIRM
-    from scaler.experiments.search.report import confirmation
-
-    accuracy = {"a": [0.88, 0.885, 0.882], "b": [0.880, 0.884, 0.881], "c": [0.86, 0.866, 0.861], BASE: [0.87] * 3}
-    accuracy[BASE] = [0.870, 0.874, 0.871]
-    frame = pd.DataFrame(
-        [
-            {"stage": CONFIRM, "state": "COMPLETE", "network": network, "seed": seed, "val_acc": value, "failure": None}
-            for network, values in accuracy.items()
-            for seed, value in zip((1, 2, 3), values)
-        ]
-    )
-    table, result = confirmation(frame, ["a", "b", "c", BASE], [1, 2, 3], {})
-    table = table.set_index("network")
-    assert result["winner"] == "a" and {"vs_base_p_holm", "vs_winner_significant"} <= set(table.columns)
-    base_diffs = {label: np.subtract(accuracy[label], accuracy[BASE]) for label in ("a", "b", "c")}
-    assert table.vs_base["c"] == pytest.approx(base_diffs["c"].mean(), abs=1e-5)
-    alone = paired_by_seed(pd.DataFrame(accuracy), BASE, "c")
-    assert (
-        alone is not None and table.vs_base_hi["c"] - table.vs_base_lo["c"] > alone.high - alone.low
-    )  # 3 in the family
-    assert (table.vs_base_p_holm.dropna() >= table.vs_base_p.dropna()).all()
-
-
 def test_seeds_needed_shrink_only_the_seed_part_of_the_variance() -> None:
     seeds_only = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.0)
     with_images = Estimate(0.01, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.000005)
