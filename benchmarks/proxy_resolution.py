@@ -42,7 +42,7 @@ def main() -> None:
         "--first-seed",
         type=int,
         default=100,
-        help="seeds from here on: apart from the search's selection (0) and confirmation (1, 2, ...) seeds, so the "
+        help="seeds from here on: apart from the search's screen (0, 1) and race (2, 3, ...) seeds, so the "
         "benchmark's runs are its own, not the search's again",
     )
     parser.add_argument("--epochs", type=int, default=2)

@@ -80,7 +80,7 @@ def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) 
 
 def answer(search: GridSearch) -> dict[str, Any]:
     """The search's answer from the stage it reached: the confidence set of the best on the validation images
-    (the race's seeds, or the screen's one seed before the race), the pick by its stated rule, the pick's test
+    (the race's seeds, or the screen's seeds before the race), the pick by its stated rule, the pick's test
     accuracy and its difference to the base on the test images (read once, after selection), the class of
     coefficients that builds the pick, and what more budget would buy."""
     race_val = search.tables(RACE, "val")
@@ -338,7 +338,11 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             f"{name} {low:.2f}" if low == high else f"{name} {low:.2f}-{high:.2f}"
             for name, (low, high) in ((n, klass[n]) for n in ("alpha", "beta", "gamma"))
         )
-        where = "the race" if summary["stage"] == "race" else "the screen alone (one seed; the race never ran)"
+        where = (
+            "the race"
+            if summary["stage"] == "race"
+            else "the screen alone (its seeds, at its fewer images; the race never ran)"
+        )
         print(f"best set (95 %, from {where}): {', '.join(summary['best_set'])}")
         print(
             f"pick: {summary['pick']} ({summary['pick_rule']}); alpha={summary['alpha']:.2f} beta={summary['beta']:.2f} "
