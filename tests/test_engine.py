@@ -131,6 +131,22 @@ def test_other_training_settings_are_another_study_in_the_same_store(tmp_path: P
     assert fingerprint(one) == fingerprint(moved)
 
 
+def test_a_plan_runs_its_own_jobs_and_leaves_another_plans_queue_waiting(tmp_path: Path) -> None:
+    """Two plans of one command share a study (same settings, other networks); the second runs only its own rows,
+    and the first's queued jobs stay queued for it, named in one line."""
+    run = tiny_setup(tmp_path / "two")
+    first = PlanRun(plan([0]).iloc[:1].assign(width=1.5, label="wide only"), run, quiet)
+    first.enqueue_missing(first.open())
+    lines: list[str] = []
+    frame = evaluate_plan(plan([]), run, lines.append)
+    assert frame.label.tolist() == ["base"]
+    study = optuna.load_study(study_name=first.name, storage=engine.store_url(run.folder))
+    states = {t.user_attrs[JOB]: t.state for t in study.get_trials()}
+    assert states[first.keys[0]] == TrialState.WAITING
+    assert list(states.values()).count(TrialState.COMPLETE) == 1
+    assert any("1 run(s) another plan of this study queued are left to it" in line for line in lines)
+
+
 def test_a_plan_naming_one_run_twice_is_refused(tmp_path: Path) -> None:
     """Two identical rows would be one job: refused before anything is written."""
     run = tiny_setup(tmp_path / "dup")

@@ -40,8 +40,10 @@ from scaler.study.run import (
 from scaler.study.storage import (
     INTERRUPTED,
     GridExhausted,
+    QueueStudy,
     enqueue_missing,
     open_study,
+    queued_key,
     redact,
     redact_secrets,
     sqlite_path,
@@ -195,15 +197,23 @@ class JobRunner:
         accuracy_value = row.test_acc if test else row.val_acc
         return accuracy_value if row.trained and not math.isnan(accuracy_value) else 0.0
 
-    def drain(self, study: optuna.Study, url: str) -> int:
-        """Claim and run the study's queued runs until none is left; an interrupted one is queued again first."""
-        return drain(study, recording_interruptions(self.objective), requeue=lambda: requeue_interrupted(study, url))
+    def drain(self, study: optuna.Study, url: str, jobs: list[str] | None = None) -> int:
+        """Claim and run the study's queued runs (of `jobs` alone when given) until none is left; an interrupted one
+        is queued again first."""
+        if jobs is not None and isinstance(study, QueueStudy):
+            planned = frozenset(jobs)
+            study.only = lambda trial: queued_key(trial, JOB) in planned
+        return drain(
+            study, recording_interruptions(self.objective), requeue=lambda: requeue_interrupted(study, url, jobs)
+        )
 
 
-def requeue_interrupted(study: optuna.Study, url: str) -> int:
-    """Queue again every job of the study that no trial holds any more (an interrupted or crashed run's)."""
-    keys = list(dict.fromkeys(t.user_attrs[JOB] for t in study.get_trials(deepcopy=False) if JOB in t.user_attrs))
-    return enqueue_missing(study, url, JOB, keys, as_param=False)
+def requeue_interrupted(study: optuna.Study, url: str, jobs: list[str] | None = None) -> int:
+    """Queue again every job of the study (of `jobs` when given) that no trial holds any more (an interrupted or
+    crashed run's)."""
+    if jobs is None:
+        jobs = list(dict.fromkeys(t.user_attrs[JOB] for t in study.get_trials(deepcopy=False) if JOB in t.user_attrs))
+    return enqueue_missing(study, url, JOB, jobs, as_param=False)
 
 
 class PlanRun:
@@ -277,6 +287,11 @@ class PlanRun:
                 self.log(f"{len(done)} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
             if queued:
                 self.log(f"other machines can join: scaler worker --study {self.name} --storage {redact(self.url)}")
+            planned = set(self.keys)
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            foreign = sum(queued_key(t, JOB) not in planned for t in waiting)
+            if foreign:
+                self.log(f"{foreign} run(s) another plan of this study queued are left to it (or to scaler worker)")
             self.run_queue(study)
             done = self.finished(study)
         lost = [json.loads(key)["label"] for key in self.keys if key not in done]
@@ -324,30 +339,32 @@ class PlanRun:
         """Run the queue in this process, or in the config's local workers (a crashed worker is a RunFailed)."""
         workers = self.setup.config.workers
         if workers <= 1 or self.setup.dataset is None:
-            self.runner.drain(study, self.url)
+            self.runner.drain(study, self.url, self.keys)
             return
         config = replace(self.setup.config, progress=False, workers=1, storage=self.url)
-        crashed = run_workers(plan_worker, (config.to_json(), self.name), workers, self.url, self.log)
+        crashed = run_workers(plan_worker, (config.to_json(), self.name, self.keys), workers, self.url, self.log)
         if crashed:
             self.enqueue_missing(study)
             raise RunFailed(f"{crashed}; the unfinished runs are queued again: rerun the same command to finish them")
 
 
-def plan_worker(config_json: dict[str, Any], name: str, threads: int) -> None:
-    """Body of one local worker process of a plan: join its study and run queued runs until none is left."""
+def plan_worker(config_json: dict[str, Any], name: str, jobs: list[str], threads: int) -> None:
+    """Body of one local worker process of a plan: join its study and run the plan's queued runs until none is left."""
     torch.set_num_threads(threads)
-    worker_process(lambda: join_plan(RunConfig.from_json(config_json), name, log=lambda line: print(line, flush=True)))
+    config = RunConfig.from_json(config_json)
+    worker_process(lambda: join_plan(config, name, log=lambda line: print(line, flush=True), jobs=jobs))
 
 
-def join_plan(config: RunConfig, name: str, log: Log = print) -> int:
-    """Join a plan's study in `config.storage` from any process or machine and run its queue; how many runs."""
+def join_plan(config: RunConfig, name: str, log: Log = print, jobs: list[str] | None = None) -> int:
+    """Join a plan's study in `config.storage` from any process or machine and run its queue (`jobs` alone when
+    given, else every queued run); how many runs."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     assert config.storage is not None
     study = open_study(config.storage, name, create=False, heartbeat=HEARTBEAT)
     stored = study.user_attrs.get(RUNNER) or {}
     hook = Hook(**stored["extra"]) if stored.get("extra") else None
     prepared = Setup(config, config.base_spec(), config.load_dataset(), time.time())
-    return JobRunner(prepared, log, hook, bool(stored.get("shared_cost", True))).drain(study, config.storage)
+    return JobRunner(prepared, log, hook, bool(stored.get("shared_cost", True))).drain(study, config.storage, jobs)
 
 
 def measured(row: Row) -> dict[str, Any]:
@@ -406,7 +423,8 @@ def drain(
             study.optimize(objective, n_trials=1, catch=catch)
         except GridExhausted:
             budget.give_back()
-            states = [t.state for t in study.get_trials(deepcopy=False)]
+            mine = study.mine if isinstance(study, QueueStudy) else lambda trial: True
+            states = [t.state for t in study.get_trials(deepcopy=False) if mine(t)]
             if TrialState.RUNNING not in states:
                 if TrialState.WAITING in states or (on_empty is not None and on_empty()):
                     continue

@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -269,8 +269,15 @@ class QueueStudy(optuna.Study):
     """A study whose trials come only from its queue: each enqueued job is claimed atomically once.
 
     Optuna's GridSampler hands a point out again when every point has started, so several workers
-    repeat work; here `ask` pops a WAITING trial (a compare-and-set in the storage) or stops.
+    repeat work; here `ask` pops a WAITING trial (a compare-and-set in the storage) or stops. With `only` set, it
+    claims (and waits for) only the trials `only` accepts: a plan leaves another plan's queued jobs to that plan.
     """
+
+    only: Callable[[optuna.trial.FrozenTrial], bool] | None = None
+
+    def mine(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether this process may claim (and should wait for) `trial`."""
+        return self.only is None or self.only(trial)
 
     def ask(self, fixed_distributions: dict[str, Any] | None = None) -> optuna.Trial:
         """The next queued trial, claimed for this process; GridExhausted when none waits."""
@@ -295,7 +302,7 @@ class QueueStudy(optuna.Study):
         backend: Any = getattr(self._storage, "_backend", self._storage)  # RDBStorage, inside Optuna's cache
         engine = backend.engine
         for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if claim_waiting_trial(engine, trial._trial_id):
+            if self.mine(trial) and claim_waiting_trial(engine, trial._trial_id):
                 return trial._trial_id
         return None
 
