@@ -283,8 +283,9 @@ class PlanRun:
                 if key in done and self.shared_cost:
                     self.runner.costs.setdefault(planned_spec(self.setup.spec, point), done[key].cost())
             queued = self.enqueue_missing(study)
-            if done or queued:
-                self.log(f"{len(done)} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
+            already = sum(key in done for key in self.keys)
+            if already or queued:
+                self.log(f"{already} of {len(self.keys)} planned runs already in {redact(self.url)}; {queued} queued")
             if queued:
                 self.log(f"other machines can join: scaler worker --study {self.name} --storage {redact(self.url)}")
             planned = set(self.keys)
