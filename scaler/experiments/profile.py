@@ -13,7 +13,7 @@ import pandas as pd
 from scaler.errors import UserError
 from scaler.experiments import Argv, Command
 from scaler.experiments.options import add_architecture_args, add_task_args, check_base, options_of, task_of, variant_of
-from scaler.model.complexity import CONVENTION, DEFAULT_THREADS
+from scaler.model.complexity import COUNTERS, DEFAULT_THREADS, convention
 from scaler.model.profile import PROFILE_COLUMNS, profile_multipliers, profile_phis
 from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS
 from scaler.report.files import write
@@ -35,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=float, help="direct resolution multiplier r")
     p.add_argument("--runs", type=int, default=30, help="latency runs (median is reported)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads for latency")
+    p.add_argument(
+        "--counter",
+        choices=COUNTERS,
+        default="fvcore",
+        help="who counts MACs: fvcore (default, a TorchScript trace) or torch (torch.utils.flop_counter, FLOPs / 2)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--out", help="also write profile.csv and run.json into studies/OUT")
 
@@ -63,13 +69,13 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         if any(v is not None for v in (args.alpha, args.beta, args.gamma)):
             raise UserError("give either --alpha/--beta/--gamma or --width/--depth/--resolution, not both")
         width, depth, resolution = (1.0 if v is None else v for v in direct)
-        rows = profile_multipliers(spec, depth, width, resolution, args.runs, args.threads)
+        rows = profile_multipliers(spec, depth, width, resolution, args.runs, args.threads, args.counter)
     else:
         alpha, beta, gamma = (
             default if v is None else v
             for v, default in zip((args.alpha, args.beta, args.gamma), EFFICIENTNET_COEFFICIENTS)
         )
-        rows = profile_phis(spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads)
+        rows = profile_phis(spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads, args.counter)
     if folder:
         frame = pd.DataFrame([{k: row[k] for k in PROFILE_COLUMNS} for row in rows])
         paths = write(folder, config, argv, started, {"profile": frame}, options=options_of(args))
@@ -78,7 +84,9 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         print(json.dumps([{k: row[k] for k in PROFILE_COLUMNS} for row in rows], indent=1))
         return 0
     print(f"# {spec.name} on {spec.in_channels}x{spec.resolution}x{spec.resolution}, {spec.num_classes} classes")
-    print(f"# {CONVENTION}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads")
+    print(
+        f"# {convention(args.counter)}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads"
+    )
     print_table(
         rows,
         [

@@ -1,4 +1,5 @@
-"""Complexity of a built model: MACs and activations by fvcore, parameters, measured latency."""
+"""Complexity of a built model: MACs and activations by fvcore (or torch's own counter), parameters, measured
+latency."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import copy
 import os
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping
@@ -19,10 +21,19 @@ with warnings.catch_warnings():
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
 
 COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
-CONVENTION = (
-    "MACs: multiply-adds of conv + linear layers counted by fvcore on the eval-mode model "
-    "(1 MAC = 1 FLOP, BN/pooling/activations not counted)"
-)
+COUNTERS = ("fvcore", "torch")
+
+
+def convention(counter: str = "fvcore") -> str:
+    """The MACs convention every count follows, naming the counter."""
+    by = "fvcore" if counter == "fvcore" else "torch.utils.flop_counter (FLOPs / 2)"
+    return (
+        f"MACs: multiply-adds of conv + linear layers counted by {by} on the eval-mode model "
+        "(1 MAC = 1 FLOP, BN/pooling/activations not counted; FLGC as deployed, one conv per group)"
+    )
+
+
+CONVENTION = convention()
 DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 K = TypeVar("K", bound=Hashable)
 
@@ -48,17 +59,38 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def check_counter(counter: str) -> str:
+    """`counter`, if it is one of COUNTERS."""
+    if counter not in COUNTERS:
+        from scaler.errors import UserError
+
+        raise UserError(f"unknown counter {counter!r}; choose from {', '.join(COUNTERS)}")
+    return counter
+
+
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-adds of conv + linear for one image, counted by fvcore on the eval-mode model.
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int], counter: str = "fvcore") -> int:
+    """Multiply-adds of conv + linear for one image on the eval-mode model, by fvcore (the default) or by torch's
+    FlopCounterMode; the one function that chooses. If fvcore's trace fails, torch's count, with one line on stderr.
 
     FLGC layers in training form (a mask on a dense weight) are counted as deployed: one real conv per
-    group, sum_g |in_g| |out_g| k^2 H W, since that is what they cost once deployed.
+    group, sum_g |in_g| |out_g| k^2 H W, since that is what they cost once deployed. Both counters follow it.
     """
     from scaler.model.nn.flgc import FLGCConv2d, deploy_flgc
 
+    check_counter(counter)
     if any(isinstance(m, FLGCConv2d) for m in model.modules()):
         model = deploy_flgc(copy.deepcopy(model), "per_group")
+    if counter == "fvcore":
+        try:
+            return fvcore_macs(model, input_shape)
+        except Exception as error:  # a trace that a future torch or a compiled module breaks
+            fell_back(model, "MACs", error)
+    return torch_macs(model, input_shape)
+
+
+def fvcore_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """fvcore's multiply-adds of conv + linear operators (a TorchScript trace)."""
     with eval_mode(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, _example(model, input_shape))
@@ -67,14 +99,57 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return int(sum(count for op, count in by_op.items() if op in COUNTED_OPS))
 
 
+def torch_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """torch.utils.flop_counter's FLOPs of one forward pass, halved: it counts only matrix products and
+    convolutions (grouped and depthwise by their per-group width), at 2 FLOPs per multiply-add."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with eval_mode(model), FlopCounterMode(display=False) as mode:
+        model(_example(model, input_shape))
+    return int(mode.get_total_flops()) // 2
+
+
 @torch.no_grad()
 def count_activations(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Output elements of conv + linear layers for one image (fvcore's activation count)."""
-    with eval_mode(model), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analysis = ActivationCountAnalysis(model, _example(model, input_shape))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
+    """Output elements of conv + linear layers for one image (fvcore's activation count; by forward hooks, with
+    one line on stderr, if fvcore's trace fails)."""
+    try:
+        with eval_mode(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = ActivationCountAnalysis(model, _example(model, input_shape))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(analysis.total())
+    except Exception as error:
+        fell_back(model, "activations", error)
+    return hooked_activations(model, input_shape)
+
+
+def hooked_activations(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Output elements of every conv and linear module in one forward pass."""
+    total = 0
+
+    def add(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel()
+
+    hooks = [m.register_forward_hook(add) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with eval_mode(model):
+            model(_example(model, input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def fell_back(model: nn.Module, what: str, error: Exception) -> None:
+    """One line on stderr: fvcore could not count this model, so torch's counter did."""
+    reason = " ".join(str(error).split())[:160] or type(error).__name__
+    print(
+        f"warning: fvcore could not count the {what} of {type(model).__name__} ({type(error).__name__}: {reason}); "
+        "counted with torch's own counter instead",
+        file=sys.stderr,
+    )
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from scaler.compat import recompile_limit_fails
 from scaler.errors import UserError
 from scaler.model.complexity import (
     DEFAULT_THREADS,
@@ -267,10 +268,9 @@ def interleaved_costs(
     """Latency median and IQR in ms of each network built in `form`, all timed interleaved in one run (batch 1);
     a compiled network that dynamo would run eager (its recompile limit hit) fails instead. `progress` shows a bar
     for the building (compiling, when deployed) of each network, then one for the rounds."""
-    import torch._dynamo
     from tqdm import tqdm
 
-    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+    with recompile_limit_fails():
         verb = "compiling" if form == "deployed" else "building"
         models = {
             key: latency_form_of(spec, form)
@@ -291,8 +291,10 @@ def measure(
     runs: int = 20,
     threads: int = DEFAULT_THREADS,
     batch_latency: int = 0,
+    counter: str = "fvcore",
 ) -> Cost:
-    """The one place a network is measured: fvcore counts and timed forward passes, of `model` or a fresh build.
+    """The one place a network is measured: counts (fvcore's, or torch's with `counter`) and timed forward passes,
+    of `model` or a fresh build.
 
     `form` is eager, deployed (BN folded, FLGC as grouped convs, shift depthwise, torch.compile) or folded
     (BN folded, FLGC grouped, no compile). Counts are of the form timed, before compilation.
@@ -315,7 +317,7 @@ def measure(
             )
     with STOPWATCH.phase("counting"):
         params = count_params(counted)
-        macs = count_macs(counted, spec.input_shape)
+        macs = count_macs(counted, spec.input_shape, counter)
         activations = count_activations(counted, spec.input_shape)
     return Cost(
         resolution=spec.resolution,

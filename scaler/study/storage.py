@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from scaler.compat import rdb_engine, rdb_trial_model, study_storage, trial_id_of
 from scaler.errors import UserError, shown_path
 
 STUDIES_DIR = Path("studies")
@@ -281,37 +282,36 @@ class QueueStudy(optuna.Study):
 
     def ask(self, fixed_distributions: dict[str, Any] | None = None) -> optuna.Trial:
         """The next queued trial, claimed for this process; GridExhausted when none waits."""
-        trial_id = self._pop_waiting_trial_id()
+        trial_id = self.claim_next()
         if trial_id is None:
             raise GridExhausted()
         try:
             return optuna.Trial(self, trial_id)
         except BaseException as error:  # stopped between the claim and the objective: fail it so it is queued again
-            self._storage.set_trial_user_attr(
-                trial_id, INTERRUPTED, f"{type(error).__name__} while starting (queued again)"
-            )
-            self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            storage, _ = study_storage(self)
+            storage.set_trial_user_attr(trial_id, INTERRUPTED, f"{type(error).__name__} while starting (queued again)")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
             raise
 
-    def _pop_waiting_trial_id(self) -> int | None:
+    def claim_next(self) -> int | None:
         """Claim one WAITING trial with a conditional UPDATE, atomic on every backend.
 
         Optuna's claim reads the state and then writes it; SQLite ignores the read's FOR UPDATE,
         so two workers could both see WAITING and both run the trial.
         """
-        backend: Any = getattr(self._storage, "_backend", self._storage)  # RDBStorage, inside Optuna's cache
-        engine = backend.engine
-        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if self.mine(trial) and claim_waiting_trial(engine, trial._trial_id):
-                return trial._trial_id
+        storage, study_id = study_storage(self)
+        engine = rdb_engine(storage)
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if self.mine(trial) and claim_waiting_trial(engine, trial_id_of(trial)):
+                return trial_id_of(trial)
         return None
 
 
 def claim_waiting_trial(engine: Any, trial_id: int) -> bool:
     """Set a trial RUNNING only if it is still WAITING; whether this caller got it."""
-    from optuna.storages._rdb.models import TrialModel
     from sqlalchemy import update
 
+    TrialModel = rdb_trial_model()
     claim = (
         update(TrialModel)
         .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)

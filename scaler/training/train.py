@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from scaler.compat import foreach_lerp_
 from scaler.errors import UserError
 from scaler.model.nn.flgc import assignment_parameters, flgc_layers, freeze_assignments
 from scaler.training.augment import rand_augment
@@ -301,7 +302,7 @@ class WeightAverage:
     def update(self) -> None:
         """Move the average towards the current weights."""
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
+        foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
         self.updates += 1
 
     @torch.no_grad()
