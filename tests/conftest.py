@@ -14,8 +14,8 @@ from scaler.training.train import TrainConfig
 
 Cli = Callable[[list[str]], tuple[object, str, str]]
 # The smallest search that still screens and races: 300 images, 1 epoch, a coarse grid, at most 2 seeds.
-FAST = "--subset 300 --val-size 100 --epochs 1 --batch-size 64 --step 0.5 --ratio-tolerance 0.45 --max-seeds 2".split()
-FAST += ["--no-progress"]
+FAST = "--subset 300 --val-size 100 --test-size 200 --epochs 1 --batch-size 64 --step 0.5".split()
+FAST += ["--ratio-tolerance", "0.45", "--max-seeds", "2", "--no-progress"]
 
 
 @pytest.fixture

@@ -374,6 +374,7 @@ def diverging_config(url: str, lr: float) -> SearchConfig:
         max_seeds=2,
         subset=300,
         val_size=100,
+        test_size=200,
         train=TrainConfig(epochs=1, batch_size=64, lr=lr),
         progress=False,
     )

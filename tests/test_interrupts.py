@@ -40,6 +40,8 @@ SMALL = [  # width 0.5: a training lasts long enough to be stopped in its second
     str(TOLERANCE),
     "--val-size",
     "100",
+    "--test-size",
+    "200",
     "--max-seeds",
     "2",
     "--no-progress",
@@ -306,7 +308,8 @@ def test_a_crashed_worker_makes_the_command_fail_with_the_truth(tmp_path: Path) 
 
 def small_config(study: str, storage: str, **changes: Any) -> SearchConfig:
     """A search on 300 images for 1 epoch over the coarse grid of these tests."""
-    fields: dict[str, Any] = {"subset": 300, "val_size": 100, "train": TrainConfig(epochs=1), "progress": False}
+    fields: dict[str, Any] = {"subset": 300, "val_size": 100, "test_size": 200, "train": TrainConfig(epochs=1)}
+    fields["progress"] = False
     return SearchConfig(step=STEP, ratio_tolerance=TOLERANCE, study=study, storage=storage, **fields | changes)
 
 

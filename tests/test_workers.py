@@ -174,6 +174,7 @@ def kill_config(url: str, study: str) -> SearchConfig:
         max_seeds=2,
         subset=400,
         val_size=100,
+        test_size=200,
         train=TrainConfig(epochs=KILL_EPOCHS, batch_size=64),
         progress=False,
     )

@@ -142,6 +142,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--val-size", type=int, help="validation images per epoch (default 0: the whole 15,000-image split)")
+    p.add_argument(
+        "--test-size", type=int, default=0, help="test images, read after selection (default 0: the whole test split)"
+    )
     add_train_args(p, epochs=None, subset=None, batch_size=None)
 
 
@@ -177,6 +180,7 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
         max_seeds=settings["max_seeds"],
         subset=settings["subset"] or None,
         val_size=settings["val_size"] or None,
+        test_size=args.test_size or None,
         data_dir=args.data_dir,
         study=args.study,
         storage=args.storage,

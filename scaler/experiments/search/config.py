@@ -47,6 +47,7 @@ class SearchConfig:
     deadline: float | None = None
     subset: int | None = 3000
     val_size: int | None = 1000
+    test_size: int | None = None
     data_dir: str | None = None
     study: str | None = None
     storage: str | None = None
@@ -125,6 +126,7 @@ class SearchConfig:
             data_dir=self.data_dir,
             subset=self.subset,
             val_size=self.val_size,
+            test_size=self.test_size,
             data_seed=self.data_seed,
             train=self.train,
             folder=self.folder,
@@ -180,6 +182,7 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "data_seed": config.data_seed,
         "subset": config.subset,
         "val_size": config.val_size,
+        "test_size": config.test_size,
         "val_fraction": VAL_FRACTION,
         "train": train,
     }
@@ -191,7 +194,7 @@ def recorded_fingerprint(stored: dict[str, Any]) -> dict[str, Any]:
     validation share at the 0.1 every study used before it was recorded."""
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
     return (
-        {"val_fraction": 0.1}
+        {"val_fraction": 0.1, "test_size": None}
         | stored
         | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
     )
