@@ -249,3 +249,50 @@ def test_a_class_that_parts_ways_at_larger_phi_is_named(capsys) -> None:
     note = class_note(base, members, "a1.00_b1.15_g1.25", [0.0, 1.0, 2.0, 3.0])
     assert note is not None and "(3 at phi=2, 5 at phi=3)" in note and note.endswith("a1.00_b1.15_g1.25")
     assert class_note(base, members[:1], members[0], [3.0]) is None
+
+
+def test_a_class_is_named_at_larger_phi_by_its_members_nearest_the_target() -> None:
+    """`representatives`: one entry per network the class builds at the larger phi, named by the member whose
+    nominal product is nearest 2^phi at the searched phi, holding every member that builds it."""
+    from scaler.study.grid import distinct_at, representatives
+
+    base = scale(zoo_base("mobilenet", 1, 28, 10), 1.0, 0.25, 1.0)
+    members = [f"a1.00_b1.15_g{g:.2f}" for g in (1.15, 1.20, 1.25, 1.30, 1.35)]
+    named = representatives(base, members, 1.0, 2.0)
+    assert len(named) == len(distinct_at(base, members, 2.0)) == 3
+    assert sorted(m for group in named.values() for m in group) == members
+    for label, group in named.items():
+        assert label in group
+        gap = {m: abs(Candidate.from_label(m).product - 2) for m in group}
+        assert gap[label] == min(gap.values())
+    assert representatives(base, members, 1.0, 1.0) == {"a1.00_b1.15_g1.25": tuple(members)}
+
+
+def test_disambiguate_phi_races_the_picks_class_there_and_exports_its_cheapest_best(study_dir: Path, capsys) -> None:
+    """`--disambiguate-phi 2` at step 0.1, where the feasible classes hold members that part ways at phi = 2: after
+    the race, the distinct phi = 2 networks of the pick's class train on paired seeds; the exported coefficients are
+    the member building the cheapest network of their best set, and the files say so."""
+    args = ["search", "--study", "t", "--json", *FAST, "--step", "0.1", "--ratio-tolerance", "0.02"]
+    assert main([*args, "--disambiguate-phi", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((study_dir / "summary.json").read_text())
+    settled = summary["disambiguation"]
+    assert result["disambiguation"] == settled and settled["of"] == summary["pick"] and settled["end"]
+    members = summary["class"]["members"]
+    assert settled["distinct"] >= 2 and sorted(m for row in settled["networks"] for m in row["members"]) == members
+    frame = pd.read_csv(study_dir / "trials.csv")
+    phi = frame[frame.stage == "phi2"]
+    rounds = settled["rounds"]
+    assert [r["seed"] for r in rounds] == [2, 3], "two paired seeds first, the race's"
+    assert sorted(zip(phi.network, phi.seed)) == sorted((n, r["seed"]) for r in rounds for n in r["networks"])
+    assert set(rounds[0]["networks"]) == {row["member"] for row in settled["networks"]}
+    searched = frame[frame.stage == "race"]
+    assert phi.macs.min() > searched.macs.max() and (phi.images == summary["plan"]["race_images"]).all()
+    exported = summary["class"]["exported"]
+    assert exported in settled["best_set"] and exported in members
+    macs = {row["member"]: row["macs"] for row in settled["networks"]}
+    assert macs[exported] == min(macs[label] for label in settled["best_set"])
+    assert (summary["alpha"], summary["beta"], summary["gamma"]) == tuple(
+        getattr(Candidate.from_label(exported), name) for name in ("alpha", "beta", "gamma")
+    )
+    assert all(row["ci95"][0] <= row["val_acc"] <= row["ci95"][1] for row in settled["networks"])

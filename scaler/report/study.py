@@ -380,6 +380,8 @@ def search_section(folder: Path) -> Section:
         "class": class_text(summary.get("class") or {}),
         "pick test accuracy": accuracy_text(summary.get("pick_test_acc"), summary.get("pick_test_ci95")),
     }
+    if summary.get("disambiguation"):
+        facts["disambiguation"] = disambiguation_text(summary["disambiguation"]).removeprefix("disambiguation")
     parts = ["\n".join(f"- {key}: {value}" for key, value in facts.items())]
     if (folder / "race.csv").exists():
         race = pd.read_csv(folder / "race.csv")
@@ -410,6 +412,28 @@ def search_section(folder: Path) -> Section:
         + next_budget_text(summary.get("next_budget"))
     ]
     return Section("The search (`summary.json`, `race.csv`)", parts, verdicts)
+
+
+def disambiguation_text(settled: dict[str, Any]) -> str:
+    """One line on what --disambiguate-phi settled."""
+    at = f"phi={settled['phi']:g}"
+    if settled["distinct"] == 1:
+        return f"disambiguation: the class builds one network at {at}; nothing to settle"
+    measured = ", ".join(
+        f"{row['member']} {row['val_acc']:.4f} [{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] ({row['seeds']} seeds, "
+        f"{row['macs'] / 1e6:.1f} M MACs)"
+        for row in settled["networks"]
+        if "val_acc" in row
+    )
+    if not settled["best_set"]:
+        return (
+            f"disambiguation at {at}: not raced ({settled['end'] or 'not started'}); exporting the class's label "
+            f"{settled['exported']}"
+        )
+    return (
+        f"disambiguation at {at} of {settled['distinct']} distinct networks: {measured}; best set "
+        f"{', '.join(settled['best_set'])}; exported {settled['exported']} ({settled['end'] or 'not over'})"
+    )
 
 
 def next_budget_text(more: dict[str, Any] | None) -> str:

@@ -139,7 +139,7 @@ def space(
     base_macs, _ = count(base)
     networks = []
     for spec, members in groups.items():
-        representative = min(members, key=lambda c: (abs(math.log(c.product**phi / target)), c.label))
+        representative = nearest_target(members, phi)
         macs = params = ratio = None
         if representative.product**phi * UNREACHABLE <= high:
             macs, params = count(spec)
@@ -174,6 +174,20 @@ def distinct_at(base: NetSpec, members: Sequence[str], phi: float) -> dict[NetSp
         c = Candidate.from_label(label)
         built.setdefault(scale_compound(base, c.alpha, c.beta, c.gamma, phi), []).append(label)
     return built
+
+
+def nearest_target(members: Sequence[Candidate], phi: float) -> Candidate:
+    """The member whose nominal alpha*beta^2*gamma^2 at `phi` is nearest 2^phi (ties by label): a class's label."""
+    return min(members, key=lambda c: (abs(math.log(c.product**phi / 2.0**phi)), c.label))
+
+
+def representatives(base: NetSpec, members: Sequence[str], phi: float, at: float) -> dict[str, tuple[str, ...]]:
+    """The distinct networks a class (its members at `phi`) builds at `at`, each named by the member nearest the
+    FLOPs target at `phi` (the rule the class's own label follows), with the members that build it."""
+    return {
+        nearest_target([Candidate.from_label(m) for m in group], phi).label: tuple(sorted(group))
+        for group in distinct_at(base, members, at).values()
+    }
 
 
 def class_note(base: NetSpec, members: Sequence[str], exported: str, phis: Sequence[float]) -> str | None:

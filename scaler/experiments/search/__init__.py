@@ -122,6 +122,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-seeds", type=int, help="the race's most rounds, one fresh seed each, paired across networks (default 10)"
     )
+    p.add_argument(
+        "--disambiguate-phi",
+        type=float,
+        help="keep time to train the distinct networks the pick's class builds at this larger phi, race them, and "
+        "export the member building the cheapest of their best set (the class's coefficients part ways there)",
+    )
     p.add_argument("--n-trials", type=int, help="run at most N trainings this time (the rest on a rerun)")
     p.add_argument("--study", help="study name (default <base>-<dataset>)")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///studies/<study>/study.db)")
@@ -155,7 +161,8 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     summary = run_search(config, log)
     if args.json:
         keys = ("alpha", "beta", "gamma", "best_set", "pick", "significant", "pick_test_acc", "vs_base", "val_acc")
-        print(json.dumps({k: summary.get(k) for k in (*keys, "macs", "study", "trials")}))
+        extra = ("macs", "study", "trials", "disambiguation")
+        print(json.dumps({k: summary.get(k) for k in (*keys, *extra)}))
         return 0
     print_search_summary(summary, config)
     return 0
@@ -178,6 +185,7 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
         n_trials=settings["n_trials"],
         budget=parse_budget(settings["budget"]),
         max_seeds=settings["max_seeds"],
+        disambiguate_phi=args.disambiguate_phi,
         subset=settings["subset"] or None,
         val_size=settings["val_size"] or None,
         test_size=args.test_size or None,
@@ -298,8 +306,10 @@ COMMAND = Command(
     description="Builds every alpha in [1,2], beta and gamma in [1,1.5] on a grid of --step at phi, keeps each "
     "distinct network once and measures its MACs with fvcore; networks within --ratio-tolerance of 2^phi the "
     "base's MACs are feasible (EfficientNet's (1.2, 1.1, 1.15) among them as a control). It times the base and "
-    "plans the --budget: each feasible network is screened on 1/--halving of the race's images and leaves when "
-    "more than 3 standard errors behind the leader; the rest race in rounds of fresh seeds beside the base, "
-    "compared image by image, until the 95 %% confidence set of the best stops shrinking or the budget ends. The "
-    "pick is the cheapest network of that set; its test accuracy and gain over the base are read once, after.",
+    "plans the --budget: each feasible network is screened on two seeds at 1/--halving of the race's images and "
+    "leaves when the leader beats it by a one-sided t test (network + seed fit, Bonferroni over the others); the "
+    "rest race in rounds of fresh seeds beside the base, compared image by image, until the 95 %% confidence set "
+    "of the best stops shrinking or the budget ends. The pick is the cheapest network of that set; its test "
+    "accuracy and gain over the base are read once, after. --disambiguate-phi P then races the distinct networks "
+    "the pick's class builds at P and exports the member building the cheapest of their best set.",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ class SearchConfig:
     `ratio_tolerance` of 2^phi the base's MACs. A plan fits it into `budget` seconds at the measured speed:
     each feasible network is screened on 1/`halving` of the race's images at `seed` and the seed after; those the screen's rule
     keeps race in rounds of fresh seeds (at most `max_seeds`), paired with the base, until the confidence set
-    of the best stops shrinking or the time to `deadline` (this command's, never stored) runs out.
+    of the best stops shrinking or the time to `deadline` (this command's, never stored) runs out. With
+    `disambiguate_phi`, time is kept for the distinct networks the pick's class builds at that phi, raced the same
+    way: the member exported is the cheapest of their best set.
     """
 
     base: str = "mobilenet"
@@ -44,6 +47,7 @@ class SearchConfig:
     n_trials: int | None = None
     budget: float = 900.0
     max_seeds: int = 10
+    disambiguate_phi: float | None = None
     deadline: float | None = None
     subset: int | None = 3000
     val_size: int | None = 1000
@@ -151,6 +155,13 @@ class SearchConfig:
                 "the search trains without --progressive: its screen cuts runs short, which would leave progressive "
                 "learning in its first, smallest stage; use it in scale or ladder"
             )
+        if self.disambiguate_phi is not None and not (
+            math.isfinite(self.disambiguate_phi) and self.phi < self.disambiguate_phi <= self.phi + MAX_PHI_STEP
+        ):
+            raise UserError(
+                f"--disambiguate-phi must be above --phi {self.phi:g} and at most {self.phi + MAX_PHI_STEP:g} "
+                f"(got {self.disambiguate_phi:g}): it trains the pick's class at that larger phi"
+            )
         if not 2 <= self.max_seeds <= MAX_SEEDS:
             raise UserError(
                 f"--max-seeds must be between 2 and {MAX_SEEDS} (got {self.max_seeds}): the race compares networks "
@@ -159,6 +170,7 @@ class SearchConfig:
 
 
 MAX_SEEDS = 50  # the race's seeds are choices of one categorical parameter: keep the list short
+MAX_PHI_STEP = 3  # --disambiguate-phi trains up to 2^3 = 8x the searched network's MACs within the budget
 
 FINGERPRINT_TRAIN = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("threads", "device", "max_images")
@@ -178,6 +190,7 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "ratio_tolerance": config.ratio_tolerance,
         "halving": config.halving,
         "max_seeds": config.max_seeds,
+        "disambiguate_phi": config.disambiguate_phi,
         "seed": config.seed,
         "data_seed": config.data_seed,
         "subset": config.subset,
@@ -191,10 +204,10 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
 
 def recorded_fingerprint(stored: dict[str, Any]) -> dict[str, Any]:
     """A study's stored fingerprint with the settings it predates filled in: training at its defaults, the
-    validation share at the 0.1 every study used before it was recorded."""
+    validation share at the 0.1 every study used before it was recorded, no disambiguation."""
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
     return (
-        {"val_fraction": 0.1, "test_size": None}
+        {"val_fraction": 0.1, "disambiguate_phi": None, "test_size": None}
         | stored
         | {"train": {k: v for k, v in defaults.items() if k in FINGERPRINT_TRAIN} | stored.get("train", {})}
     )

@@ -21,11 +21,14 @@ from scaler.model.guard import check_fits
 from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
 from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
-from scaler.study.grid import CONTROL, Candidate, GridPoint, control_network, space
+from scaler.study.grid import CONTROL, Candidate, GridPoint, built_multipliers, control_network, representatives, space
+from scaler.study.racing import Cost as RacingCost
 from scaler.study.racing import (
     SearchPlan,
     base_resolved,
+    best_set,
     contenders_after,
+    pick,
     plan_search,
     race_images_after_screen,
     screened_out,
@@ -85,7 +88,8 @@ TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_
 
 @dataclass(frozen=True)
 class Job:
-    """One training of the search: a network at a stage (screen or confirm) with a seed."""
+    """One training of the search: a network at a stage (screen, race, or phiP: a member of the pick's class at
+    --disambiguate-phi P) with a seed."""
 
     stage: str
     network: str
@@ -113,6 +117,7 @@ class GridSearch:
         self.setup = setup(config.run_config(), data=False)
         self.base = self.setup.spec
         self.costs: dict[str, Cost] = {}
+        self.counted: dict[str, int] = {}
         stored = None
         if not enqueue:  # a worker joins a study whose space was measured by the command that made it
             self.study = self.open(create=False)
@@ -195,18 +200,38 @@ class GridSearch:
             ) from None
         return study
 
-    def spec_of(self, network: str) -> NetSpec:
-        """The base (label 'base') or the base scaled by a network's representative coefficients at phi."""
+    def spec_of(self, network: str, phi: float | None = None) -> NetSpec:
+        """The base (label 'base') or the base scaled by a network's representative coefficients at phi (the
+        search's unless given)."""
         if network == BASE:
             return self.base
         c = Candidate.from_label(network)
-        return scale_compound(self.base, c.alpha, c.beta, c.gamma, self.config.phi)
+        return scale_compound(self.base, c.alpha, c.beta, c.gamma, self.config.phi if phi is None else phi)
 
-    def cost_of(self, network: str) -> Cost:
-        """fvcore counts and eager latency of a network, measured once per process."""
-        if network not in self.costs:
-            self.costs[network] = measure(self.spec_of(network), runs=self.setup.config.latency_runs)
-        return self.costs[network]
+    def cost_of(self, network: str, phi: float | None = None) -> Cost:
+        """fvcore counts and eager latency of a network (at phi, the search's unless given), measured once per
+        process."""
+        key = network if phi is None or phi == self.config.phi else f"{network}@{phi:g}"
+        if key not in self.costs:
+            self.costs[key] = measure(self.spec_of(network, phi), runs=self.setup.config.latency_runs)
+        return self.costs[key]
+
+    @property
+    def phi_stage(self) -> str | None:
+        """The disambiguation's stage name, e.g. 'phi2' (None without --disambiguate-phi)."""
+        at = self.config.disambiguate_phi
+        return None if at is None else f"phi{at:g}"
+
+    def phi_of(self, stage: str) -> float:
+        """The phi a stage trains at."""
+        at = self.config.disambiguate_phi
+        return at if stage == self.phi_stage and at is not None else self.config.phi
+
+    def class_at(self, network: str) -> dict[str, tuple[str, ...]]:
+        """The distinct networks a feasible network's class builds at --disambiguate-phi, by representative."""
+        at = self.config.disambiguate_phi
+        assert at is not None
+        return representatives(self.base, self.feasible[network].members, self.config.phi, at)
 
     def role(self, network: str) -> str:
         """base, control (EfficientNet's point, as built or snapped) or candidate."""
@@ -226,7 +251,11 @@ class GridSearch:
         """Every job this study could ever queue (the categorical distribution of the 'job' parameter)."""
         everything = [*sorted(self.feasible), BASE]
         race = [Job(RACE, label, seed) for seed in self.config.race_seed_list for label in everything]
-        return [j.key for j in self.screen_jobs()] + [j.key for j in race]
+        phi: list[Job] = []
+        if self.phi_stage is not None:
+            members = sorted({rep for label in sorted(self.feasible) for rep in self.class_at(label)})
+            phi = [Job(self.phi_stage, rep, seed) for seed in self.config.race_seed_list for rep in members]
+        return [j.key for j in (*self.screen_jobs(), *race, *phi)]
 
     def plan(self) -> SearchPlan | None:
         """How this study spends its budget, decided once by the command that made it (None before)."""
@@ -250,10 +279,24 @@ class GridSearch:
         """Why the race stopped (None while it may go on)."""
         return self.study.user_attrs.get("race_end")
 
+    def phi_rounds(self) -> list[dict[str, Any]]:
+        """The disambiguation's rounds decided so far: each a seed and the class members' networks it trains."""
+        return list(self.study.user_attrs.get("phi_rounds", []))
+
+    def phi_end(self) -> str | None:
+        """Why the disambiguation stopped (None while it may go on or never ran)."""
+        return self.study.user_attrs.get("phi_end")
+
+    def over(self) -> bool:
+        """Whether every stage has ended: the race, and the disambiguation when asked for."""
+        return self.race_end() is not None and (self.phi_stage is None or self.phi_end() is not None)
+
     def queued_jobs(self) -> list[Job]:
         """The jobs of the stages decided so far."""
         race = [Job(RACE, label, int(r["seed"])) for r in self.rounds() for label in r["networks"]]
-        return self.screen_jobs() + race
+        stage = self.phi_stage
+        phi = [Job(stage, label, int(r["seed"])) for r in self.phi_rounds() for label in r["networks"]] if stage else []
+        return self.screen_jobs() + race + phi
 
     def ensure_plan(self) -> SearchPlan:
         """The stored plan, or a new one from a timed training of the base and the time left to the deadline."""
@@ -265,15 +308,27 @@ class GridSearch:
         base_rate, overhead = self.probe(BASE, full_images)
         dearest = max(self.feasible.values(), key=lambda network: (network.macs or 0, network.label), default=None)
         per_image: dict[str, float] = {}
+        base_macs, slope = float(self.cost_of(BASE).macs), 0.0
         if dearest is not None:
             dear_rate, _ = self.probe(dearest.label, full_images)
-            base_macs, dear_macs = float(self.cost_of(BASE).macs), float(dearest.macs or 0)
+            dear_macs = float(dearest.macs or 0)
             slope = (dear_rate - base_rate) / (dear_macs - base_macs) if dear_macs > base_macs else 0.0
             per_image = {
                 label: base_rate + slope * (float(network.macs or dear_macs) - base_macs)
                 for label, network in sorted(self.feasible.items())
             }
         left = (self.deadline or math.inf) - time.time()
+        if self.phi_stage is not None:  # kept for the disambiguation: two seeds of the dearest class at full images
+            needs = [
+                2
+                * sum(
+                    full_images * (base_rate + max(0.0, slope) * (self.macs_at_phi(m) - base_macs)) + overhead
+                    for m in members
+                )
+                for members in (self.class_at(label) for label in sorted(self.feasible))
+                if len(members) > 1
+            ]
+            left -= min(max(needs, default=0.0) / max(1, self.config.workers), left / 2)
         plan = plan_search(
             left,
             per_image,
@@ -315,7 +370,7 @@ class GridSearch:
         return max(1, images // size) * size
 
     def budget(self, stage: str) -> TrainConfig:
-        """Training of a stage: the plan's images for the screen and for the race."""
+        """Training of a stage: the plan's images for the screen, and for the race and the disambiguation."""
         plan = self.plan()
         if plan is None:
             raise UserError(f"study {self.config.study_name!r} has no plan yet: run scaler search to start it")
@@ -330,18 +385,25 @@ class GridSearch:
         job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
         for key, value in asdict(job).items():  # first, so that an interruption at any point names the job
             trial.set_user_attr(key, value)
-        cost = self.cost_of(job.network)
-        info = self.feasible.get(job.network)
+        phi = self.phi_of(job.stage)
+        cost = self.cost_of(job.network, phi)
+        info = self.feasible.get(job.network) if job.stage != self.phi_stage else None
         config = replace(self.budget(job.stage), seed=job.seed)
-        coefficients = asdict(info.candidate) if info else {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}
+        if info is not None:
+            coefficients, ratio = asdict(info.candidate), info.macs_ratio
+        elif job.network == BASE:
+            coefficients, ratio = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}, 1.0
+        else:  # a member of the pick's class at --disambiguate-phi
+            coefficients = asdict(Candidate.from_label(job.network))
+            ratio = round(cost.macs / self.cost_of(BASE).macs, 4)
         attrs = {  # depth, width, resolution and pixels as built come from the space (`trials`)
             **present(asdict(cost)),
             "stage": job.stage,
             "network": job.network,
-            "role": self.role(job.network),
+            "role": self.role(job.network) if job.stage != self.phi_stage else "member",
             "seed": job.seed,
             **coefficients,
-            "macs_ratio": info.macs_ratio if info else 1.0,
+            "macs_ratio": ratio,
             "images": config.max_images,
         }
         for key, value in attrs.items():
@@ -357,11 +419,11 @@ class GridSearch:
         description = f"{job.stage} {job.network} seed {job.seed}"
         try:
             row, _, outputs = evaluate_model(
-                self.spec_of(job.network),
+                self.spec_of(job.network, phi),
                 self.setup,
                 config,
                 report=report,
-                test=job.stage == RACE,  # read only after the race, for the pick and the base
+                test=job.stage != SCREEN,  # read only after selection: the pick, the base, the member exported
                 cost=cost,
                 description=description,
             )
@@ -414,11 +476,7 @@ class GridSearch:
         training's scaled to the race's images."""
         plan = self.plan()
         assert plan is not None
-        durations: dict[tuple[str, str], list[float]] = {}
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.datetime_start and t.datetime_complete:
-                key = (t.user_attrs.get("stage", ""), t.user_attrs.get("network", ""))
-                durations.setdefault(key, []).append((t.datetime_complete - t.datetime_start).total_seconds())
+        durations = self.durations()
         screen_scale = plan.race_images / max(1, plan.screen_images)
         out = {}
         for label in [*self.feasible, BASE]:
@@ -430,19 +488,90 @@ class GridSearch:
                 out[label] = plan.seconds_per_training.get(label, math.inf)
         return out
 
+    def durations(self) -> dict[tuple[str, str], list[float]]:
+        """Wall seconds of every completed training, by (stage, network)."""
+        durations: dict[tuple[str, str], list[float]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.datetime_start and t.datetime_complete:
+                key = (t.user_attrs.get("stage", ""), t.user_attrs.get("network", ""))
+                durations.setdefault(key, []).append((t.datetime_complete - t.datetime_start).total_seconds())
+        return durations
+
+    def macs_at_phi(self, member: str) -> int:
+        """fvcore MACs of a class member's network at --disambiguate-phi, counted once per process."""
+        at = self.config.disambiguate_phi
+        assert at is not None
+        key = f"{member}@{at:g}"
+        if key not in self.counted:
+            self.counted[key] = self.count(self.spec_of(member, at))[0]
+        return self.counted[key]
+
+    def seconds_at_phi(self, members: list[str], rate: float, slope: float, overhead: float) -> dict[str, float]:
+        """Each class member's seconds per training at --disambiguate-phi: measured once it trained there, before
+        that `rate` + `slope` x (its MACs - the base's) seconds per race image, plus the `overhead`."""
+        plan = self.plan()
+        assert plan is not None
+        measured = self.durations()
+        base_macs = float(self.cost_of(BASE).macs)
+        return {
+            member: float(np.mean(measured[(str(self.phi_stage), member)]))
+            if measured.get((str(self.phi_stage), member))
+            else plan.race_images * (rate + max(0.0, slope) * (self.macs_at_phi(member) - base_macs)) + overhead
+            for member in members
+        }
+
+    def speed_line(self) -> tuple[float, float]:
+        """Seconds per race image of the base and per extra MAC, fitted through every network's seconds so far."""
+        plan = self.plan()
+        assert plan is not None
+        seconds = {label: value for label, value in self.seconds_per_training().items() if math.isfinite(value)}
+        macs = [
+            float(self.feasible[label].macs or 0) if label != BASE else float(self.cost_of(BASE).macs)
+            for label in seconds
+        ]
+        per_image = [(value - plan.overhead) / plan.race_images for value in seconds.values()]
+        if len(set(macs)) < 2:
+            return plan.base_seconds_per_image, 0.0
+        slope, intercept = np.polyfit(macs, per_image, 1)
+        base_macs = float(self.cost_of(BASE).macs)
+        return float(intercept + slope * base_macs), float(slope)
+
+    def phi_reserve(self, contenders: list[str]) -> float:
+        """Seconds the disambiguation will need if one of `contenders` is picked: two seeds of every distinct
+        network its class builds at --disambiguate-phi (the dearest class; 0 without the option)."""
+        if self.phi_stage is None:
+            return 0.0
+        plan = self.plan()
+        assert plan is not None
+        rate, slope = self.speed_line()
+        needs = [
+            2 * sum(self.seconds_at_phi(sorted(members), rate, slope, plan.overhead).values())
+            for members in (self.class_at(label) for label in contenders if label in self.feasible)
+            if len(members) > 1
+        ]
+        return max(needs, default=0.0) / max(1, self.config.workers)
+
     def advance(self) -> int:
         """Once a stage has finished, decide the next (`decide`, under the study's lock) and queue it; how many jobs
         were queued."""
-        if self.race_end() is None and self.deadline is not None:
+        if not self.over() and self.deadline is not None:
             with study_lock(self.config.storage_url, self.config.study_name):
                 self.decide()
         return self.enqueue_missing()
 
     def decide(self) -> None:
         """After the screen, who races; after each round, who stays, whether the base still runs, and whether another
-        round fits the deadline (or why the race ends). Nothing while a stage is unfinished."""
-        if "race_end" in self.study.user_attrs or not self.finished(self.queued_jobs()):
+        round fits the deadline (or why the race ends); then the disambiguation's rounds. Nothing while a stage is
+        unfinished."""
+        if not self.finished(self.queued_jobs()):
             return
+        if "race_end" not in self.study.user_attrs:
+            self.decide_race()
+        if "race_end" in self.study.user_attrs and self.phi_stage is not None and self.phi_end() is None:
+            self.decide_phi()
+
+    def decide_race(self) -> None:
+        """The race's next round, or its end."""
         rounds = self.rounds()
         if not rounds:
             contenders = self.after_screen()
@@ -514,10 +643,92 @@ class GridSearch:
         networks = [*contenders, *([BASE] if base_needed else [])]
         seconds = sum(self.seconds_per_training()[label] for label in networks) / max(1, self.config.workers)
         assert self.deadline is not None
+        reserve = self.phi_reserve(contenders)
+        left = self.deadline - time.time() - reserve
+        if seconds > left:
+            kept = f" ({reserve / 60:.1f} min kept for --disambiguate-phi)" if reserve else ""
+            return (
+                f"budget: round {len(rounds) + 1} needs about {seconds / 60:.1f} min, {max(0, left) / 60:.1f} left"
+                + kept
+            )
+        return networks
+
+    def best_now(self) -> tuple[str, dict[str, np.ndarray], list[str]]:
+        """The stage the answer comes from (race, else screen), its validation tables, and the confidence set of
+        the best there (the race's last round's contenders still in it)."""
+        race_val = self.tables(RACE, "val")
+        stage = RACE if any(label != BASE for label in race_val) else SCREEN
+        val = race_val if stage == RACE else self.tables(SCREEN, "val")
+        candidates = [label for label in val if label != BASE]
+        if not candidates:
+            return stage, val, []
+        if stage == RACE:
+            last = [label for label in self.rounds()[-1]["networks"] if label in candidates] or candidates
+            return stage, val, contenders_after(val, last)
+        kept = best_set({label: val[label] for label in candidates})
+        return stage, val, [label for label in candidates if kept[label]]
+
+    def pick_of(self, best: list[str], phi: float | None = None) -> str:
+        """The answer's rule applied to `best` (networks at phi, the search's unless given): cheapest by MACs,
+        then latency."""
+        costs = {
+            label: RacingCost(self.cost_of(label, phi).macs, self.cost_of(label, phi).latency_ms) for label in best
+        }
+        return pick(best, costs)
+
+    def decide_phi(self) -> None:
+        """The disambiguation: the distinct networks the pick's class builds at --disambiguate-phi race on two seeds,
+        then one more per round, until one is left, --max-seeds, or the deadline; the exported member is then the
+        cheapest of their best set."""
+        rounds = self.phi_rounds()
+        _, _, best = self.best_now()
+        if not best:
+            self.end_phi("no pick to disambiguate (nothing finished training)")
+            return
+        chosen = self.pick_of(best)
+        members = sorted(self.class_at(chosen))
+        if len(members) == 1:
+            self.end_phi(f"the pick's class builds one network at phi={self.config.disambiguate_phi:g}")
+            return
+        val = self.tables(str(self.phi_stage), "val")
+        if not rounds:
+            contenders, seeds = members, self.config.race_seed_list[:2]
+        else:
+            raced = [label for label in rounds[-1]["networks"] if label in val]
+            contenders = contenders_after(val, raced)
+            if not contenders:
+                self.end_phi("every training of the class diverged")
+                return
+            if len(contenders) == 1:
+                self.end_phi("resolved: one of the class's networks left")
+                return
+            if len(rounds) >= self.config.max_seeds:
+                self.end_phi(f"{self.config.max_seeds} seeds raced (--max-seeds)")
+                return
+            seeds = [self.config.race_seed_list[len(rounds)]]
+        plan = self.plan()
+        assert plan is not None and self.deadline is not None
+        rate, slope = self.speed_line()
+        each = self.seconds_at_phi(contenders, rate, slope, plan.overhead)
+        seconds = len(seeds) * sum(each.values()) / max(1, self.config.workers)
         left = self.deadline - time.time()
         if seconds > left:
-            return f"budget: round {len(rounds) + 1} needs about {seconds / 60:.1f} min, {max(0, left) / 60:.1f} left"
-        return networks
+            self.end_phi(
+                f"budget: {len(seeds)} more seed(s) need about {seconds / 60:.1f} min, {max(0, left) / 60:.1f} left"
+            )
+            return
+        if not rounds:
+            self.study.set_user_attr("phi_of", chosen)
+        self.study.set_user_attr("phi_rounds", [*rounds, *({"seed": seed, "networks": contenders} for seed in seeds)])
+        self.log(
+            f"disambiguation at phi={self.config.disambiguate_phi:g} on seed(s) {', '.join(map(str, seeds))}: "
+            f"{', '.join(contenders)} (the networks {chosen}'s class builds there)"
+        )
+
+    def end_phi(self, reason: str) -> None:
+        """Record why the disambiguation ended."""
+        self.study.set_user_attr("phi_end", reason)
+        self.log(f"disambiguation over: {reason}")
 
     def trials(self) -> pd.DataFrame:
         """trials.csv: `trials_frame` with each network's multipliers and input size as built, from the space."""
@@ -525,8 +736,13 @@ class GridSearch:
         for column in ("depth", "width", "resolution"):
             values = {label: getattr(network, column) for label, network in self.feasible.items()} | {BASE: 1.0}
             frame[column] = frame.network.map(values)
+        at = frame.stage == self.phi_stage
+        for index in frame.index[at]:  # the class's members as built at --disambiguate-phi
+            built = built_multipliers(self.spec_of(frame.network[index], self.config.disambiguate_phi), self.base)
+            frame.loc[index, ["depth", "width", "resolution"]] = built
         frame["pixels"] = [
-            self.spec_of(label).resolution if isinstance(label, str) else None for label in frame.network
+            self.spec_of(label, self.phi_of(stage)).resolution if isinstance(label, str) else None
+            for label, stage in zip(frame.network, frame.stage)
         ]
         return frame
 

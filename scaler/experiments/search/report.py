@@ -15,17 +15,15 @@ import pandas as pd
 from scaler.experiments.search.queue import BASE, RACE, SCREEN, GridSearch
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
+from scaler.report.study import disambiguation_text
 from scaler.study.grid import CONTROL, Candidate, GridPoint
 from scaler.study.racing import (
     SCREEN_RULE,
-    best_set,
     contenders_after,
     difference,
     leader,
     next_budget,
-    pick,
 )
-from scaler.study.racing import Cost as RacingCost
 from scaler.study.run import present
 from scaler.study.stats import crossed_mean, family_columns
 from scaler.study.storage import redact
@@ -83,23 +81,20 @@ def answer(search: GridSearch) -> dict[str, Any]:
     (the race's seeds, or the screen's seeds before the race), the pick by its stated rule, the pick's test
     accuracy and its difference to the base on the test images (read once, after selection), the class of
     coefficients that builds the pick, and what more budget would buy."""
-    race_val = search.tables(RACE, "val")
-    stage = RACE if any(label != BASE for label in race_val) else SCREEN
-    val = race_val if stage == RACE else search.tables(SCREEN, "val")
-    candidates = [label for label in val if label != BASE]
-    if not candidates:
+    stage, val, best = search.best_now()
+    if not best:
         return {"stage": None, "best_set": [], "pick": None, "significant": False}
-    rounds = search.rounds()
-    if stage == RACE:
-        last = [label for label in rounds[-1]["networks"] if label in candidates] or candidates
-        best = contenders_after(val, last)
-    else:
-        kept = best_set({label: val[label] for label in candidates})
-        best = [label for label in candidates if kept[label]]
-    costs = {label: RacingCost(search.cost_of(label).macs, search.cost_of(label).latency_ms) for label in best}
-    chosen = pick(best, costs)
+    chosen = search.pick_of(best)
     network = search.feasible[chosen]
     members = [Candidate.from_label(member) for member in network.members]
+    settled = disambiguation(search, chosen)
+    exported = settled["exported"] if settled else network.label
+    rule = (
+        "every member builds the same network at this phi; exported is the member whose nominal "
+        "alpha*beta^2*gamma^2 is nearest 2^phi (ties by label)"
+    )
+    if settled:
+        rule += f"; then {settled['rule']}"
     result: dict[str, Any] = {
         "stage": stage,
         "best_set": best,
@@ -113,10 +108,10 @@ def answer(search: GridSearch) -> dict[str, Any]:
                 name: [min(getattr(m, name) for m in members), max(getattr(m, name) for m in members)]
                 for name in ("alpha", "beta", "gamma")
             },
-            "exported": network.label,
-            "rule": "every member builds the same network at this phi; exported is the member whose nominal "
-            "alpha*beta^2*gamma^2 is nearest 2^phi (ties by label)",
+            "exported": exported,
+            "rule": rule,
         },
+        "disambiguation": settled,
     }
     test = search.tables(RACE, "test")
     if chosen in test:
@@ -153,6 +148,61 @@ def answer(search: GridSearch) -> dict[str, Any]:
     else:
         result["next_budget"] = None
     return result
+
+
+def disambiguation(search: GridSearch, chosen: str) -> dict[str, Any] | None:
+    """With --disambiguate-phi: the distinct networks the pick's class builds there, each on the validation images
+    with its interval, their confidence set of the best, and the member exported (the cheapest of that set, by
+    MACs at that phi); None without the option. Before it ran (or when it could not), the class's own label."""
+    at, stage = search.config.disambiguate_phi, search.phi_stage
+    if at is None or stage is None:
+        return None
+    groups = search.class_at(chosen)
+    val, test = search.tables(stage, "val"), search.tables(stage, "test")
+    rounds = search.phi_rounds()
+    raced = [label for label in (rounds[-1]["networks"] if rounds else []) if label in val]
+    best = contenders_after(val, raced) if raced else []
+    exported = search.pick_of(best, at) if best else search.feasible[chosen].label
+    networks = []
+    for label, members in sorted(groups.items()):
+        cost = search.cost_of(label, at)
+        row: dict[str, Any] = {
+            "member": label,
+            "members": list(members),
+            "macs": cost.macs,
+            "latency_ms": cost.latency_ms,
+        }
+        if label in val:
+            estimate = crossed_mean(val[label])
+            row |= {"seeds": len(val[label]), "val_acc": round(estimate.mean, 5), "ci95": rounded(estimate.interval())}
+            row |= {"seed_sd": round(estimate.seed_sd, 5), "floor": round(estimate.floor, 5)}
+        if label in test:
+            row["test_acc"] = round(float(test[label].mean()), 5)
+        row["in_best_set"] = label in best
+        networks.append(row)
+    others = [label for label in best if label != exported]
+    versus = (
+        family_columns("vs_exported", {label: difference(val, exported, label) for label in others}) if others else {}
+    )
+    for row in networks:
+        row |= {
+            key: round(value, 5) if isinstance(value, float) else value
+            for key, value in versus.get(row["member"], {}).items()
+        }
+    return {
+        "phi": at,
+        "of": chosen,
+        "distinct": len(groups),
+        "networks": networks,
+        "best_set": best,
+        "exported": exported,
+        "rule": f"at phi={at:g} the class's distinct networks race on the validation images; exported is the member "
+        "building the cheapest network (MACs, then latency) of their 95 % confidence set of the best"
+        + ("" if best else " (not raced: the class's own label)"),
+        "rounds": rounds,
+        "end": search.phi_end(),
+        "resolved": len(best) == 1 or len(groups) == 1,
+    }
 
 
 def rounded(pair: tuple[float, float]) -> list[float]:
@@ -221,8 +271,9 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         cost = search.cost_of(chosen)
         val = (race_val if verdict["stage"] == RACE else search.tables(SCREEN, "val"))[chosen]
         estimate = crossed_mean(val)
+        exported = Candidate.from_label(verdict["class"]["exported"])  # the class's label or its settled member
         summary.update(
-            asdict(network.candidate),
+            asdict(exported),
             val_acc=round(estimate.mean, 5),
             ci95=rounded(estimate.interval()),
             macs=cost.macs,
@@ -235,7 +286,8 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
             members=list(network.members),
         )
     trained = frame[frame.epochs > 0]
-    stage_counts = {stage: int((frame.stage == stage).sum()) for stage in (SCREEN, RACE)}
+    stages = (SCREEN, RACE, *([search.phi_stage] if search.phi_stage else []))
+    stage_counts = {stage: int((frame.stage == stage).sum()) for stage in stages}
     plan = search.plan()
     return summary | verdict | {
         "study": search.config.study_name,
@@ -264,7 +316,7 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         "surface": response_surface(frame, search.feasible),
         "seconds_per_trial": {
             stage: round(float(trained[trained.stage == stage].train_seconds.mean()), 1)
-            for stage in (SCREEN, RACE)
+            for stage in stages
             if (trained.stage == stage).any()
         },
         "wall_seconds": round(wall_seconds, 1),
@@ -356,6 +408,9 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             print(
                 f"pick test accuracy: {summary['pick_test_acc']:.4f} [{low:.4f}, {high:.4f}] (test images, read once)"
             )
+        settled = summary.get("disambiguation")
+        if settled:
+            print(disambiguation_text(settled))
         gain = summary.get("vs_base")
         if gain:
             low, high = gain["ci95"]
