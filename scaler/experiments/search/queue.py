@@ -22,8 +22,8 @@ from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
 from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
 from scaler.study.grid import CONTROL, Candidate, GridPoint, built_multipliers, control_network, representatives, space
-from scaler.study.racing import Cost as RacingCost
 from scaler.study.racing import (
+    MIN_ROUNDS,
     SearchPlan,
     base_resolved,
     best_set,
@@ -33,6 +33,7 @@ from scaler.study.racing import (
     race_images_after_screen,
     screened_out,
 )
+from scaler.study.racing import Cost as RacingCost
 from scaler.study.run import Cost, count, evaluate, evaluate_model, measure, present, setup
 from scaler.study.storage import (
     INTERRUPTED,
@@ -318,27 +319,31 @@ class GridSearch:
                 for label, network in sorted(self.feasible.items())
             }
         left = (self.deadline or math.inf) - time.time()
-        if self.phi_stage is not None:  # kept for the disambiguation: two seeds of the dearest class at full images
+
+        def planned(seconds: float) -> SearchPlan:
+            return plan_search(
+                seconds,
+                per_image,
+                base_rate,
+                full_images,
+                contenders=min(RACE_WITHOUT_SCREEN, len(self.feasible)),
+                screen_fraction=1 / self.config.halving,
+                overhead=overhead,
+                screen=self.screens(),
+            )
+
+        plan = planned(left)
+        if self.phi_stage is not None:  # kept back: two seeds of the dearest class at the race's images
             needs = [
                 2
                 * sum(
-                    full_images * (base_rate + max(0.0, slope) * (self.macs_at_phi(m) - base_macs)) + overhead
+                    plan.race_images * (base_rate + max(0.0, slope) * (self.macs_at_phi(m) - base_macs)) + overhead
                     for m in members
                 )
                 for members in (self.class_at(label) for label in sorted(self.feasible))
                 if len(members) > 1
             ]
-            left -= min(max(needs, default=0.0) / max(1, self.config.workers), left / 2)
-        plan = plan_search(
-            left,
-            per_image,
-            base_rate,
-            full_images,
-            contenders=min(RACE_WITHOUT_SCREEN, len(self.feasible)),
-            screen_fraction=1 / self.config.halving,
-            overhead=overhead,
-            screen=self.screens(),
-        )
+            plan = planned(left - min(max(needs, default=0.0) / max(1, self.config.workers), left / 3))
         plan = replace(plan, race_images=self.batches(plan.race_images), screen_images=self.batches(plan.screen_images))
         self.study.set_user_attr("plan", asdict(plan))
         self.log(
@@ -536,6 +541,26 @@ class GridSearch:
         base_macs = float(self.cost_of(BASE).macs)
         return float(intercept + slope * base_macs), float(slope)
 
+    def phi_load(self, contenders: list[str], per_image: dict[str, float]) -> dict[str, float]:
+        """Seconds per race image the disambiguation adds per race round if the dearest class of `contenders` is
+        picked: its distinct networks at --disambiguate-phi on two seeds, over MIN_ROUNDS rounds, each network's
+        speed on the line through the measured networks' speeds in MACs (empty without the option)."""
+        if self.phi_stage is None:
+            return {}
+        macs = {label: float(self.feasible[label].macs or 0) for label in per_image if label in self.feasible}
+        macs[BASE] = float(self.cost_of(BASE).macs)
+        xs = [macs[label] for label in per_image if label in macs]
+        ys = [per_image[label] for label in per_image if label in macs]
+        slope, intercept = np.polyfit(xs, ys, 1) if len(set(xs)) > 1 else (0.0, max(ys))
+        classes = [sorted(self.class_at(label)) for label in contenders if label in self.feasible]
+        rates = [
+            {f"{self.phi_stage}:{m}": max(max(ys), intercept + slope * self.macs_at_phi(m)) for m in members}
+            for members in classes
+            if len(members) > 1
+        ]
+        dearest = max(rates, key=lambda load: sum(load.values()), default={})
+        return {key: rate * 2 / MIN_ROUNDS for key, rate in dearest.items()}
+
     def phi_reserve(self, contenders: list[str]) -> float:
         """Seconds the disambiguation will need if one of `contenders` is picked: two seeds of every distinct
         network its class builds at --disambiguate-phi (the dearest class; 0 without the option)."""
@@ -618,7 +643,9 @@ class GridSearch:
         per_image[BASE] = plan.base_seconds_per_image
         full_images = len(self.setup.dataset.train) * self.config.train.epochs
         fixed = plan.overhead * len(per_image)
-        images = race_images_after_screen(self.deadline - time.time(), per_image, fixed, full_images)
+        load = self.phi_load(contenders, per_image)  # the disambiguation's two seeds, spread over the race's rounds
+        fixed += plan.overhead * len(load) * 2 / MIN_ROUNDS
+        images = race_images_after_screen(self.deadline - time.time(), per_image | load, fixed, full_images)
         images = self.batches(images)
         seconds = {
             label: images * rate + (plan.overhead if label == BASE else 0.0) for label, rate in per_image.items()
