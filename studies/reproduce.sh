@@ -6,10 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scaler search --base mobilenet --phi 1 --no-progress   # studies/mobilenet-w0.25-fashion-mnist
+scaler search --base mobilenet --phi 1 --budget 5m --study mobilenet-w0.25-fashion-mnist-5m
+scaler search --base mobilenet --phi 1 --disambiguate-phi 2 --study mobilenet-w0.25-fashion-mnist-phi2 --no-progress
 python benchmarks/proxy_rank.py --study mobilenet-w0.25-fashion-mnist
 S=mobilenet-w0.25-fashion-mnist
 # the variants at the search's proxy budget (all 45,000 training images x 2 epochs at batch 256); phi = 3 (8x the
-# base's MACs) trained on every seed and held out from the fit; about 45 min per variant; resumes from runs.db
+# base's MACs) trained on every seed and held out from the fit; about 27 min per variant; resumes from runs.db
 scaler scale --study $S --phi 0 1 2 3 --variant relu fused --train-max-phi 3 --subset 0 --epochs 2 --batch-size 256 --seed 40 --no-progress
 scaler ladder --study $S --subset 6000 --epochs 6 --seed 10 --no-progress   # about 15 min
 scaler frelu --study $S --seed 20 --no-progress   # about 35 min; resumes from the engine's runs.db

@@ -381,7 +381,9 @@ def search_section(folder: Path) -> Section:
         "pick test accuracy": accuracy_text(summary.get("pick_test_acc"), summary.get("pick_test_ci95")),
     }
     if summary.get("disambiguation"):
-        facts["disambiguation"] = disambiguation_text(summary["disambiguation"]).removeprefix("disambiguation")
+        facts["disambiguation"] = (
+            disambiguation_text(summary["disambiguation"]).removeprefix("disambiguation").lstrip(": ")
+        )
     parts = ["\n".join(f"- {key}: {value}" for key, value in facts.items())]
     if (folder / "race.csv").exists():
         race = pd.read_csv(folder / "race.csv")
@@ -410,6 +412,7 @@ def search_section(folder: Path) -> Section:
         f"{accuracy_text(summary.get('pick_test_acc'), summary.get('pick_test_ci95'))}. "
         + gain_text(summary.get("vs_base"))
         + next_budget_text(summary.get("next_budget"))
+        + (f" {capitalised(disambiguation_text(summary['disambiguation']))}." if summary.get("disambiguation") else "")
     ]
     return Section("The search (`summary.json`, `race.csv`)", parts, verdicts)
 
@@ -434,6 +437,11 @@ def disambiguation_text(settled: dict[str, Any]) -> str:
         f"disambiguation at {at} of {settled['distinct']} distinct networks: {measured}; best set "
         f"{', '.join(settled['best_set'])}; exported {settled['exported']} ({settled['end'] or 'not over'})"
     )
+
+
+def capitalised(text: str) -> str:
+    """`text` with its first letter in upper case."""
+    return text[:1].upper() + text[1:]
 
 
 def next_budget_text(more: dict[str, Any] | None) -> str:
