@@ -309,7 +309,7 @@ class GridSearch:
         base_rate, overhead = self.probe(BASE, full_images)
         dearest = max(self.feasible.values(), key=lambda network: (network.macs or 0, network.label), default=None)
         per_image: dict[str, float] = {}
-        base_macs, slope = float(self.cost_of(BASE).macs), 0.0
+        base_macs, slope = self.macs_of(BASE), 0.0
         if dearest is not None:
             dear_rate, _ = self.probe(dearest.label, full_images)
             dear_macs = float(dearest.macs or 0)
@@ -334,16 +334,8 @@ class GridSearch:
 
         plan = planned(left)
         if self.phi_stage is not None:  # kept back: two seeds of the dearest class at the race's images
-            needs = [
-                2
-                * sum(
-                    plan.race_images * (base_rate + max(0.0, slope) * (self.macs_at_phi(m) - base_macs)) + overhead
-                    for m in members
-                )
-                for members in (self.class_at(label) for label in sorted(self.feasible))
-                if len(members) > 1
-            ]
-            plan = planned(left - min(max(needs, default=0.0) / max(1, self.config.workers), left / 3))
+            reserve = self.phi_reserve(sorted(self.feasible), (base_rate, slope), plan.race_images, overhead)
+            plan = planned(left - min(reserve, left / 3))
         plan = replace(plan, race_images=self.batches(plan.race_images), screen_images=self.batches(plan.screen_images))
         self.study.set_user_attr("plan", asdict(plan))
         self.log(
@@ -511,70 +503,71 @@ class GridSearch:
             self.counted[key] = self.count(self.spec_of(member, at))[0]
         return self.counted[key]
 
-    def seconds_at_phi(self, members: list[str], rate: float, slope: float, overhead: float) -> dict[str, float]:
-        """Each class member's seconds per training at --disambiguate-phi: measured once it trained there, before
-        that `rate` + `slope` x (its MACs - the base's) seconds per race image, plus the `overhead`."""
+    def macs_of(self, network: str) -> float:
+        """fvcore MACs of a feasible network or the base, at the searched phi."""
+        return float(self.cost_of(BASE).macs) if network == BASE else float(self.feasible[network].macs or 0)
+
+    def fitted_speed(self, per_image: dict[str, float], fallback: float) -> tuple[float, float]:
+        """(seconds per image at the base's MACs, seconds per image per extra MAC): the line in MACs through the
+        networks' measured seconds per image; (`fallback`, 0) when fewer than two of them differ in MACs."""
+        macs = [self.macs_of(label) for label in per_image]
+        if len(set(macs)) < 2:
+            return fallback, 0.0
+        slope, intercept = np.polyfit(macs, list(per_image.values()), 1)
+        return float(intercept + slope * self.macs_of(BASE)), float(slope)
+
+    def speed_line(self) -> tuple[float, float]:
+        """`fitted_speed` through every network's seconds per race training so far."""
         plan = self.plan()
         assert plan is not None
+        per_image = {
+            label: (value - plan.overhead) / plan.race_images
+            for label, value in self.seconds_per_training().items()
+            if math.isfinite(value)
+        }
+        return self.fitted_speed(per_image, plan.base_seconds_per_image)
+
+    def phi_classes(self, networks: list[str]) -> list[list[str]]:
+        """The classes of `networks` that build more than one network at --disambiguate-phi, by representative."""
+        classes = (sorted(self.class_at(label)) for label in networks if label in self.feasible)
+        return [members for members in classes if len(members) > 1]
+
+    def phi_rate(self, member: str, speed: tuple[float, float]) -> float:
+        """Seconds per image of a class member's network at --disambiguate-phi, on the `speed` line in MACs."""
+        rate, slope = speed
+        return rate + max(0.0, slope) * (self.macs_at_phi(member) - self.macs_of(BASE))
+
+    def phi_seconds(
+        self, members: list[str], speed: tuple[float, float], images: int, overhead: float
+    ) -> dict[str, float]:
+        """Each class member's seconds per training at --disambiguate-phi: measured once it trained there, before
+        that `images` at its `phi_rate` plus the `overhead`."""
         measured = self.durations()
-        base_macs = float(self.cost_of(BASE).macs)
         return {
             member: float(np.mean(measured[(str(self.phi_stage), member)]))
             if measured.get((str(self.phi_stage), member))
-            else plan.race_images * (rate + max(0.0, slope) * (self.macs_at_phi(member) - base_macs)) + overhead
+            else images * self.phi_rate(member, speed) + overhead
             for member in members
         }
 
-    def speed_line(self) -> tuple[float, float]:
-        """Seconds per race image of the base and per extra MAC, fitted through every network's seconds so far."""
-        plan = self.plan()
-        assert plan is not None
-        seconds = {label: value for label, value in self.seconds_per_training().items() if math.isfinite(value)}
-        macs = [
-            float(self.feasible[label].macs or 0) if label != BASE else float(self.cost_of(BASE).macs)
-            for label in seconds
-        ]
-        per_image = [(value - plan.overhead) / plan.race_images for value in seconds.values()]
-        if len(set(macs)) < 2:
-            return plan.base_seconds_per_image, 0.0
-        slope, intercept = np.polyfit(macs, per_image, 1)
-        base_macs = float(self.cost_of(BASE).macs)
-        return float(intercept + slope * base_macs), float(slope)
+    def phi_reserve(self, networks: list[str], speed: tuple[float, float], images: int, overhead: float) -> float:
+        """Seconds the disambiguation will need if one of `networks` is picked: two seeds of every distinct network
+        its class builds at --disambiguate-phi (the dearest class; 0 without the option)."""
+        if self.phi_stage is None:
+            return 0.0
+        needs = [2 * sum(self.phi_seconds(c, speed, images, overhead).values()) for c in self.phi_classes(networks)]
+        return max(needs, default=0.0) / max(1, self.config.workers)
 
     def phi_load(self, contenders: list[str], per_image: dict[str, float]) -> dict[str, float]:
         """Seconds per race image the disambiguation adds per race round if the dearest class of `contenders` is
         picked: its distinct networks at --disambiguate-phi on two seeds, over MIN_ROUNDS rounds, each network's
-        speed on the line through the measured networks' speeds in MACs (empty without the option)."""
+        speed on the line through `per_image` in MACs (empty without the option)."""
         if self.phi_stage is None:
             return {}
-        macs = {label: float(self.feasible[label].macs or 0) for label in per_image if label in self.feasible}
-        macs[BASE] = float(self.cost_of(BASE).macs)
-        xs = [macs[label] for label in per_image if label in macs]
-        ys = [per_image[label] for label in per_image if label in macs]
-        slope, intercept = np.polyfit(xs, ys, 1) if len(set(xs)) > 1 else (0.0, max(ys))
-        classes = [sorted(self.class_at(label)) for label in contenders if label in self.feasible]
-        rates = [
-            {f"{self.phi_stage}:{m}": max(max(ys), intercept + slope * self.macs_at_phi(m)) for m in members}
-            for members in classes
-            if len(members) > 1
-        ]
+        speed = self.fitted_speed(per_image, max(per_image.values()))
+        rates = [{m: self.phi_rate(m, speed) for m in members} for members in self.phi_classes(contenders)]
         dearest = max(rates, key=lambda load: sum(load.values()), default={})
-        return {key: rate * 2 / MIN_ROUNDS for key, rate in dearest.items()}
-
-    def phi_reserve(self, contenders: list[str]) -> float:
-        """Seconds the disambiguation will need if one of `contenders` is picked: two seeds of every distinct
-        network its class builds at --disambiguate-phi (the dearest class; 0 without the option)."""
-        if self.phi_stage is None:
-            return 0.0
-        plan = self.plan()
-        assert plan is not None
-        rate, slope = self.speed_line()
-        needs = [
-            2 * sum(self.seconds_at_phi(sorted(members), rate, slope, plan.overhead).values())
-            for members in (self.class_at(label) for label in contenders if label in self.feasible)
-            if len(members) > 1
-        ]
-        return max(needs, default=0.0) / max(1, self.config.workers)
+        return {f"{self.phi_stage}:{m}": rate * 2 / MIN_ROUNDS for m, rate in dearest.items()}
 
     def advance(self) -> int:
         """Once a stage has finished, decide the next (`decide`, under the study's lock) and queue it; how many jobs
@@ -670,7 +663,9 @@ class GridSearch:
         networks = [*contenders, *([BASE] if base_needed else [])]
         seconds = sum(self.seconds_per_training()[label] for label in networks) / max(1, self.config.workers)
         assert self.deadline is not None
-        reserve = self.phi_reserve(contenders)
+        plan = self.plan()
+        assert plan is not None
+        reserve = self.phi_reserve(contenders, self.speed_line(), plan.race_images, plan.overhead)
         left = self.deadline - time.time() - reserve
         if seconds > left:
             kept = f" ({reserve / 60:.1f} min kept for --disambiguate-phi)" if reserve else ""
@@ -735,8 +730,7 @@ class GridSearch:
             seeds = [self.config.race_seed_list[len(rounds)]]
         plan = self.plan()
         assert plan is not None and self.deadline is not None
-        rate, slope = self.speed_line()
-        each = self.seconds_at_phi(contenders, rate, slope, plan.overhead)
+        each = self.phi_seconds(contenders, self.speed_line(), plan.race_images, plan.overhead)
         seconds = len(seeds) * sum(each.values()) / max(1, self.config.workers)
         left = self.deadline - time.time()
         if seconds > left:
