@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from scaler.study.stats import MOST_SEEDS
+
 MANY_SEEDS = 100  # beyond this "to resolve" says only that: the difference is too small to chase with seeds
 POWER = 0.8  # what "to resolve" plans for: an 80 % chance that the adjusted interval excludes zero
 REPORT = "report.md"
@@ -448,10 +450,10 @@ def next_budget_text(more: dict[str, Any] | None) -> str:
     """What more budget would separate the best set, as the summary measured it."""
     if not more:
         return ""
-    if more.get("seeds") and more["seeds"] > 1000:
+    if more.get("seeds") and more["seeds"] > MOST_SEEDS:
         return (
-            " To separate the best set: more than 1000 seeds per network; at this fidelity its members are as good "
-            "as one another."
+            f" To separate the best set: more than {MOST_SEEDS} seeds per network; at this fidelity its members are "
+            "as good as one another."
         )
     if more.get("seeds"):
         text = (

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 Key = TypeVar("Key", bound=Hashable)
+MOST_SEEDS = 1000  # `Estimate.seeds_needed` answers at most this + 1: beyond it, seeds cannot resolve the difference
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class Estimate:
         return self.mean - half, self.mean + half
 
     def seeds_needed(
-        self, family: int = 1, power: float = 0.8, confidence: float = 0.95, most: int = 1000
+        self, family: int = 1, power: float = 0.8, confidence: float = 0.95, most: int = MOST_SEEDS
     ) -> int | None:
         """The fewest seeds (more than now) on the same images at which the family's interval would exclude zero
         with `power`, if the mean stayed where it is: the seed part of the variance shrinks as 1/seeds, the images'

@@ -25,12 +25,11 @@ from scaler.study.racing import (
     next_budget,
 )
 from scaler.study.run import present
-from scaler.study.stats import crossed_mean, family_columns
+from scaler.study.stats import MOST_SEEDS, crossed_mean, family_columns
 from scaler.study.storage import redact
 from scaler.study.surface import best_of, fit_surface
 
 PICK_RULE = "the cheapest network of the best set, by MACs, then latency"
-MOST_SEEDS = 1000  # `Estimate.seeds_needed`'s default bound: beyond it, it answers most + 1
 
 
 def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) -> pd.DataFrame:
