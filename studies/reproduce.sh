@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scaler search --base mobilenet --phi 1 --no-progress   # studies/mobilenet-w0.25-fashion-mnist
 scaler search --base mobilenet --phi 1 --budget 5m --study mobilenet-w0.25-fashion-mnist-5m
+scaler search --base mobilenet --phi 1 --budget 45m --study mobilenet-w0.25-fashion-mnist-45m --no-progress
 scaler search --base mobilenet --phi 1 --disambiguate-phi 2 --study mobilenet-w0.25-fashion-mnist-phi2 --no-progress
 python benchmarks/proxy_rank.py --study mobilenet-w0.25-fashion-mnist
 S=mobilenet-w0.25-fashion-mnist
