@@ -27,14 +27,19 @@ from scaler.model.zoo import base
 
 @torch.no_grad()
 def perturb(layer: FLGCConv2d, seed: int = 0) -> FLGCConv2d:
-    """Random logits (unequal groups), channel 0's weights made 10x larger; a duplicating layer is then frozen,
-    so channel 0 is duplicated into the other groups (its weights to their filters beat their members')."""
+    """Random logits (unequal groups), channel 0's logits high for every group and its weights 10x larger; a
+    duplicating layer is then frozen, so channel 0 is duplicated into the other groups (by either score), and the
+    duplicates' connections drawn afresh, as training after the duplication would leave them (not zero)."""
     generator = torch.Generator().manual_seed(seed)
     layer.in_logits.copy_(torch.randn(layer.in_logits.shape, generator=generator))
+    layer.in_logits[0] = 5 + 0.1 * torch.arange(layer.groups)
     layer.out_logits.copy_(torch.randn(layer.out_logits.shape, generator=generator))
     layer.weight[:, 0] *= 10
     if layer.duplicate:
         layer.freeze()
+        zeroed = layer.weight == 0
+        noise = torch.randn(layer.weight.shape, generator=generator) * layer.weight.std()
+        layer.weight.copy_(torch.where(zeroed, noise, layer.weight))
     return layer
 
 
@@ -61,6 +66,38 @@ def test_gradients_reach_logits_and_masked_weights() -> None:
         before = layer(x)
         layer.weight[masked] += 1.0
         torch.testing.assert_close(layer(x), before)
+
+
+def test_without_masked_gradient_only_connections_in_use_learn() -> None:
+    """masked_gradient False (the reference implementation's form): masked weights get no gradient at all."""
+    torch.manual_seed(0)
+    layer = FLGCConv2d(12, 10, 4)
+    layer.masked_gradient = False
+    x, upstream = torch.randn(2, 12, 5, 5), torch.randn(2, 10, 5, 5)
+    (layer(x) * upstream).sum().backward()
+    masked = (layer.mask() == 0).detach()
+    assert layer.weight.grad is not None and layer.in_logits.grad is not None
+    assert masked.any() and (layer.weight.grad[masked] == 0).all() and layer.weight.grad[~masked].abs().sum() > 0
+    assert layer.in_logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("score", ["logit", "weight"])
+def test_duplication_preserves_the_function(score: str) -> None:
+    """At the freeze, the duplicates' new connections start at zero: the layer computes exactly what it did,
+    whichever score picked them; the weights of connections already in use are untouched."""
+    torch.manual_seed(2)
+    layer = FLGCConv2d(16, 12, 4, duplicate=True, score=score)
+    with torch.no_grad():
+        layer.in_logits[0] = 5 + 0.1 * torch.arange(4)
+        layer.weight[:, 0] *= 10
+    x = torch.randn(3, 16, 5, 5)
+    before, mask, weight = layer(x).detach(), layer.mask().detach().clone(), layer.weight.detach().clone()
+    layer.freeze()
+    assert layer.duplicated_channels() > 0
+    added = (layer.mask() > 0) & (mask == 0)
+    assert added.any() and (layer.weight[added] == 0).all()
+    assert torch.equal(layer.weight[~added], weight[~added])
+    torch.testing.assert_close(layer(x), before, atol=0, rtol=0)
 
 
 def test_initial_assignment_is_random_and_recorded() -> None:
@@ -329,7 +366,7 @@ def test_duplication_margin_says_whether_duplication_fires(groups: int) -> None:
     fired = []
     for seed in range(12):
         torch.manual_seed(seed)
-        layer = FLGCConv2d(24, 16, groups, duplicate=True)
+        layer = FLGCConv2d(24, 16, groups, duplicate=True, score="weight")
         with torch.no_grad():
             if seed % 2:
                 layer.weight[:, seed] *= 4

@@ -194,3 +194,24 @@ def test_weight_average_refuses_flgc_networks() -> None:
     model = build(apply_variant(spec, "flgc:2"), seed=0)
     with pytest.raises(UserError, match="--ema"):
         train(model, dataset, 28, TrainConfig(epochs=1, batch_size=64, ema=0.2), progress=False)
+
+
+def test_duplication_in_training_keeps_validation_accuracy_and_records_how_groups_moved() -> None:
+    """The loop validates just before and just after the freeze adds duplicates (the same accuracy: new
+    connections start at zero) and records each FLGC layer's moved channels up to the freeze."""
+    from scaler.model.nn.flgc import flgc_layers
+
+    dataset = tiny_dataset()
+    spec = scale(base("resnet50", 1, 28, 10), 1.0, 0.125, 1.0)
+    model = build(apply_variant(spec, "flgc-dup:2+spatial"), seed=0)
+    for layer in flgc_layers(model):
+        layer.score = "weight"  # fires on a barely trained network, where logits hardly differ
+    config = TrainConfig(epochs=2, batch_size=16, assignment_lr_scale=20.0, precise_bn=64, amp=False)
+    result = train(model, dataset, 28, config, progress=False)
+    layers = flgc_layers(model)
+    assert sum(layer.duplicated_channels() for layer in layers) > 0
+    assert result.val_before_dup == result.val_after_dup and 0 <= result.val_before_dup <= 1
+    steps = [step for step, _ in layers[0].moved_history]
+    assert steps == sorted(steps) and steps[0] == 0 and len(steps) > 2
+    assert all(layer.moved_history[-1][1] == layer.moved() for layer in layers)
+    assert any(moved > 0 for layer in layers for _, moved in layer.moved_history)

@@ -77,6 +77,12 @@ def add_train_args(
         "fine-tunes (default: TrainConfig's, 0.5)",
     )
     parser.add_argument(
+        "--no-masked-gradient",
+        dest="masked_gradient",
+        action="store_false",
+        help="FLGC: weights masked out get no gradient (default: trained as if connected, straight-through)",
+    )
+    parser.add_argument(
         "--progressive",
         action="store_true",
         help="EfficientNetV2 progressive learning: size and regularisation ramp up",
@@ -142,6 +148,8 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
         if not 0.0 <= args.duplicate_after <= 1.0:
             raise UserError(f"--duplicate-after must be a fraction of training in [0, 1] (got {args.duplicate_after})")
         flgc["assignment_freeze"] = args.duplicate_after
+    if not args.masked_gradient:
+        flgc["masked_gradient"] = False
     return TrainConfig(
         **flgc,
         epochs=epochs,

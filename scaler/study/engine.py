@@ -59,6 +59,7 @@ RUNNER = "runner"  # study attribute: the hook and cost rule a worker needs to e
 OUTPUTS = "outputs"  # user attribute holding a trained run's per-example outputs by split
 EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
+DUPLICATION_COLUMNS = ("val_before_dup", "val_after_dup")
 UNFINGERPRINTED = ("argv", "progress", "folder", "storage", "workers")
 UNFINGERPRINTED_TRAIN = ("threads", "device", "seed")
 
@@ -369,9 +370,13 @@ def join_plan(config: RunConfig, name: str, log: Log = print, jobs: list[str] | 
 
 
 def measured(row: Row) -> dict[str, Any]:
-    """A run's row as columns; an untrained row has no seed of its own and keeps the plan's."""
+    """A run's row as columns; an untrained row has no seed of its own and keeps the plan's, and only FLGC runs
+    that duplicated have the accuracies around their duplication."""
     values = row.as_dict()
-    return values if values["seed"] is not None else {k: v for k, v in values.items() if k != "seed"}
+    dropped = {key for key in DUPLICATION_COLUMNS if math.isnan(values[key])}
+    if values["seed"] is None:
+        dropped.add("seed")
+    return {k: v for k, v in values.items() if k not in dropped}
 
 
 class TrialBudget:

@@ -210,6 +210,8 @@ class Row(Cost):
     train_seconds: float = math.nan
     images_per_second: float = math.nan
     val_curve: tuple[float, ...] = ()
+    val_before_dup: float = math.nan
+    val_after_dup: float = math.nan
 
     def cost(self) -> Cost:
         """The network's cost alone (to measure it once for every seed)."""
@@ -425,6 +427,8 @@ def evaluate_model(
         train_seconds=round(result.train_seconds, 2),
         images_per_second=round(result.images_per_second, 1),
         val_curve=tuple(result.val_acc),
+        val_before_dup=result.val_before_dup,
+        val_after_dup=result.val_after_dup,
     )
     return Evaluated(row, model, outputs)
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from scaler.compat import foreach_lerp_
 from scaler.errors import UserError
-from scaler.model.nn.flgc import assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
 from scaler.training.augment import rand_augment
 from scaler.training.data import Dataset, Split
 
@@ -85,7 +85,7 @@ class TrainConfig:
     schedule spans the shorter run. `ema` > 0 validates (and returns) an exponential moving average of the
     weights over that fraction of the run's steps, BN statistics recomputed for it. FLGC assignments learn for
     the first `assignment_freeze` of the steps, are then fixed (duplicates added) and the rest of the run
-    fine-tunes the weights.
+    fine-tunes the weights; `masked_gradient` trains the weights FLGC masks out as if connected (straight-through).
     """
 
     epochs: int = 3
@@ -97,6 +97,7 @@ class TrainConfig:
     weight_decay: float = 5e-5
     assignment_lr_scale: float = 1.0
     assignment_freeze: float = 0.5
+    masked_gradient: bool = True
     label_smoothing: float = 0.1
     warmup_steps: int = 50
     progressive: Progressive | None = None
@@ -136,6 +137,8 @@ class TrainResult:
     resolutions: list[int] = field(default_factory=list)
     val_outputs: Outputs | None = None  # per-example, after the last epoch validated
     raw_val_outputs: Outputs | None = None  # with `ema`: the last weights' own outputs, before averaging
+    val_before_dup: float = math.nan  # FLGC with duplication: validation accuracy just before duplicates are added
+    val_after_dup: float = math.nan  # ... and just after
 
     @property
     def final_val_acc(self) -> float:
@@ -314,6 +317,7 @@ class WeightAverage:
             average.copy_(held)
 
 
+MOVED_TRACE_POINTS = 10  # times, before the freeze, that each FLGC layer's moved channels are recorded
 DIVERGENCE_CHECK_STEPS = 25  # the loss is checked on the host this often: no sync in every step
 
 
@@ -358,7 +362,11 @@ def train(
     calibration = None if head is None else Prepared(head, mean, std, resolution, device, config.channels_last)
     optimizer = make_optimizer(model, config)
     steps_per_epoch, total_steps, epochs, warmup = schedule(config, len(dataset.train))
-    freeze_step = round(config.assignment_freeze * total_steps) if flgc_layers(model) else None
+    layers = flgc_layers(model)
+    for layer in layers:
+        layer.masked_gradient = config.masked_gradient
+    freeze_step = round(config.assignment_freeze * total_steps) if layers else None
+    trace_every = max(1, (freeze_step or 0) // MOVED_TRACE_POINTS)
     if config.ema < 0 or (config.ema > 0 and freeze_step is not None):
         raise UserError(f"--ema must be >= 0 and is not for FLGC networks, whose groups change (got {config.ema})")
     average = WeightAverage(model, config.ema * total_steps) if config.ema > 0 else None
@@ -384,8 +392,11 @@ def train(
                 index = order[start : start + config.batch_size]
                 if len(index) < 2 or step >= total_steps:
                     continue
+                if freeze_step is not None and step <= freeze_step and step % trace_every == 0:
+                    note_moved(layers, step)
                 if step == freeze_step:
-                    freeze_assignments(model)
+                    frozen(model, layers, result, lambda: accuracy_now(model, val, calibration, dataset, config, amp))
+                    model.train()
                 x, y = data.images[index], data.labels[index]
                 if magnitude > 0:
                     x = data.normalise(rand_augment(data.raw[index.cpu()], magnitude, generator))
@@ -407,8 +418,9 @@ def train(
                 if progress and step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}", res=size)
             check_finite(finite, epoch, step)
-            if freeze_step is not None and step >= freeze_step:
-                freeze_assignments(model)
+            if freeze_step is not None and step >= freeze_step and not all(layer.frozen for layer in layers):
+                note_moved(layers, step)
+                frozen(model, layers, result, lambda: accuracy_now(model, val, calibration, dataset, config, amp))
             result.train_seconds = time.perf_counter() - start_time
             last = epoch == epochs - 1
             if average is not None and last:
@@ -430,6 +442,30 @@ def train(
         for module, p in dropouts.items():
             module.p = p
     return result
+
+
+def note_moved(layers: list[FLGCConv2d], step: int) -> None:
+    """Record in each FLGC layer how many of its channels and filters have left their starting group by `step`."""
+    for layer in layers:
+        layer.note_moved(step)
+
+
+def frozen(model: nn.Module, layers: list[FLGCConv2d], result: TrainResult, accuracy: Callable[[], float]) -> None:
+    """Fix every FLGC assignment; where layers duplicate, validate just before and just after into `result`."""
+    if any(layer.duplicate and not layer.frozen for layer in layers):
+        result.val_before_dup = accuracy()
+        freeze_assignments(model)
+        result.val_after_dup = accuracy()
+    else:
+        freeze_assignments(model)
+
+
+def accuracy_now(
+    model: nn.Module, val: Prepared, calibration: Prepared | None, dataset: Dataset, config: TrainConfig, amp: bool
+) -> float:
+    """Validation accuracy of the model as it is (BN statistics recomputed when precise BN is on)."""
+    outputs = validated(model, val, calibration, dataset, config, amp)
+    return int(outputs.correct(dataset.val.labels.numpy()).sum()) / max(1, len(dataset.val))
 
 
 def validated(

@@ -23,7 +23,7 @@ BUCKET_CALL_COST = 0.05
 DEFAULT_STRATEGY = "padded_matmul"
 FASTEST = "fastest"
 SCORES = ("weight", "logit")
-DEFAULT_SCORE = "weight"
+DEFAULT_SCORE = "logit"
 
 
 def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,11 @@ class FLGCConv2d(nn.Module):
 
     `freeze()` fixes the assignment (the training loop calls it at `TrainConfig.assignment_freeze`); with
     `duplicate`, it also adds every channel outside a group whose score for the group beats the mean score of
-    the group's top_k members. Scores are not normalised across groups: `weight` is the L1 norm of the weights
-    from the channel to the group's filters, `logit` is the raw assignment logit. After freezing, the logits
-    stop learning and the layer is a fixed (possibly overlapping) group conv; masked weights still get their
-    straight-through gradient (it changes nothing the layer computes).
+    the group's top_k members. The score is the channel's assignment logit for the group (`logit`, the method's
+    rule) or the L1 norm of its weights to the group's filters (`weight`, for comparison). The new connections
+    start at zero, so the layer computes exactly what it did before, then train. After freezing, the logits stop
+    learning and the layer is a fixed (possibly overlapping) group conv. `masked_gradient` False trains only
+    the connections in use (masked weights get no gradient, as in the reference implementation).
     """
 
     start_in: torch.Tensor
@@ -86,7 +87,8 @@ class FLGCConv2d(nn.Module):
             raise ValueError(f"unknown duplication score {score!r}, expected one of {SCORES}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.duplicate, self.top_k = kernel_size, stride, duplicate, top_k
-        self.score, self.frozen = score, False
+        self.score, self.frozen, self.masked_gradient = score, False, True
+        self.moved_history: list[tuple[int, int]] = []
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.in_logits = nn.Parameter(torch.randn(in_channels, groups))
@@ -110,7 +112,9 @@ class FLGCConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask()[:, :, None, None]
-        weight = self.weight * mask + (self.weight - self.weight.detach()) * (1 - mask.detach())
+        weight = self.weight * mask
+        if self.masked_gradient:
+            weight = weight + (self.weight - self.weight.detach()) * (1 - mask.detach())
         return F.conv2d(x, weight, stride=self.stride, padding=self.kernel_size // 2)
 
     @torch.no_grad()
@@ -130,12 +134,15 @@ class FLGCConv2d(nn.Module):
 
     @torch.no_grad()
     def freeze(self) -> None:
-        """Fix the assignment at the logits' argmax, adding duplicates when the layer duplicates."""
+        """Fix the assignment at the logits' argmax, adding duplicates (their connections zeroed) if it duplicates."""
         if self.frozen:
             return
         member_in, member_out = self.learned()
         if self.duplicate:
+            before = member_out.float() @ member_in.float().t()
             member_in = member_in | duplication_extra(self.scores(member_out), member_in, self.top_k)
+            added = (member_out.float() @ member_in.float().t()) > before
+            self.weight.masked_fill_(added[:, :, None, None], 0.0)
         self.frozen_in.copy_(member_in)
         self.frozen_out.copy_(member_out)
         self.frozen = True
@@ -170,6 +177,10 @@ class FLGCConv2d(nn.Module):
             (self.in_logits.argmax(1) != self.start_in).sum() + (self.out_logits.argmax(1) != self.start_out).sum()
         )
 
+    def note_moved(self, step: int) -> None:
+        """Append (step, channels and filters moved so far) to `moved_history`."""
+        self.moved_history.append((step, self.moved()))
+
     def group_sizes(self) -> list[tuple[int, int]]:
         """(|in_g|, |out_g|) of every group, duplicates counted."""
         member_in, member_out = self.assignment()
@@ -179,7 +190,7 @@ class FLGCConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}, score={self.score!r}, "
-            f"frozen={self.frozen}"
+            f"masked_gradient={self.masked_gradient}, frozen={self.frozen}"
         )
 
 
