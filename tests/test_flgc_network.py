@@ -30,22 +30,26 @@ def small_resnet(variant: str):
     return apply_variant(scale(base("resnet50", 3, 32, 10), 1.0, 0.25, 1.0), variant)
 
 
-@pytest.mark.parametrize("variant", ["flgc:4", "flgc-dup:2"])
+@pytest.mark.parametrize("variant", ["flgc:4", "flgc-dup:2", "flgc-dup:4+spatial"])
 def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
     torch.manual_seed(0)
     spec = small_resnet(variant)
     assert all(stage.groups > 1 for stage in spec.stages)
     model = build(spec)
     layers = [m for m in model.modules() if isinstance(m, FLGCConv2d)]
-    assert len(layers) == 2 * sum(stage.repeats for stage in spec.stages)
+    spatial = variant.endswith("spatial")
+    assert len(layers) == (3 if spatial else 2) * sum(stage.repeats for stage in spec.stages)
     for layer in layers:
         layer.in_logits.data.normal_(0, 1.5)
         layer.out_logits.data.normal_(0, 1.5)
+        layer.score = "weight"  # duplicates on an untrained network (the logit rule waits for learned logits)
     x = torch.randn(4, 3, 32, 32)
     model(x).logsumexp(1).sum().backward()
     assert all(layer.in_logits.grad is not None and layer.in_logits.grad.abs().sum() > 0 for layer in layers)
     freeze_assignments(model)
     assert (sum(layer.duplicated_channels() for layer in layers) > 0) == variant.startswith("flgc-dup")
+    for layer in layers:
+        layer.weight.data += 0.01 * torch.randn_like(layer.weight)  # duplicated connections trained away from 0
     model.eval()
     with torch.no_grad():
         deployed = deploy(model, shifts=False, compile=False)
@@ -56,33 +60,38 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
 
 
 def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Four arms, two seeds: one row per (arm, G, seed), CIs and paired differences, the duplication probe; a
-    rerun takes every run from the engine's store and trains nothing."""
+    """Five arms, two seeds: one row per (arm, G, seed), CIs and paired differences (to dense, to dense-thin at
+    equal MACs, to FLGC), duplication that leaves validation accuracy where it was, the moved share over training;
+    a rerun takes every run from the engine's store and trains nothing."""
     monkeypatch.chdir(tmp_path)
     args = "flgc --groups 2 --seeds 2 --top-k 2 --width 0.125 --subset 64 --val-size 32 --test-size 32"
     args += " --epochs 1 --batch-size 32 --no-progress --out f"
     assert main(args.split()) == 0
     folder = tmp_path / "studies" / "f"
     frame = pd.read_csv(folder / "flgc.csv")
-    assert list(zip(frame.arm, frame.groups, frame.seed)) == [
-        (arm, g, seed) for seed in (0, 1) for arm, g in (("dense", 1), ("fixed", 2), ("flgc", 2), ("flgc-dup", 2))
-    ]
-    assert {"arm", "groups", "seed", "test_acc", "macs", "moved", "duplicated"} <= set(frame.columns)
+    arms = (("dense", 1), ("dense-thin", 2), ("fixed", 2), ("flgc", 2), ("flgc-dup", 2))
+    assert list(zip(frame.arm, frame.groups, frame.seed)) == [(arm, g, seed) for seed in (0, 1) for arm, g in arms]
+    assert {"arm", "groups", "seed", "width", "test_acc", "macs", "moved", "moved_trace", "duplicated"} <= set(frame)
     assert frame.test_acc.between(0, 1).all() and frame.moved.between(0, 1).all()
     assert (frame[frame.arm != "dense"].macs < frame.macs[0]).all()
-    assert (frame[frame.arm.isin(["dense", "fixed", "flgc"])]["duplicated"] == 0).all()
+    thin, flgc = (frame[frame.arm == arm].macs.mean() for arm in ("dense-thin", "flgc"))
+    assert frame[frame.arm == "dense-thin"].width.lt(1).all() and abs(thin / flgc - 1) < 0.25
+    assert (frame[frame.arm.isin(["dense", "dense-thin", "fixed", "flgc"])]["duplicated"] == 0).all()
+    dup = frame[frame.arm == "flgc-dup"]
+    assert (dup.val_before_dup == dup.val_after_dup).all()
+    assert frame[frame.arm != "flgc-dup"].val_before_dup.isna().all()
+    assert frame[frame.arm == "flgc"].moved_trace.str.startswith("0:0.0000").all()
     summary = pd.read_csv(folder / "flgc_summary.csv").set_index("arm")
     assert (summary.seeds == 2).all() and (summary.acc_lo <= summary.test_acc).all()
-    assert {"vs_dense", "vs_flgc_lo", "vs_dense_p_holm", "floor"} <= set(summary.columns)
-    assert summary.floor.gt(0).all()
-    probe = pd.read_csv(folder / "flgc_probe.csv")
-    assert set(probe.rule) == {"weight", "logit", "random"} and (probe.seeds == 2).all()
+    assert {"vs_dense", "vs_thin", "vs_thin_lo", "vs_flgc_lo", "vs_dense_p_holm", "floor"} <= set(summary.columns)
+    assert summary.floor.gt(0).all() and summary.dup_val_change["flgc-dup"] == 0
+    assert not (folder / "flgc_probe.csv").exists()
     layers = pd.read_csv(folder / "flgc_layers.csv")
-    assert set(layers.arm) == {"flgc", "flgc-dup"}
+    assert set(layers.arm) == {"flgc", "flgc-dup"} and layers.moved_trace.notna().all()
     assert (folder / "flgc.png").exists() and (folder / "run.json").read_text().count('"command": "scaler flgc') == 1
     capsys.readouterr()
     assert main(args.split()) == 0
-    assert "8 of 8 planned runs already in" in capsys.readouterr().out
+    assert "10 of 10 planned runs already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)
     run_notebook("flgc.ipynb", folder)
 
@@ -95,16 +104,19 @@ def test_flgc_profile_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     written = {path.name for path in (tmp_path / "studies" / "p").iterdir()}
     assert {"flgc.csv", "flgc_summary.csv", "flgc.png", "run.json"} <= written, written
     frame = pd.read_csv(tmp_path / "studies" / "p" / "flgc.csv")
-    assert sorted(frame.arm) == ["dense", "fixed", "flgc", "flgc-dup"] and (frame.seed == 0).all()
+    assert sorted(frame.arm) == ["dense", "dense-thin", "fixed", "flgc", "flgc-dup"] and (frame.seed == 0).all()
     assert (
         not frame.trained.any() and (frame[frame.arm != "dense"].macs < frame[frame.arm == "dense"].macs.iloc[0]).all()
     )
 
 
 def test_flgc_plan_pairs_seeds() -> None:
-    points = plan([4, 2, 1], [5, 6], top_k=1, spatial=True)
-    assert len(points) == 2 * (1 + 3 * 2)
+    points = plan([4, 2, 1], [5, 6], top_k=1, spatial=True, thin_widths={2: 0.7, 4: 0.5})
+    assert len(points) == 2 * (1 + 4 * 2)
+    assert points[points.seed == 5].width.tolist() == [1.0, 0.7, 0.5] + [1.0] * 6
     assert points[points.seed == 5].variant.tolist() == [
+        "relu",
+        "relu",
         "relu",
         "fixed:2+spatial",
         "fixed:4+spatial",

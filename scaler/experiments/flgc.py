@@ -1,14 +1,13 @@
-"""`scaler flgc`: dense, fixed groups, FLGC and FLGC with duplication as the number of groups grows, over seeds."""
+"""`scaler flgc`: dense, dense at equal MACs, fixed groups, FLGC and FLGC with duplication as the number of groups grows, over seeds."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from scaler.errors import UserError
@@ -25,21 +24,22 @@ from scaler.experiments.options import (
     output_folder,
     task_of,
 )
-from scaler.model.complexity import CONVENTION
-from scaler.model.nn.flgc import FLGCConv2d, duplication_extra, flgc_layers, grouped_macs
-from scaler.model.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec
+from scaler.model.complexity import CONVENTION, count_macs
+from scaler.model.nn.build import build
+from scaler.model.nn.flgc import FLGCConv2d, flgc_layers
+from scaler.model.scaling import scale
+from scaler.model.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec, SpecError
 from scaler.model.variants import apply_variant, grouping_variant
 from scaler.report.figures import flgc_figure
 from scaler.report.files import write
 from scaler.study.engine import Extra, Hook, PlanRun
 from scaler.study.examples import Examples, group_statistics
-from scaler.study.run import Log, Row, RunConfig, Setup, buildable, grouped_share, setup
-from scaler.study.stats import family_columns, seed_mean
-from scaler.training.train import recalibrated_accuracy
+from scaler.study.run import Log, Row, RunConfig, Setup, buildable, count, grouped_share, setup
 
 ARMS = GROUPING_ARMS
-PROBE_RULES = ("weight", "logit", "random")
 BATCH_LATENCY = 32
+THIN_TOLERANCE = 0.05  # dense-thin's MACs are matched to the FLGC arm's within this share where rounding allows
+WIDTH_STEPS = 14  # bisection steps of dense-thin's width multiplier
 
 
 def plan(
@@ -48,20 +48,58 @@ def plan(
     top_k: int = DUPLICATE_TOP_K,
     spatial: bool = False,
     arms: tuple[str, ...] = ARMS,
+    thin_widths: Mapping[int, float] | None = None,
 ) -> pd.DataFrame:
-    """Every arm at every G > 1 (dense once, at G = 1) on every seed, seed by seed so a cut run has whole seeds."""
+    """Every arm at every G > 1 (dense once, at G = 1) on every seed, seed by seed so a cut run has whole seeds.
+
+    dense-thin is the dense network at the width multiplier `thin_widths[G]` (see `thin_widths`)."""
+    if "dense-thin" in arms and thin_widths is None:
+        raise ValueError("the dense-thin arm needs its width at every G: pass thin_widths")
     rows = []
     for seed in seeds:
         for arm in arms:
             for g in [1] if arm == "dense" else sorted({g for g in groups if g > 1}):
-                rows.append(
-                    {"arm": arm, "groups": g, "variant": grouping_variant(arm, g, top_k, spatial), "seed": seed}
-                )
+                width = thin_widths[g] if arm == "dense-thin" and thin_widths is not None else 1.0
+                variant = grouping_variant(arm, g, top_k, spatial)
+                rows.append({"arm": arm, "groups": g, "variant": variant, "width": width, "seed": seed})
     return pd.DataFrame(rows)
 
 
+def thin_widths(base: NetSpec, groups: list[int], seeds: list[int], top_k: int, spatial: bool) -> dict[int, float]:
+    """Per G, the width multiplier at which the dense network's MACs come nearest the FLGC arm's (as built on the
+    plan's seeds, averaged; its groups barely move in training): the equal-MACs control."""
+    widths = {}
+    for g in sorted({g for g in groups if g > 1}):
+        spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial))
+        target = statistics.fmean(count_macs(build(spec, seed=seed), spec.input_shape) for seed in seeds)
+        widths[g] = matched_width(base, target)
+    return widths
+
+
+def matched_width(base: NetSpec, target: float) -> float:
+    """The width multiplier (<= 1) whose network's MACs are nearest `target`, by bisection on the multiplier."""
+    low, high = 0.05, 1.0
+    tried: dict[float, int] = {}
+
+    def macs(width: float) -> int:
+        try:
+            tried[width] = count(scale(base, 1.0, width, 1.0))[0]
+        except SpecError:
+            tried[width] = 0
+        return tried[width]
+
+    if macs(high) <= target:
+        return high
+    for _ in range(WIDTH_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if macs(middle) < target else (low, middle)
+    nearest: float = min(tried, key=lambda width: abs(tried[width] - target))
+    return round(nearest, 4)
+
+
 def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
-    """Per FLGC layer: shape, channels and filters moved, duplicated maps, duplication margin, group sizes."""
+    """Per FLGC layer: shape, channels and filters moved (at the end and over training, as step:count), duplicated
+    maps, duplication margin, group sizes."""
     return [
         {
             "layer": name,
@@ -69,6 +107,7 @@ def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
             "out_channels": m.out_channels,
             "kernel": m.kernel_size,
             "moved": m.moved(),
+            "moved_trace": " ".join(f"{step}:{moved}" for step, moved in m.moved_history),
             "duplicated": m.duplicated_channels(),
             "duplication_margin": round(m.duplication_margin(), 4),
             "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes()),
@@ -78,81 +117,33 @@ def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
     ]
 
 
-def with_duplicates(model: nn.Module, rule: str, generator: torch.Generator) -> tuple[nn.Module, int]:
-    """A copy of a trained plain-FLGC model whose frozen groups gain the duplicates `rule` picks, and their count.
-
-    `weight` and `logit` apply the top-k-mean rule with that score; `random` adds as many duplicates per layer
-    as `weight` does, drawn uniformly from the non-member (channel, group) pairs.
-    """
-    probe = copy.deepcopy(model)
-    added = 0
-    for layer in flgc_layers(probe):
-        member_in, member_out = layer.learned()
-        layer.score = "weight" if rule == "random" else rule
-        extra = duplication_extra(layer.scores(member_out), member_in, layer.top_k)
-        if rule == "random":
-            candidates = (~member_in).flatten().nonzero().flatten()
-            chosen = candidates[torch.randperm(len(candidates), generator=generator)[: int(extra.sum())]]
-            extra = torch.zeros_like(member_in).flatten().index_fill_(0, chosen, True).view_as(member_in)
-        layer.frozen_in.copy_(member_in | extra)
-        layer.frozen_out.copy_(member_out)
-        layer.frozen = True
-        added += int(extra.sum())
-    return probe, added
+def moved_trace(layers: list[FLGCConv2d]) -> str:
+    """The network's share of channels and filters away from their starting group over training, as step:share."""
+    channels = sum(layer.in_channels + layer.out_channels for layer in layers)
+    steps = [step for step, _ in layers[0].moved_history] if layers and channels else []
+    totals = [sum(layer.moved_history[index][1] for layer in layers) for index in range(len(steps))]
+    return " ".join(f"{step}:{total / channels:.4f}" for step, total in zip(steps, totals))
 
 
-def probe_rows(model: nn.Module, spec: NetSpec, setup: Setup, seed: int) -> list[dict[str, Any]]:
-    """Zero-shot duplication on a trained plain-FLGC model: validation accuracy and FLGC MACs with each rule's
-    duplicates.
-
-    Which score finds the maps worth duplicating: each rule's duplicates are switched on with the weights the
-    straight-through gradient trained, BN statistics are recomputed, and the model is validated, beside the
-    model as trained (`none`) and as many random duplicates.
-    """
-    assert setup.dataset is not None
-    config = setup.config.train
-    rows = []
-    generator = torch.Generator().manual_seed(seed)
-    for rule in ("none", *PROBE_RULES):
-        probe, added = (copy.deepcopy(model), 0) if rule == "none" else with_duplicates(model, rule, generator)
-        probe = probe.to("cpu").to(memory_format=torch.contiguous_format)
-        rows.append(
-            {
-                "rule": rule,
-                "duplicated": added,
-                "flgc_macs": grouped_macs(probe, spec.input_shape),
-                "val_acc": recalibrated_accuracy(probe, setup.dataset, spec.resolution, config),
-            }
-        )
-    return rows
-
-
-def read_off(setup: Setup, probe: bool) -> Extra:
-    """What the engine keeps of each evaluated model besides its row: the share of channels and filters that moved,
-    the duplicated maps, per-layer rows, and for trained plain FLGC the zero-shot duplication probe."""
+def read_off(setup: Setup) -> Extra:
+    """What the engine keeps of each evaluated model besides its row: the share of channels and filters that moved
+    (at the end and over training), the duplicated maps, and per-layer rows."""
 
     def extra(point: dict[str, Any], spec: NetSpec, row: Row, model: nn.Module) -> dict[str, Any]:
         per_layer = layer_rows(model)
         channels = sum(layer["in_channels"] + layer["out_channels"] for layer in per_layer)
         columns = {
             "moved": round(sum(layer["moved"] for layer in per_layer) / channels, 4) if channels else 0.0,
+            "moved_trace": moved_trace(flgc_layers(model)),
             "duplicated": sum(layer["duplicated"] for layer in per_layer),
         }
-        tables = {"layers": per_layer}
-        if row.trained and probe and point["arm"] == "flgc":
-            tables["probe"] = probe_rows(model, spec, setup, int(point["seed"]))
-        return {"columns": columns, "tables": tables}
+        return {"columns": columns, "tables": {"layers": per_layer}}
 
     return extra
 
 
-def run(
-    points: pd.DataFrame,
-    setup: Setup,
-    log: Log = print,
-    probe: bool = True,
-) -> dict[str, pd.DataFrame]:
-    """flgc.csv (one row per arm, G, seed), flgc_summary.csv, flgc_layers.csv and flgc_probe.csv.
+def run(points: pd.DataFrame, setup: Setup, log: Log = print) -> dict[str, pd.DataFrame]:
+    """flgc.csv (one row per arm, G, seed), flgc_summary.csv and flgc_layers.csv.
 
     Every (arm, G, seed) is one run of the engine, so an interrupted study goes on where it stopped; each is
     costed in the folded (deployed, uncompiled) form, with its batch latency too.
@@ -160,30 +151,20 @@ def run(
     plan = points.assign(
         label=[f"{arm} G={g} seed {seed}" for arm, g, seed in zip(points.arm, points.groups, points.seed)],
         depth=1.0,
-        width=1.0,
         res_mult=1.0,
         train=setup.dataset is not None,
         progressive=False,
         form="folded",
         batch_latency=BATCH_LATENCY,
     )
-    runner = PlanRun(
-        plan, setup, log, extra=Hook("scaler.experiments.flgc:read_off", {"probe": probe}), shared_cost=False
-    )
+    runner = PlanRun(plan, setup, log, extra=Hook("scaler.experiments.flgc:read_off"), shared_cost=False)
     engine_columns = [column for column in plan if column not in points and column != "label"]
     frame = runner.run().drop(columns=[*engine_columns, "val_curve"])
     frame = frame.sort_values(["seed", "groups", "arm"], key=_arm_order).reset_index(drop=True)
     tag = ["arm", "groups", "seed"]
-    layers, probes = (runner.tables(name) for name in ("layers", "probe"))
-    layers, probes = (
-        table.drop(columns=[c for c in table if c in plan and c not in tag]) for table in (layers, probes)
-    )
-    return {
-        "flgc": frame,
-        "flgc_summary": summarise(frame, runner.per_example),
-        "flgc_layers": layers,
-        "flgc_probe": summarise_probe(probes),
-    }
+    layers = runner.tables("layers")
+    layers = layers.drop(columns=[c for c in layers if c in plan and c not in tag])
+    return {"flgc": frame, "flgc_summary": summarise(frame, runner.per_example), "flgc_layers": layers}
 
 
 def _arm_order(column: pd.Series) -> pd.Series:
@@ -192,15 +173,20 @@ def _arm_order(column: pd.Series) -> pd.Series:
 
 def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataFrame:
     """Per arm and G: test accuracy with its 95 % interval over seeds and test images, and the paired differences
-    (seed by seed, image by image) to dense and to FLGC at the same G, each a family over the arms and G
-    (simultaneous intervals, Holm p)."""
+    (seed by seed, image by image) to dense, to dense-thin at the same G (equal MACs) and to FLGC at the same G,
+    each a family over the arms and G (simultaneous intervals, Holm p); with duplication, the largest change of
+    validation accuracy across it."""
     if "test_acc" not in frame or frame.test_acc.isna().all():
         return frame.groupby(["arm", "groups"], sort=False)[["macs", "params", "latency_ms"]].median().reset_index()
     by_group = group_statistics(
         frame,
         ["arm", "groups"],
         examples,
-        references={"vs_dense": lambda key: ("dense", 1), "vs_flgc": lambda key: ("flgc", key[1])},
+        references={
+            "vs_dense": lambda key: ("dense", 1),
+            "vs_thin": lambda key: ("dense-thin", key[1]),
+            "vs_flgc": lambda key: ("flgc", key[1]),
+        },
     )
     rows = []
     for key, part in frame.groupby(["arm", "groups"], sort=False):
@@ -209,6 +195,7 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
             "macs": part.macs.mean(),
             "moved": part.moved.mean(),
             "duplicated": part["duplicated"].mean(),
+            "dup_val_change": duplication_change(part),
             "latency_ms": part.latency_ms.median(),
             "latency_batch_ms": part.latency_batch_ms.median(),
         }
@@ -216,27 +203,12 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def summarise_probe(probes: pd.DataFrame) -> pd.DataFrame:
-    """Per G and rule: duplicates added, MACs in FLGC layers, and the validation gain over the trained model,
-    paired by seed; the gains one family (simultaneous intervals, Holm p)."""
-    if probes.empty:
-        return probes
-    rows, gains = {}, {}
-    for (groups, rule), part in probes[probes.rule != "none"].groupby(["groups", "rule"]):
-        none = probes[(probes.rule == "none") & (probes.groups == groups)].set_index("seed").val_acc
-        differences = (part.set_index("seed").val_acc - none).dropna().tolist()
-        rows[groups, rule] = {
-            "groups": groups,
-            "rule": rule,
-            "seeds": len(differences),
-            "duplicated": part["duplicated"].mean(),
-            "flgc_macs": part.flgc_macs.mean(),
-            "val_gain": statistics.fmean(differences) if differences else float("nan"),
-        }
-        gains[groups, rule] = seed_mean(differences)
-    for key, columns in family_columns("val_gain", gains).items():
-        rows[key] |= columns
-    return pd.DataFrame(list(rows.values()))
+def duplication_change(part: pd.DataFrame) -> float:
+    """The largest change, in absolute value, of validation accuracy across duplication over the runs (NaN: none)."""
+    if "val_before_dup" not in part or part.val_before_dup.isna().all():
+        return float("nan")
+    change = (part.val_after_dup - part.val_before_dup).dropna().to_numpy()
+    return float(change[abs(change).argmax()]) if len(change) else float("nan")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -249,7 +221,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=GROUPING_ARMS,
         default=list(GROUPING_ARMS),
-        help="dense (G = 1), fixed (contiguous groups, as ResNeXt), flgc, flgc-dup (default: all four)",
+        help="dense (G = 1), dense-thin (dense at the FLGC arm's MACs), fixed (contiguous groups, as ResNeXt), "
+        "flgc, flgc-dup (default: all five)",
     )
     add_seeds_arg(p, "run", "arms")
     p.add_argument(
@@ -285,9 +258,12 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     )
     check_seed("--seed", args.seed, more=args.seeds - 1)
     seeds = list(range(args.seed, args.seed + (1 if args.profile_only else args.seeds)))
-    points = plan(args.groups, seeds, args.top_k, args.spatial, arms)
     base_spec = config.base_spec()
+    widths = thin_widths(base_spec, args.groups, seeds, args.top_k, args.spatial) if "dense-thin" in arms else None
+    points = plan(args.groups, seeds, args.top_k, args.spatial, arms, widths)
     specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
+    for width in points[points.width != 1.0].width.unique():
+        buildable(scale(base_spec, 1.0, width, 1.0))
     prepared = setup(config, data=not args.profile_only)
     frames = run(points, prepared)
     grouped = points[points.arm != "dense"]
@@ -306,9 +282,6 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         f"{share:.1%} of the dense MACs are in grouped convolutions; MACs, params and latency of the deployed model"
     )
     print(frames["flgc_summary"].round(4).to_string(index=False))
-    if not frames["flgc_probe"].empty:
-        print("\n# zero-shot duplication on the trained FLGC models (validation gain, paired by seed):")
-        print(frames["flgc_probe"].round(4).to_string(index=False))
     written = ", ".join(str(prepared.folder / f"{name}.csv") for name in frames)
     print(f"wrote {written}, {prepared.folder / 'flgc.png'}, {prepared.folder / 'run.json'}")
     return 0
@@ -316,7 +289,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
 
 COMMAND = Command(
     "flgc",
-    "dense, fixed groups, FLGC and FLGC + duplication as the number of groups grows",
+    "dense, dense at equal MACs, fixed groups, FLGC and FLGC + duplication as the number of groups grows",
     add_arguments,
     main,
 )

@@ -9,7 +9,7 @@ from scaler.errors import UserError
 
 DUPLICATE_TOP_K = 3  # FLGC duplication threshold: mean score of a group's top K members
 GROUPINGS: tuple[str, ...] = ("flgc", "fixed")
-GROUPING_ARMS: tuple[str, ...] = ("dense", "fixed", "flgc", "flgc-dup")  # what `scaler flgc` compares
+GROUPING_ARMS: tuple[str, ...] = ("dense", "dense-thin", "fixed", "flgc", "flgc-dup")  # what `scaler flgc` compares
 
 BlockType = Literal["dsconv", "mbconv", "fused", "bottleneck"]
 BLOCK_TYPES: tuple[str, ...] = ("dsconv", "mbconv", "fused", "bottleneck")

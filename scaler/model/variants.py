@@ -139,8 +139,9 @@ def frelu_variant(stages: Iterable[int | str] | None = None) -> str:
 
 
 def grouping_variant(arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False) -> str:
-    """The variant of a grouping arm at `groups` groups: dense ('relu'), fixed:G, flgc:G or flgc-dup:G[:K]."""
-    if arm == "dense":
+    """The variant of a grouping arm at `groups` groups: dense and dense-thin ('relu'; dense-thin is thinned by
+    a width multiplier), fixed:G, flgc:G or flgc-dup:G[:K]."""
+    if arm in ("dense", "dense-thin"):
         return "relu"
     name = f"{arm}:{groups}" + (f":{top_k}" if arm == "flgc-dup" and top_k != DUPLICATE_TOP_K else "")
     return joined(name, "spatial") if spatial else name

@@ -196,30 +196,38 @@ def accuracy_vs_macs(
 
 
 def flgc_figure(summary: pd.DataFrame) -> Figure:
-    """Left: test accuracy (mean, 95 % CI over seeds) as G grows, per arm. Right: deployed MACs per arm."""
+    """Left: test accuracy (mean, 95 % CI over seeds) as G grows, per arm. Right: the same accuracies against
+    deployed MACs (equal MACs read vertically); untrained, deployed MACs against G."""
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
+    trained = "acc_lo" in summary
     dense = summary[summary.arm == "dense"]
-    for arm, rows in summary[summary.arm != "dense"].groupby("arm", sort=False):
+    for arm, rows in summary.groupby("arm", sort=False):
         rows = rows.sort_values("groups")
-        if "acc_lo" in rows:
+        if trained:
             errors = [rows.test_acc - rows.acc_lo, rows.acc_hi - rows.test_acc]
-            left.errorbar(rows.groups, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
-        right.plot(rows.groups, rows.macs / 1e6, marker="o", label=str(arm))
+            if arm != "dense":
+                left.errorbar(rows.groups, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
+            right.errorbar(rows.macs / 1e6, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
+        elif arm != "dense":
+            right.plot(rows.groups, rows.macs / 1e6, marker="o", label=str(arm))
     if not dense.empty:
-        if "acc_lo" in dense:
+        if trained:
             left.axhline(float(dense.test_acc.iloc[0]), color="black", lw=1, label="dense")
             left.axhspan(float(dense.acc_lo.iloc[0]), float(dense.acc_hi.iloc[0]), color="black", alpha=0.1)
-        right.axhline(float(dense.macs.iloc[0]) / 1e6, color="black", lw=1, label="dense")
-    for ax, ylabel in ((left, "test accuracy (mean, 95 % CI)"), (right, "deployed MACs (M)")):
+        else:
+            right.axhline(float(dense.macs.iloc[0]) / 1e6, color="black", lw=1, label="dense")
+    left.set_xlabel("groups G")
+    left.set_ylabel("test accuracy (mean, 95 % CI)")
+    right.set_xlabel("deployed MACs (M)" if trained else "groups G")
+    right.set_ylabel("test accuracy (mean, 95 % CI)" if trained else "deployed MACs (M)")
+    for ax in (left, right):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("groups G")
-        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    left.set_title("accuracy as groups grow" if "acc_lo" in summary else "not trained (--profile-only)")
-    right.set_title("cost of the deployed model")
+    left.set_title("accuracy as groups grow" if trained else "not trained (--profile-only)")
+    right.set_title("accuracy against cost" if trained else "cost of the deployed model")
     fig.tight_layout()
     return fig
 

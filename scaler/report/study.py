@@ -350,12 +350,23 @@ def flgc_section(folder: Path) -> Section:
             ("MACs", lambda row: millions(row.macs)),
         ],
         [
-            ("vs_dense", "vs dense", "FLGC arms against dense"),
-            ("vs_flgc", "vs FLGC at the same G", "FLGC arms against plain FLGC at the same G"),
+            family
+            for family in (
+                ("vs_dense", "vs dense", "FLGC arms against dense"),
+                ("vs_thin", "vs dense-thin (equal MACs)", "arms against the dense network thinned to FLGC's MACs"),
+                ("vs_flgc", "vs FLGC at the same G", "FLGC arms against plain FLGC at the same G"),
+            )
+            if family[0] in frame
         ],
         lambda row: f"{row.arm} G={row.groups}",
     )
     parts = [table]
+    if "dup_val_change" in frame and frame.dup_val_change.notna().any():
+        change = frame.dup_val_change.dropna()
+        parts.append(
+            "Duplication adds its maps with their new connections at zero: the largest change of validation "
+            f"accuracy across it, over every flgc-dup run, is {100 * change.abs().max():.2f} points."
+        )
     if (folder / "flgc.png").exists():
         parts.append("![accuracy and deployed MACs against G](flgc.png)")
     return Section(f"FLGC (`{source}`)", parts, verdicts)
