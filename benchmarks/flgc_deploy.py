@@ -2,13 +2,17 @@
 
 Columns: masked = the FLGCConv2d layers in eval under no_grad (mask built each call, as trained); dense = plain
 Conv2d layers holding the masked weights (what folding the mask alone would give); then every DeployedFLGC
-strategy applied to all layers, and `fastest`, the strategy `deploy_flgc(..., "fastest", example=x)` picks per
-layer by timing it on this batch. Ratios are deployed / masked; `err` is the largest |deployed - masked| over
-all forms. Assignments are random (logits ~ N(0, 1)), so groups are unequal as after training. Every round
-times each form once, in turn; the median over rounds is reported (--stat min on a shared, busy machine).
-"others" is the CPU share other processes used while a row was timed; with --max-foreign a row is re-timed
-(up to --tries) until that share is small. The last line is machine-readable: the fastest form's ratio per
-batch at the last G, against the goal.
+strategy applied to all layers, `fastest`, the strategy `deploy_flgc(..., "fastest", example=x)` picks per
+layer by timing it on this batch, and `folded`, that form with each layer's output permutation folded into the
+next layer's gather (`fold_permutations`, what `deploy` does); then the platform's contiguous grouped forms of
+the same chain with equal groups: grouped Conv2d in NCHW and in channels_last, and grouped batched matmul.
+`fold/m` is folded / masked, `fold/c` folded / the fastest contiguous form; `err` is the largest
+|deployed - masked| over the FLGC forms. Assignments are random (logits ~ N(0, 1)), so groups are unequal as
+after training. Every round times each form once, in turn; the median over rounds is reported (--stat min on a
+shared, busy machine). "others" is the CPU share other processes used while a row was timed; with
+--max-foreign a row is re-timed (up to --tries) until that share is small. The last line is machine-readable:
+folded / masked per batch at the last G against the goal, and folded / the fastest contiguous form at batch 1
+and 32.
 
     python benchmarks/flgc_deploy.py [--channels 128 256 128] [--groups 4] [--batches 1 8 32 128] [--stat min]
 """
@@ -22,11 +26,12 @@ import ctypes.util
 import os
 import statistics
 import time
+from typing import cast
 
 import torch
 from torch import nn
 
-from scaler.model.nn.flgc import FASTEST, STRATEGIES, FLGCConv2d, deploy_flgc
+from scaler.model.nn.flgc import FASTEST, STRATEGIES, FLGCConv2d, deploy_flgc, fold_permutations
 
 
 def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:
@@ -111,6 +116,42 @@ def chain(channels: list[int], groups: int, duplicate: bool) -> nn.Sequential:
     return nn.Sequential(*layers).eval()
 
 
+class GroupedMatmulChain(nn.Module):
+    """The chain as contiguous equal groups run as batched matmuls on (channel, image)-ordered rows: one transpose
+    in, one out, nothing between (the layout FLGC's matmul form uses, without its gathers)."""
+
+    def __init__(self, convs: list[nn.Conv2d]) -> None:
+        super().__init__()
+        self.weights = [conv.weight.detach().view(conv.groups, -1, conv.in_channels // conv.groups) for conv in convs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        rows = x.view(batch, channels, height * width).transpose(0, 1).reshape(channels, batch * height * width)
+        for weight in self.weights:
+            rows = torch.matmul(weight, rows.view(weight.shape[0], weight.shape[2], -1)).view(-1, rows.shape[1])
+        return rows.view(-1, batch, height, width).transpose(0, 1).contiguous()
+
+
+def contiguous_forms(channels: list[int], groups: int) -> dict[str, nn.Module]:
+    """The platform's own contiguous grouped forms of the chain (equal groups, random weights): grouped Conv2d in
+    NCHW and in channels_last, and grouped batched matmul."""
+    convs = [nn.Conv2d(c_in, c_out, 1, groups=groups, bias=False).eval() for c_in, c_out in zip(channels, channels[1:])]
+    nchw = nn.Sequential(*convs).eval()
+    last = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    return {"conv": nchw, "conv_cl": ChannelsLast(last), "matmul": GroupedMatmulChain(convs)}
+
+
+class ChannelsLast(nn.Module):
+    """A module run on its input converted to channels_last (the conversion timed with it)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 256, 128])
@@ -142,35 +183,47 @@ def main() -> None:
     )
     labels = {name: "".join(word[0] for word in name.split("_")) for name in STRATEGIES}
     print("# " + ", ".join(f"{label} = {name}" for name, label in labels.items()))
+    print(
+        "# contiguous equal groups: conv = grouped Conv2d (NCHW), conv_cl = the same in channels_last, matmul = "
+        "grouped batched matmul; folded = fastest with each permutation folded into the next layer's gather "
+        "(a gather stays at the chain's input and a permutation at its output: they meet the stream)"
+    )
     header = f"{'G':>2} {'batch':>5} {'masked':>8} {'dense':>8}" + "".join(f"{label:>8}" for label in labels.values())
-    header += f"{'fastest':>8} {'fast/m':>6} {'best/m':>6} {'err':>8} {'others':>6}  fastest per layer"
+    header += f"{'fastest':>8} {'folded':>8} {'conv':>8} {'conv_cl':>8} {'matmul':>8}"
+    header += f" {'fold/m':>6} {'fold/c':>6} {'err':>8} {'others':>6}  fastest per layer"
     print(header)
     ratios: dict[int, float] = {}
+    versus: dict[int, float] = {}
     for groups in args.groups:
         layers = chain(args.channels, groups, args.duplicate)
-        dense = nn.Sequential(*(masked_dense(layer) for layer in layers)).eval()
+        dense = nn.Sequential(*(masked_dense(cast(FLGCConv2d, layer)) for layer in layers)).eval()
+        contiguous = contiguous_forms(args.channels, groups)
         for batch in args.batches:
             x = torch.randn(batch, args.channels[0], args.size, args.size)
             forms: dict[str, nn.Module] = {"masked": layers, "dense": dense}
             forms.update({name: deploy_flgc(copy.deepcopy(layers), name) for name in STRATEGIES})
             fastest = deploy_flgc(copy.deepcopy(layers), FASTEST, example=x)
             forms[FASTEST] = fastest
+            folded = copy.deepcopy(fastest)
+            fold_permutations(folded)
+            forms["folded"] = folded
             with torch.no_grad():
                 expected = layers(x)
                 err = max(float((form(x) - expected).abs().max()) for form in forms.values())
+            forms.update(contiguous)
             ms, foreign = time_quietly(forms, x, args)
-            best = min(ms[name] for name in STRATEGIES)
-            ratios[batch] = ms[FASTEST] / ms["masked"]
+            best_contiguous = min(ms[name] for name in contiguous)
+            ratios[batch] = ms["folded"] / ms["masked"]
+            versus[batch] = ms["folded"] / best_contiguous
             picked = ",".join(labels[layer.strategy] for layer in fastest)  # type: ignore[attr-defined]
             line = f"{groups:>2} {batch:>5} {ms['masked']:>8.3f} {ms['dense']:>8.3f}"
-            line += "".join(f"{ms[name]:>8.3f}" for name in STRATEGIES)
-            line += (
-                f"{ms[FASTEST]:>8.3f} {ratios[batch]:>5.2f}x {best / ms['masked']:>5.2f}x {err:>8.1e} {foreign:>6.0%}"
-            )
+            line += "".join(f"{ms[name]:>8.3f}" for name in [*STRATEGIES, FASTEST, "folded", *contiguous])
+            line += f" {ratios[batch]:>5.2f}x {versus[batch]:>5.2f}x {err:>8.1e} {foreign:>6.0%}"
             print(line + f"  {picked}", flush=True)
     met = all(ratio <= GOAL for ratio in ratios.values())
     summary = " ".join(f"ratio_b{batch}={ratio:.2f}" for batch, ratio in ratios.items())
-    print(f"groups={args.groups[-1]} {summary} goal={GOAL} met={met}")
+    contiguous_line = " ".join(f"vs_contiguous_b{batch}={versus[batch]:.2f}" for batch in versus if batch in (1, 32))
+    print(f"groups={args.groups[-1]} {summary} goal={GOAL} met={met} {contiguous_line}")
 
 
 if __name__ == "__main__":

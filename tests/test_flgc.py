@@ -18,6 +18,7 @@ from scaler.model.nn.flgc import (
     FLGCConv2d,
     deploy_flgc,
     flgc_macs,
+    fold_permutations,
     freeze_assignments,
     grouped_macs,
 )
@@ -299,6 +300,26 @@ def test_fvcore_macs_of_deployed_layers() -> None:
         assert count_macs(deployed, (10, 9, 9)) == run_macs >= expected
         if strategy.startswith("per_group"):
             assert run_macs == expected
+
+
+@pytest.mark.parametrize("strategy", ["padded", "padded_matmul", "bucketed_matmul"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_folded_permutations_keep_outputs(strategy: str, batch: int) -> None:
+    """Each layer hands its rows on in group order and the next gathers them once: the chain computes what the
+    masked layers do; only single-kernel producers fold (bucketed may split a layer into several kernels)."""
+    torch.manual_seed(7)
+    layers = [perturb(FLGCConv2d(12, 20, 4, duplicate=True), seed=1), perturb(FLGCConv2d(20, 16, 4), seed=2)]
+    chain = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), perturb(FLGCConv2d(16, 8, 2, duplicate=True)))
+    chain.eval()
+    deployed = deployed_copy(chain, strategy)
+    x = torch.randn(batch, 12, 6, 6)
+    with torch.no_grad():
+        expected = chain(x)
+        folded = fold_permutations(deployed)
+        assert folded == sum(int(deployed[i].emits_raw() or not deployed[i].permute_outputs) for i in (0, 2))
+        if strategy != "bucketed_matmul":
+            assert folded == 2 and not deployed[0].permute_outputs and deployed[4].permute_outputs
+        torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_tiny_model_trains() -> None:

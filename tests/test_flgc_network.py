@@ -16,7 +16,7 @@ from scaler.experiments.flgc import plan
 from scaler.model.complexity import count_macs
 from scaler.model.nn.build import build
 from scaler.model.nn.deploy import deploy
-from scaler.model.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.nn.flgc import DeployedFLGC, FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
 from scaler.model.scaling import scale
 from scaler.model.spec import SpecError
 from scaler.model.variants import apply_variant
@@ -54,6 +54,9 @@ def test_flgc_resnet_trains_and_deploys(variant: str) -> None:
     with torch.no_grad():
         deployed = deploy(model, shifts=False, compile=False)
         torch.testing.assert_close(deployed(x), model(x), atol=1e-4, rtol=1e-4)
+    folded = [m for m in deployed.modules() if isinstance(m, DeployedFLGC) and not m.permute_outputs]
+    blocks = sum(stage.repeats for stage in spec.stages)
+    assert 0 < len(folded) <= 2 * blocks if spatial else not folded  # a layer with a starved filter does not fold
     dense = count_macs(build(small_resnet("relu")), spec.input_shape)
     per_group = count_macs(model, spec.input_shape)  # FLGC layers counted as sum_g |in_g| |out_g| k^2 H W
     assert per_group <= count_macs(deployed, spec.input_shape) < dense  # the fastest strategy may pad groups

@@ -84,10 +84,12 @@ def depthwise_as_shifts(model: nn.Module) -> nn.Module:
 
 
 def deploy(model: nn.Module, shifts: bool = True, compile: bool = True) -> nn.Module:
-    """A copy in its fastest inference form: FLGC as real grouped convs, BN folded, shift-depthwise, compiled."""
-    from scaler.model.nn.flgc import deploy_flgc
+    """A copy in its fastest inference form: FLGC as real grouped convs (permutations folded between them), BN
+    folded, shift-depthwise, compiled."""
+    from scaler.model.nn.flgc import deploy_flgc, fold_permutations
 
     deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval()))
+    fold_permutations(deployed)
     if shifts:
         deployed = depthwise_as_shifts(deployed)
     return compiled(deployed) if compile else deployed

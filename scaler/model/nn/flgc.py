@@ -309,6 +309,32 @@ class DeployedFLGC(nn.Module):
         self.register_buffer("output_index", position)
         self.permute_outputs = not torch.equal(position, torch.arange(self.out_channels, device=device))
 
+    def emits_raw(self) -> bool:
+        """Whether the layer can hand its rows on in group order (one kernel, no filter without inputs)."""
+        return len(self.convs) == 1 and not len(self.starved_filters)
+
+    @torch.no_grad()
+    def emit_raw(self) -> torch.Tensor:
+        """Output the kernel's rows as they come (group order, padding rows included) instead of in filter order;
+        returns the row each filter now sits in, for the consumer to read from (`read_from`)."""
+        if not self.emits_raw():
+            raise ValueError("only a single-kernel layer without starved filters can hand on its raw rows")
+        position = self.output_index.clone()
+        rows = self.group_convs()[0].out_channels
+        self.output_index = torch.arange(rows, device=position.device)
+        self.out_channels, self.permute_outputs = rows, False
+        return position
+
+    @torch.no_grad()
+    def read_from(self, position: torch.Tensor, width: int) -> None:
+        """Read input channel c from channel position[c] of a `width`-channel input: the producer's permutation
+        folded into this layer's gathers."""
+        for index in range(len(self.convs)):
+            gather = position[self.buffer("input_index", index)]
+            setattr(self, f"input_index_{index}", gather)
+            self.gather_inputs[index] = not torch.equal(gather, torch.arange(width, device=gather.device))
+        self.in_channels = width
+
     def buffer(self, name: str, index: int) -> torch.Tensor:
         """The index buffer `name` of bucket `index`."""
         return cast(torch.Tensor, getattr(self, f"{name}_{index}"))
@@ -364,21 +390,26 @@ class DeployedFLGC(nn.Module):
         """
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        x = x.contiguous()
         batch, channels, height, width = x.shape
+        channel_major = batch > 1 and x.transpose(0, 1).is_contiguous()  # a raw-emitting producer's output
+        if channel_major:
+            rows = x.transpose(0, 1).reshape(channels * batch, height * width)
+        else:
+            x = x.contiguous()
+            rows = x.view(batch * channels, height * width)
         columns = batch * height * width
-        rows = x.view(batch * channels, height * width)
         images = torch.arange(batch, device=x.device)
         alone = len(self.convs) == 1 and not len(self.starved_filters)
         pieces = []
         for index, conv in enumerate(self.group_convs()):
             gather = self.buffer("input_index", index)
             gathered = rows
-            if batch > 1 or self.gather_inputs[index]:
+            if self.gather_inputs[index] or (batch > 1 and not channel_major):
                 scratch = self.workspace(f"in_{index}", (len(gather) * batch, height * width), x)
-                gathered = torch.index_select(rows, 0, (gather[:, None] + images * channels).flatten(), out=scratch)
+                order = gather[:, None] * batch + images if channel_major else gather[:, None] + images * channels
+                gathered = torch.index_select(rows, 0, order.flatten(), out=scratch)
             weight = conv.weight.view(conv.groups, -1, conv.in_channels // conv.groups)
-            returned = alone and batch == 1 and not self.permute_outputs
+            returned = alone and not self.permute_outputs
             shape = (conv.groups, len(weight[0]), columns)
             product = torch.matmul(
                 weight,
@@ -389,8 +420,8 @@ class DeployedFLGC(nn.Module):
                 product.add_(conv.bias.view(conv.groups, -1, 1))
             pieces.append(product.view(-1, columns))
         if alone:
-            if batch == 1 and not self.permute_outputs:
-                return pieces[0].view(1, -1, height, width)
+            if not self.permute_outputs:  # rows in (channel, image) order: a channel-major view, no copy
+                return pieces[0].view(-1, batch, height, width).transpose(0, 1)
             order = (self.output_index * batch + images[:, None]).flatten()
             return pieces[0].view(-1, height * width).index_select(0, order).view(batch, -1, height, width)
         out = x.new_empty(batch * self.out_channels, height * width)
@@ -475,6 +506,59 @@ def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY, example: tor
             if isinstance(child, FLGCConv2d):
                 setattr(parent, name, DeployedFLGC(child, chosen.get(child, strategy)).eval())
     return model
+
+
+ELEMENTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU)  # commute with a channel permutation
+
+
+def deployed_in(module: nn.Module) -> DeployedFLGC | None:
+    """The deployed FLGC layer `module` is, or wraps as its conv (a ConvBN), else None."""
+    if isinstance(module, DeployedFLGC):
+        return module
+    conv = getattr(module, "conv", None)
+    return conv if isinstance(conv, DeployedFLGC) else None
+
+
+def hands_on(module: nn.Module) -> bool:
+    """Whether what `module`'s conv outputs reaches the next module only through channel-wise-identical steps."""
+    if isinstance(module, DeployedFLGC):
+        return True
+    return all(isinstance(getattr(module, name, nn.Identity()), ELEMENTWISE) for name in ("bn", "act"))
+
+
+def sequences(model: nn.Module) -> list[list[nn.Module]]:
+    """Runs of modules each feeding only the next: every nn.Sequential's children, every bottleneck's three convs."""
+    from scaler.model.nn.blocks import Bottleneck
+
+    runs: list[list[nn.Module]] = []
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            runs.append(list(module.children()))
+        elif isinstance(module, Bottleneck):
+            runs.append([module.conv1, module.conv2, module.conv3])
+    return runs
+
+
+@torch.no_grad()
+def fold_permutations(model: nn.Module) -> int:
+    """Fold the output permutation of every deployed FLGC layer whose output only a deployed FLGC layer reads
+    (through BN already folded and element-wise activations) into that reader's gathers, in place: the producer
+    hands on its rows in group order, as a channel-major view, and the reader gathers them once. Returns how many
+    permutations were folded. A permutation stays where a layer's output meets anything else (the residual
+    stream, a dense or depthwise conv) and where the producer has several kernels or filters without inputs."""
+    folded = 0
+    for run in sequences(model):
+        producer: DeployedFLGC | None = None
+        for module in run:
+            reader = deployed_in(module)
+            if reader is not None and producer is not None and producer.emits_raw():
+                reader.read_from(producer.emit_raw(), producer.group_convs()[0].out_channels)
+                folded += 1
+            if reader is not None:
+                producer = reader if hands_on(module) else None
+            elif not isinstance(module, ELEMENTWISE):
+                producer = None
+    return folded
 
 
 def flgc_macs(module: FLGCConv2d | DeployedFLGC, height_out: int, width_out: int) -> int:
