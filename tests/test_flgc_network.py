@@ -92,7 +92,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     layers = pd.read_csv(folder / "flgc_layers.csv")
     assert set(layers.arm) == {"flgc", "flgc-dup"} and layers.moved_trace.notna().all()
     assert (folder / "flgc.png").exists() and (folder / "run.json").read_text().count('"command": "scaler flgc') == 1
-    capsys.readouterr()
+    assert "dense-thin at G=2: width x" in capsys.readouterr().out
     assert main(args.split()) == 0
     assert "10 of 10 planned runs already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)

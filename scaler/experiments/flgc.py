@@ -65,19 +65,29 @@ def plan(
     return pd.DataFrame(rows)
 
 
-def thin_widths(base: NetSpec, groups: list[int], seeds: list[int], top_k: int, spatial: bool) -> dict[int, float]:
+def thin_widths(
+    base: NetSpec, groups: list[int], seeds: list[int], top_k: int, spatial: bool, log: Log = print
+) -> dict[int, float]:
     """Per G, the width multiplier at which the dense network's MACs come nearest the FLGC arm's (as built on the
-    plan's seeds, averaged; its groups barely move in training): the equal-MACs control."""
+    plan's seeds, averaged; its groups barely move in training): the equal-MACs control. Logs each match, and
+    says so where channel rounding allows none within THIN_TOLERANCE."""
     widths = {}
     for g in sorted({g for g in groups if g > 1}):
         spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial))
         target = statistics.fmean(count_macs(build(spec, seed=seed), spec.input_shape) for seed in seeds)
-        widths[g] = matched_width(base, target)
+        widths[g], macs = matched_width(base, target)
+        off = macs / target - 1
+        outside = (
+            "" if abs(off) <= THIN_TOLERANCE else f" (outside {THIN_TOLERANCE:.0%}: channel rounding allows no closer)"
+        )
+        log(
+            f"dense-thin at G={g}: width x{widths[g]:g}, {macs / 1e6:.2f} M MACs against FLGC's {target / 1e6:.2f} M ({off:+.1%}){outside}"
+        )
     return widths
 
 
-def matched_width(base: NetSpec, target: float) -> float:
-    """The width multiplier (<= 1) whose network's MACs are nearest `target`, by bisection on the multiplier."""
+def matched_width(base: NetSpec, target: float) -> tuple[float, int]:
+    """The width multiplier (<= 1) whose network's MACs are nearest `target`, by bisection, and those MACs."""
     low, high = 0.05, 1.0
     tried: dict[float, int] = {}
 
@@ -89,12 +99,13 @@ def matched_width(base: NetSpec, target: float) -> float:
         return tried[width]
 
     if macs(high) <= target:
-        return high
+        return high, tried[high]
     for _ in range(WIDTH_STEPS):
         middle = (low + high) / 2
         low, high = (middle, high) if macs(middle) < target else (low, middle)
-    nearest: float = min(tried, key=lambda width: abs(tried[width] - target))
-    return round(nearest, 4)
+    closest: float = min(tried, key=lambda width: abs(tried[width] - target))
+    nearest = round(closest, 4)
+    return nearest, macs(nearest)
 
 
 def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
