@@ -24,8 +24,7 @@ from scaler.experiments.options import (
     output_folder,
     task_of,
 )
-from scaler.model.complexity import CONVENTION, count_macs
-from scaler.model.nn.build import build
+from scaler.model.complexity import CONVENTION
 from scaler.model.nn.flgc import FLGCConv2d, flgc_layers
 from scaler.model.scaling import scale
 from scaler.model.spec import DUPLICATE_TOP_K, GROUPING_ARMS, NetSpec, SpecError
@@ -74,7 +73,7 @@ def thin_widths(
     widths = {}
     for g in sorted({g for g in groups if g > 1}):
         spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial))
-        target = statistics.fmean(count_macs(build(spec, seed=seed), spec.input_shape) for seed in seeds)
+        target = statistics.fmean(count(spec, seed=seed)[0] for seed in seeds)
         widths[g], macs = matched_width(base, target)
         off = macs / target - 1
         outside = (

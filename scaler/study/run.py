@@ -333,11 +333,12 @@ def measure(
     )
 
 
-def count(spec: NetSpec, batch: int = 1, training: bool = False) -> tuple[int, int]:
-    """fvcore MACs and parameters of a spec as built, untimed; refused in one line, unbuilt, when it cannot fit."""
+def count(spec: NetSpec, batch: int = 1, training: bool = False, seed: int | None = None) -> tuple[int, int]:
+    """fvcore MACs and parameters of a spec as built (from `seed`, where it matters: FLGC's random groups), untimed;
+    refused in one line, unbuilt, when it cannot fit."""
     check_fits(spec, batch, training=training)
     with STOPWATCH.phase("counting"):
-        model = build(spec)
+        model = build(spec, seed=seed)
         return count_macs(model, spec.input_shape), count_params(model)
 
 
