@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaler.model.nn.flgc import duplication_extra, flgc_layers
+from scaler.model.nn.flgc import flgc_layers
 from scaler.model.variants import apply_variant, grouping_variant
 from scaler.report.files import write
 from scaler.study.run import RunConfig, evaluate_model, setup
@@ -76,10 +76,7 @@ def main() -> None:
             layers = flgc_layers(evaluated.model)
             channels = sum(layer.in_channels + layer.out_channels for layer in layers)
             halfway = len(layers[0].moved_history) // 2
-            duplicates = 0
-            for layer in layers:
-                member_in, _ = layer.learned()
-                duplicates += int(duplication_extra(layer.in_logits.detach().float(), member_in, 3).sum())
+            duplicates = sum(int(layer.duplicates(*layer.learned()).sum()) for layer in layers)
             correct[setting] = evaluated.outputs["val"].correct(labels).astype(float)
             accuracy = float(correct[setting].mean())
             rows.append(

@@ -133,6 +133,11 @@ class FLGCConv2d(nn.Module):
         return self.weight.detach().abs().sum((2, 3)).t().float() @ member_out.float()
 
     @torch.no_grad()
+    def duplicates(self, member_in: torch.Tensor, member_out: torch.Tensor) -> torch.Tensor:
+        """The (channel, group) memberships the rule adds to the given assignment (in x G)."""
+        return duplication_extra(self.scores(member_out), member_in, self.top_k)
+
+    @torch.no_grad()
     def freeze(self) -> None:
         """Fix the assignment at the logits' argmax, adding duplicates (their connections zeroed) if it duplicates."""
         if self.frozen:
@@ -140,7 +145,7 @@ class FLGCConv2d(nn.Module):
         member_in, member_out = self.learned()
         if self.duplicate:
             before = member_out.float() @ member_in.float().t()
-            member_in = member_in | duplication_extra(self.scores(member_out), member_in, self.top_k)
+            member_in = member_in | self.duplicates(member_in, member_out)
             added = (member_out.float() @ member_in.float().t()) > before
             self.weight.masked_fill_(added[:, :, None, None], 0.0)
         self.frozen_in.copy_(member_in)
@@ -357,7 +362,7 @@ class DeployedFLGC(nn.Module):
             conv(select_channels(x, self.buffer("input_index", index)) if self.gather_inputs[index] else x)
             for index, conv in enumerate(self.group_convs())
         ]
-        if len(pieces) == 1 and not len(self.starved_filters):
+        if self.emits_raw():
             return select_channels(pieces[0], self.output_index) if self.permute_outputs else pieces[0]
         out = x.new_empty(x.shape[0], self.out_channels, *self.output_size(x))
         for index, piece in enumerate(pieces):
@@ -399,7 +404,7 @@ class DeployedFLGC(nn.Module):
             rows = x.view(batch * channels, height * width)
         columns = batch * height * width
         images = torch.arange(batch, device=x.device)
-        alone = len(self.convs) == 1 and not len(self.starved_filters)
+        alone = self.emits_raw()
         pieces = []
         for index, conv in enumerate(self.group_convs()):
             gather = self.buffer("input_index", index)
@@ -552,7 +557,7 @@ def fold_permutations(model: nn.Module) -> int:
         for module in run:
             reader = deployed_in(module)
             if reader is not None and producer is not None and producer.emits_raw():
-                reader.read_from(producer.emit_raw(), producer.group_convs()[0].out_channels)
+                reader.read_from(producer.emit_raw(), producer.out_channels)
                 folded += 1
             if reader is not None:
                 producer = reader if hands_on(module) else None
