@@ -7,14 +7,17 @@ layer by timing it on this batch, and `folded`, that form with each layer's outp
 next layer's gather (`fold_permutations`, what `deploy` does); then the platform's contiguous grouped forms of
 the same chain with equal groups: grouped Conv2d in NCHW and in channels_last, and grouped batched matmul.
 `fold/m` is folded / masked, `fold/c` folded / the fastest contiguous form; `err` is the largest
-|deployed - masked| over the FLGC forms. Assignments are random (logits ~ N(0, 1)), so groups are unequal as
-after training. Every round times each form once, in turn; the median over rounds is reported (--stat min on a
-shared, busy machine). "others" is the CPU share other processes used while a row was timed; with
---max-foreign a row is re-timed (up to --tries) until that share is small. The last line is machine-readable:
-folded / masked per batch at the last G against the goal, and folded / the fastest contiguous form at batch 1
-and 32.
+|deployed - masked| over the FLGC forms. Assignments are random (logits ~ N(0, 1)) and, as FLGC trains by
+default, equal in size, so a layer is one contiguous grouped kernel between gathers; --free gives groups of any
+size (Wang et al.), which every single-kernel form pads to the largest. Every round times each form once, in
+turn; the median over rounds is reported (--stat min on a shared, busy machine). "others" is the CPU share
+other processes used while a row was timed; with --max-foreign a row is re-timed (up to --tries) until that
+share is small. The last line is machine-readable:
+folded / masked per batch at the last G, folded / the fastest contiguous form at batch 1 and 32, and whether
+both goals hold at batch 1 and 32 (<= 0.4x masked, <= 1.1x contiguous).
 
     python benchmarks/flgc_deploy.py [--channels 128 256 128] [--groups 4] [--batches 1 8 32 128] [--stat min]
+        [--free] [--duplicate]
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ def time_quietly(
     raise AssertionError("unreachable")
 
 
-GOAL = 0.4
+GOAL = 0.4  # folded / masked
+CONTIGUOUS_GOAL = 1.1  # folded / the platform's fastest contiguous grouped form
+GOAL_BATCHES = (1, 32)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
@@ -103,11 +108,11 @@ def keep_freed_memory() -> None:
         raise SystemExit("mallopt refused: --keep-memory needs glibc")
 
 
-def chain(channels: list[int], groups: int, duplicate: bool) -> nn.Sequential:
+def chain(channels: list[int], groups: int, duplicate: bool, balanced: bool = True) -> nn.Sequential:
     """1x1 FLGC layers channels[0] -> channels[1] -> ..., assignments random and frozen, in eval."""
     layers = []
     for c_in, c_out in zip(channels, channels[1:]):
-        layer = FLGCConv2d(c_in, c_out, groups, duplicate=duplicate)
+        layer = FLGCConv2d(c_in, c_out, groups, duplicate=duplicate, balanced=balanced)
         with torch.no_grad():
             layer.in_logits.normal_()
             layer.out_logits.normal_()
@@ -161,6 +166,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duplicate", action="store_true")
+    parser.add_argument("--free", action="store_true", help="groups of any size (Wang et al.), not equal ones")
     parser.add_argument("--stat", choices=["median", "min"], default="median", help="min resists a busy machine")
     parser.add_argument("--max-foreign", type=float, default=1.0, help="retry while others used more CPU share")
     parser.add_argument("--tries", type=int, default=1)
@@ -177,7 +183,8 @@ def main() -> None:
     torch.manual_seed(0)
     shape = "->".join(map(str, args.channels))
     print(
-        f"# 1x1 FLGC chain {shape} at {args.size}x{args.size}, random assignment, duplicate={args.duplicate}, "
+        f"# 1x1 FLGC chain {shape} at {args.size}x{args.size}, random assignment, "
+        f"{'free' if args.free else 'equal'} groups, duplicate={args.duplicate}, "
         f"{args.threads} threads, {args.stat} of {args.rounds} interleaved rounds, ms, "
         f"{'freed memory kept (mallopt)' if args.keep_memory else 'default allocator'}"
     )
@@ -195,7 +202,7 @@ def main() -> None:
     ratios: dict[int, float] = {}
     versus: dict[int, float] = {}
     for groups in args.groups:
-        layers = chain(args.channels, groups, args.duplicate)
+        layers = chain(args.channels, groups, args.duplicate, balanced=not args.free)
         dense = nn.Sequential(*(masked_dense(cast(FLGCConv2d, layer)) for layer in layers)).eval()
         contiguous = contiguous_forms(args.channels, groups)
         for batch in args.batches:
@@ -220,10 +227,15 @@ def main() -> None:
             line += "".join(f"{ms[name]:>8.3f}" for name in [*STRATEGIES, FASTEST, "folded", *contiguous])
             line += f" {ratios[batch]:>5.2f}x {versus[batch]:>5.2f}x {err:>8.1e} {foreign:>6.0%}"
             print(line + f"  {picked}", flush=True)
-    met = all(ratio <= GOAL for ratio in ratios.values())
+    goal_batches = [batch for batch in GOAL_BATCHES if batch in ratios]
+    met = bool(goal_batches) and all(
+        ratios[batch] <= GOAL and versus[batch] <= CONTIGUOUS_GOAL for batch in goal_batches
+    )
     summary = " ".join(f"ratio_b{batch}={ratio:.2f}" for batch, ratio in ratios.items())
-    contiguous_line = " ".join(f"vs_contiguous_b{batch}={versus[batch]:.2f}" for batch in versus if batch in (1, 32))
-    print(f"groups={args.groups[-1]} {summary} goal={GOAL} met={met} {contiguous_line}")
+    contiguous_line = " ".join(f"vs_contiguous_b{batch}={versus[batch]:.2f}" for batch in goal_batches)
+    print(
+        f"groups={args.groups[-1]} {summary} goal={GOAL} {contiguous_line} contiguous_goal={CONTIGUOUS_GOAL} met={met}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from scaler.model.nn.flgc import (
     STRATEGIES,
     DeployedFLGC,
     FLGCConv2d,
+    balanced_assignment,
     deploy_flgc,
     flgc_macs,
     fold_permutations,
@@ -27,10 +28,11 @@ from scaler.model.zoo import base
 
 
 @torch.no_grad()
-def perturb(layer: FLGCConv2d, seed: int = 0) -> FLGCConv2d:
-    """Random logits (unequal groups), channel 0's logits high for every group and its weights 10x larger; a
-    duplicating layer is then frozen, so channel 0 is duplicated into the other groups (by either score), and the
-    duplicates' connections drawn afresh, as training after the duplication would leave them (not zero)."""
+def perturb(layer: FLGCConv2d, seed: int = 0, balanced: bool = False) -> FLGCConv2d:
+    """Random logits (unequal groups unless `balanced`), channel 0's logits high for every group and its weights
+    10x larger; a duplicating layer is then frozen, so channel 0 is duplicated into the other groups (by either
+    score), and the duplicates' connections drawn afresh, as training after the duplication would leave them."""
+    layer.balanced = balanced
     generator = torch.Generator().manual_seed(seed)
     layer.in_logits.copy_(torch.randn(layer.in_logits.shape, generator=generator))
     layer.in_logits[0] = 5 + 0.1 * torch.arange(layer.groups)
@@ -102,18 +104,79 @@ def test_duplication_preserves_the_function(score: str) -> None:
 
 
 def test_initial_assignment_is_random_and_recorded() -> None:
-    """Logits start N(0, 1) (as the paper and its reimplementation): groups differ by seed and are unequal;
-    the start is recorded so that `moved` counts what left it."""
+    """Logits start N(0, 1) (as the paper and its reimplementation): groups differ by seed, equal in size by
+    default and unequal when free; the start is recorded so that `moved` counts what left it."""
     torch.manual_seed(0)
     first, second = FLGCConv2d(64, 48, 4), FLGCConv2d(64, 48, 4)
-    assert not torch.equal(first.start_in, second.start_in)
-    assert torch.equal(first.start_in, first.in_logits.argmax(1)) and first.moved() == 0
-    assert len({n_in for n_in, _ in first.group_sizes()}) > 1
+    assert not torch.equal(first.start_in, second.start_in) and first.moved() == 0
+    assert torch.equal(first.start_in, balanced_assignment(first.in_logits))
+    assert first.group_sizes() == [(16, 12)] * 4
+    free = FLGCConv2d(64, 48, 4, balanced=False)
+    assert torch.equal(free.start_in, free.in_logits.argmax(1)) and free.moved() == 0
+    assert len({n_in for n_in, _ in free.group_sizes()}) > 1
     with torch.no_grad():
-        first.in_logits[0, (int(first.start_in[0]) + 1) % 4] += 10
-        first.out_logits[3, (int(first.start_out[3]) + 1) % 4] += 10
-    assert first.moved() == 2
+        free.in_logits[0, (int(free.start_in[0]) + 1) % 4] += 10
+        free.out_logits[3, (int(free.start_out[3]) + 1) % 4] += 10
+    assert free.moved() == 2
     assert torch.equal(FLGCConv2d(5, 3, 1).mask(), torch.ones(3, 5))
+
+
+@pytest.mark.parametrize("shape", [(24, 4), (64, 16), (10, 3), (7, 7), (5, 1)])
+def test_balanced_assignment_is_stable_and_fills_groups_equally(shape: tuple[int, int]) -> None:
+    """Every column holds at most ceil(rows / columns) rows (exactly rows / columns when it divides), and no row
+    would rather be in a column that has room or holds a row with a lower logit for it (a stable matching)."""
+    rows, columns = shape
+    capacity = -(-rows // columns)
+    for seed in range(5):
+        logits = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        chosen = balanced_assignment(logits)
+        held = torch.bincount(chosen, minlength=columns)
+        assert held.sum() == rows and held.max() <= capacity
+        if rows % columns == 0:
+            assert (held == rows // columns).all()
+        for row in range(rows):
+            for column in range(columns):
+                if logits[row, column] > logits[row, chosen[row]]:
+                    members = (chosen == column).nonzero().flatten()
+                    assert len(members) == capacity and (logits[members, column] > logits[row, column]).all()
+
+
+def test_balanced_assignment_is_the_argmax_when_that_fits() -> None:
+    logits = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    logits[torch.arange(12), torch.arange(12) % 3] += 10
+    assert torch.equal(balanced_assignment(logits), torch.arange(12) % 3)
+    crowded = logits.clone()
+    crowded[0] = torch.tensor([0.0, 30.0, 0.0])  # row 0 wants full column 1 more than any of its members do
+    members = torch.arange(1, 12, 3)
+    bumped = int(members[logits[members, 1].argmin()])  # the member that wants column 1 least goes to 0's room
+    expected = torch.arange(12) % 3
+    expected[0], expected[bumped] = 1, 0
+    assert torch.equal(balanced_assignment(crowded), expected)
+
+
+def test_equal_groups_stay_equal_while_groups_learn_and_deploy_as_one_contiguous_kernel() -> None:
+    """Through training steps that move channels between groups, every group keeps in/G channels and out/G
+    filters; frozen, the layer deploys as one grouped kernel of the dense layer's size divided by G (no padding)."""
+    torch.manual_seed(8)
+    layer = FLGCConv2d(32, 16, 4, kernel_size=3)
+    optimizer = torch.optim.SGD([layer.in_logits, layer.out_logits], lr=50.0)
+    x, upstream = torch.randn(4, 32, 5, 5), torch.randn(4, 16, 5, 5)
+    for _ in range(10):
+        optimizer.zero_grad()
+        (layer(x) * upstream).sum().backward()
+        optimizer.step()
+        assert layer.group_sizes() == [(8, 4)] * 4
+    assert layer.moved() > 0
+    layer.freeze()
+    assert layer.group_sizes() == [(8, 4)] * 4
+    layer.eval()
+    for strategy in ("padded", "padded_matmul", "bucketed"):
+        deployed = deployed_copy(layer, strategy)
+        assert isinstance(deployed, DeployedFLGC)
+        (kernel,) = deployed.group_convs()
+        assert (kernel.in_channels, kernel.out_channels, kernel.groups) == (32, 16, 4) and deployed.emits_raw()
+        with torch.no_grad():
+            torch.testing.assert_close(deployed(x), layer(x), atol=1e-5, rtol=0)
 
 
 def by_hand_layer(score: str) -> FLGCConv2d:
@@ -167,18 +230,21 @@ def test_freeze_fixes_the_assignment() -> None:
     assert plain.frozen and plain.duplicated_channels() == 0
 
 
+@pytest.mark.parametrize("balanced", [False, True])
 @pytest.mark.parametrize("duplicate", [False, True])
 @pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
-def test_deployed_equals_training_form(groups: int, duplicate: bool) -> None:
+def test_deployed_equals_training_form(groups: int, duplicate: bool, balanced: bool) -> None:
     torch.manual_seed(groups)
-    layer = perturb(FLGCConv2d(24, 20, groups, duplicate=duplicate), seed=groups).eval()
+    layer = perturb(FLGCConv2d(24, 20, groups, duplicate=duplicate), seed=groups, balanced=balanced).eval()
     sizes = layer.group_sizes()
     assert sum(n_out for _, n_out in sizes) == 20
     assert sum(n_in for n_in, _ in sizes) == 24 + layer.duplicated_channels()
     if duplicate and groups >= 2:
         assert layer.duplicated_channels() > 0
-    if groups > 1:
+    if groups > 1 and not balanced:
         assert len(set(sizes)) > 1
+    if balanced and not duplicate:
+        assert max(sizes) <= (-(-24 // groups), -(-20 // groups))
     x = torch.randn(3, 24, 6, 6)
     with torch.no_grad():
         expected = layer(x)
@@ -242,8 +308,8 @@ def test_fastest_strategy_is_a_measured_choice() -> None:
 
 
 def starved_layer() -> FLGCConv2d:
-    """G=3: group 2 has filters but no inputs, group 1 has inputs but no filters."""
-    layer = FLGCConv2d(6, 9, 3)
+    """G=3 (free sizes): group 2 has filters but no inputs, group 1 has inputs but no filters."""
+    layer = FLGCConv2d(6, 9, 3, balanced=False)
     with torch.no_grad():
         layer.in_logits.copy_(torch.tensor([[5.0, 0, -5]] * 3 + [[0, 5.0, -5]] * 3))
         layer.out_logits.copy_(torch.tensor([[5.0, 0, 0], [0, 0, 5.0], [0, 0, 5.0]] * 3))
@@ -392,7 +458,7 @@ def test_duplication_margin_says_whether_duplication_fires(groups: int) -> None:
             if seed % 2:
                 layer.weight[:, seed] *= 4
             else:
-                layer.weight.fill_(0.1)
+                layer.weight.fill_(0.125)  # exact in float32: every score ties exactly
         margin = layer.duplication_margin()
         layer.freeze()
         assert (margin > 0) == (layer.duplicated_channels() > 0), (seed, margin)

@@ -128,6 +128,8 @@ def test_flgc_plan_pairs_seeds() -> None:
         "flgc-dup:2:1+spatial",
         "flgc-dup:4:1+spatial",
     ]
+    free = plan([2], [0], arms=("fixed", "flgc", "flgc-dup"), free=True)
+    assert free.variant.tolist() == ["fixed:2", "flgc:2+free", "flgc-dup:2+free"]
 
 
 def test_fixed_and_spatial_variants() -> None:
@@ -150,6 +152,13 @@ def test_fixed_and_spatial_variants() -> None:
     )
     assert 0 < pointwise_share < all_share < 1
     assert grouped_share(dense, small_resnet("fixed:4")) == pytest.approx(pointwise_share)
+    free = small_resnet("flgc:4+free")
+    assert {s.equal_groups for s in free.stages} == {False}
+    assert not any(layer.balanced for layer in flgc_layers(build(free)))
+    assert all(layer.balanced for layer in flgc_layers(spatial))
+    assert {s.equal_groups for s in small_resnet("fixed:4").stages} == {True}
+    with pytest.raises(SpecError, match="after flgc:G or flgc-dup:G"):
+        small_resnet("fixed:4+free")
     with pytest.raises(SpecError, match="divisible"):
         build(small_resnet("fixed:3"))
     with pytest.raises(SpecError, match="after flgc:G or fixed:G"):
@@ -188,7 +197,10 @@ def test_duplication_top_k_variant() -> None:
     layer = next(m for m in build(spec).modules() if isinstance(m, FLGCConv2d))
     assert layer.top_k == 1 and layer.moved() == 0
     layer.in_logits.data[0, (int(layer.start_in[0]) + 1) % 4] += 10.0
-    assert layer.moved() == 1
+    assert layer.moved() >= 2  # equal groups: channel 0 displaces a member of the group it joins
+    free = next(m for m in build(small_resnet("flgc-dup:4:1+free")).modules() if isinstance(m, FLGCConv2d))
+    free.in_logits.data[0, (int(free.start_in[0]) + 1) % 4] += 10.0
+    assert free.moved() == 1
 
 
 def random_dataset(n: int = 128, size: int = 16) -> Dataset:

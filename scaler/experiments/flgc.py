@@ -48,6 +48,7 @@ def plan(
     spatial: bool = False,
     arms: tuple[str, ...] = ARMS,
     thin_widths: Mapping[int, float] | None = None,
+    free: bool = False,
 ) -> pd.DataFrame:
     """Every arm at every G > 1 (dense once, at G = 1) on every seed, seed by seed so a cut run has whole seeds.
 
@@ -59,20 +60,27 @@ def plan(
         for arm in arms:
             for g in [1] if arm == "dense" else sorted({g for g in groups if g > 1}):
                 width = thin_widths[g] if arm == "dense-thin" and thin_widths is not None else 1.0
-                variant = grouping_variant(arm, g, top_k, spatial)
+                variant = grouping_variant(arm, g, top_k, spatial, free)
                 rows.append({"arm": arm, "groups": g, "variant": variant, "width": width, "seed": seed})
     return pd.DataFrame(rows)
 
 
 def thin_widths(
-    base: NetSpec, groups: list[int], seeds: list[int], top_k: int, spatial: bool, log: Log = print
+    base: NetSpec,
+    groups: list[int],
+    seeds: list[int],
+    top_k: int,
+    spatial: bool,
+    free: bool = False,
+    log: Log = print,
 ) -> dict[int, float]:
     """Per G, the width multiplier at which the dense network's MACs come nearest the FLGC arm's (as built on the
-    plan's seeds, averaged; its groups barely move in training): the equal-MACs control. Logs each match, and
+    plan's seeds, averaged: equal groups cost the fixed arm's MACs on every seed, free ones barely move in
+    training): the equal-MACs control. Logs each match, and
     says so where channel rounding allows none within THIN_TOLERANCE."""
     widths = {}
     for g in sorted({g for g in groups if g > 1}):
-        spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial))
+        spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial, free))
         target = statistics.fmean(count(spec, seed=seed)[0] for seed in seeds)
         widths[g], macs = matched_width(base, target)
         off = macs / target - 1
@@ -239,6 +247,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--spatial", action="store_true", help="group the bottleneck's kxk conv too (not only the 1x1 convs)"
     )
     p.add_argument(
+        "--free-groups",
+        action="store_true",
+        help="learned groups of any size, as Wang et al. (default: equal sizes, a contiguous grouped conv when "
+        "deployed)",
+    )
+    p.add_argument(
         "--top-k",
         type=int,
         default=DUPLICATE_TOP_K,
@@ -269,8 +283,11 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     check_seed("--seed", args.seed, more=args.seeds - 1)
     seeds = list(range(args.seed, args.seed + (1 if args.profile_only else args.seeds)))
     base_spec = config.base_spec()
-    widths = thin_widths(base_spec, args.groups, seeds, args.top_k, args.spatial) if "dense-thin" in arms else None
-    points = plan(args.groups, seeds, args.top_k, args.spatial, arms, widths)
+    free = args.free_groups
+    widths = (
+        thin_widths(base_spec, args.groups, seeds, args.top_k, args.spatial, free) if "dense-thin" in arms else None
+    )
+    points = plan(args.groups, seeds, args.top_k, args.spatial, arms, widths, free)
     specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
     for width in points[points.width != 1.0].width.unique():
         buildable(scale(base_spec, 1.0, width, 1.0))

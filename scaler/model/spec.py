@@ -45,6 +45,8 @@ class Stage:
         group_spatial: the bottleneck's kxk convolution is grouped the same way too.
         duplicate: FLGC duplicates important input channels into several groups.
         duplicate_top_k: members whose mean score is the duplication threshold.
+        equal_groups: FLGC groups hold equal numbers of channels and of filters (a contiguous grouped conv once
+            permuted); False lets learned groups take any size (Wang et al.).
     """
 
     block: BlockType
@@ -61,6 +63,7 @@ class Stage:
     group_spatial: bool = False
     duplicate: bool = False
     duplicate_top_k: int = DUPLICATE_TOP_K
+    equal_groups: bool = True
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_TYPES:
@@ -76,6 +79,8 @@ class Stage:
             raise SpecError(f"unknown grouping {self.grouping!r}; choose from {', '.join(GROUPINGS)}")
         if self.duplicate and self.grouping != "flgc":
             raise SpecError("only learned (flgc) groups duplicate channels")
+        if not self.equal_groups and self.grouping != "flgc":
+            raise SpecError("only learned (flgc) groups can take unequal sizes")
 
     def activation_of(self, index: int) -> str:
         """Activation of block `index` of this stage."""

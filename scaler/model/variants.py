@@ -13,7 +13,8 @@ VARIANT_HELP = (
     "fused (Fused-MBConv in the first two stages), fused:K, flgc:G (learnable groups in every block's 1x1 "
     "conv), flgc-dup:G or flgc-dup:G:K (duplication of important channels, threshold = mean score of a group's "
     "top K members, default 3), fixed:G (contiguous groups, as ResNeXt), spatial (after flgc or fixed: the "
-    "bottleneck's kxk conv grouped too); join with '+', e.g. fused+frelu:1,2 or flgc:4+spatial"
+    "bottleneck's kxk conv grouped too), free (after flgc or flgc-dup: learned groups of any size, as Wang et al.; "
+    "default: equal sizes); join with '+', e.g. fused+frelu:1,2 or flgc:4+spatial"
 )
 
 
@@ -56,6 +57,15 @@ def with_flgc(
             replace(stage, groups=groups, grouping=grouping, duplicate=duplicate, duplicate_top_k=top_k)
             for stage in spec.stages
         ]
+    )
+
+
+def with_free_groups(spec: NetSpec) -> NetSpec:
+    """Learned groups of any size (Wang et al.) instead of equal ones."""
+    if not any(stage.grouping == "flgc" and stage.groups > 1 for stage in spec.stages):
+        raise SpecError("variant 'free' lets learned groups take any size: write it after flgc:G or flgc-dup:G")
+    return spec.with_stages(
+        [replace(stage, equal_groups=not (stage.grouping == "flgc" and stage.groups > 1)) for stage in spec.stages]
     )
 
 
@@ -122,6 +132,8 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
         return with_flgc(spec, _parse_count(variant, "fixed:", "groups"), False, grouping="fixed")
     if variant == "spatial":
         return with_grouped_spatial(spec)
+    if variant == "free":
+        return with_free_groups(spec)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
 
 
@@ -138,13 +150,16 @@ def frelu_variant(stages: Iterable[int | str] | None = None) -> str:
     return f"frelu:{','.join(numbers)}" if numbers else "relu"
 
 
-def grouping_variant(arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False) -> str:
+def grouping_variant(
+    arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False, free: bool = False
+) -> str:
     """The variant of a grouping arm at `groups` groups: dense and dense-thin ('relu'; dense-thin is thinned by
-    a width multiplier), fixed:G, flgc:G or flgc-dup:G[:K]."""
+    a width multiplier), fixed:G, flgc:G or flgc-dup:G[:K], then +spatial, and +free on the learned arms."""
     if arm in ("dense", "dense-thin"):
         return "relu"
     name = f"{arm}:{groups}" + (f":{top_k}" if arm == "flgc-dup" and top_k != DUPLICATE_TOP_K else "")
-    return joined(name, "spatial") if spatial else name
+    suffixes = (["spatial"] if spatial else []) + (["free"] if free and arm.startswith("flgc") else [])
+    return joined(name, *suffixes)
 
 
 def apply_variant(spec: NetSpec, variant: str) -> NetSpec:

@@ -70,7 +70,16 @@ def grouped_conv(stage: Stage, kernel: int = 1) -> Callable[[int, int, int], nn.
         if stage.grouping == "flgc":
             from scaler.model.nn.flgc import FLGCConv2d
 
-            return FLGCConv2d(in_channels, out_channels, groups, kernel, stride, stage.duplicate, stage.duplicate_top_k)
+            return FLGCConv2d(
+                in_channels,
+                out_channels,
+                groups,
+                kernel,
+                stride,
+                stage.duplicate,
+                stage.duplicate_top_k,
+                balanced=stage.equal_groups,
+            )
         return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
 
     return make

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,10 +27,36 @@ SCORES = ("weight", "logit")
 DEFAULT_SCORE = "logit"
 
 
-def straight_through_one_hot(soft: torch.Tensor) -> torch.Tensor:
-    """Row-wise argmax one-hot of `soft` whose gradient is that of `soft` (value exactly 0/1)."""
-    hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).to(soft.dtype)
+def straight_through_one_hot(soft: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """One-hot of `index` (one column per row of `soft`) whose gradient is that of `soft` (value exactly 0/1)."""
+    hard = F.one_hot(index, soft.shape[1]).to(soft.dtype)
     return hard + (soft - soft.detach())
+
+
+@torch.no_grad()
+def balanced_assignment(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's column (long, rows) when every column takes at most ceil(rows / columns) rows: deferred
+    acceptance, rows proposing in order of their logits and a column keeping the proposers with the highest logit
+    for it. The result is stable (no row and column both prefer each other to what they hold) and equals the
+    argmax when that already fits; with divisible sizes every column holds exactly rows / columns. Runs in numpy:
+    its rounds are a dozen small array operations, which torch's per-operation overhead would make ten times
+    slower."""
+    values = logits.detach().float().cpu().numpy()
+    rows, columns = values.shape
+    capacity = -(-rows // columns)
+    everyone = np.arange(rows)
+    refused = np.zeros(values.shape, dtype=bool)
+    choice = values.argmax(1)
+    while True:
+        order = np.lexsort((-values[everyone, choice], choice))  # by column, best proposer first
+        held = np.bincount(choice, minlength=columns)
+        rank = np.empty(rows, dtype=np.int64)
+        rank[order] = everyone - (held.cumsum() - held)[choice[order]]
+        over = np.flatnonzero(rank >= capacity)
+        if not len(over):
+            return torch.from_numpy(choice).to(logits.device)
+        refused[over, choice[over]] = True
+        choice[over] = np.where(refused[over], -np.inf, values[over]).argmax(1)
 
 
 def duplication_threshold(scores: torch.Tensor, member: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -51,8 +78,11 @@ class FLGCConv2d(nn.Module):
     """Conv whose input channels and filters are learned into `groups` groups (masked dense weight, no bias).
 
     Assignments are softmax-over-groups of `in_logits` (in x G) and `out_logits` (out x G), drawn N(0, 1) as
-    in Wang et al. and its PyTorch reimplementation, made hard by argmax with a straight-through gradient;
-    filter o sees channel i iff they share a group. Masked-out weights get the gradient they would have if
+    in Wang et al. and its PyTorch reimplementation, made hard with a straight-through gradient; filter o sees
+    channel i iff they share a group. `balanced` (the default) makes them hard by `balanced_assignment`, so
+    every group holds in/G channels and out/G filters throughout training and the frozen layer is a contiguous
+    grouped conv once its channels are permuted; `balanced=False` takes each row's argmax, groups of any size
+    (Wang et al.), which a deployed kernel must pad to the largest. Masked-out weights get the gradient they would have if
     connected (straight-through, as in dynamic network surgery), so a connection that appears is trained.
 
     `freeze()` fixes the assignment (the training loop calls it at `TrainConfig.assignment_freeze`); with
@@ -79,6 +109,7 @@ class FLGCConv2d(nn.Module):
         duplicate: bool = False,
         top_k: int = DUPLICATE_TOP_K,
         score: str = DEFAULT_SCORE,
+        balanced: bool = True,
     ) -> None:
         super().__init__()
         if groups < 1 or top_k < 1:
@@ -87,14 +118,14 @@ class FLGCConv2d(nn.Module):
             raise ValueError(f"unknown duplication score {score!r}, expected one of {SCORES}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.duplicate, self.top_k = kernel_size, stride, duplicate, top_k
-        self.score, self.frozen, self.masked_gradient = score, False, True
+        self.score, self.frozen, self.masked_gradient, self.balanced = score, False, True, balanced
         self.moved_history: list[tuple[int, int]] = []
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.in_logits = nn.Parameter(torch.randn(in_channels, groups))
         self.out_logits = nn.Parameter(torch.randn(out_channels, groups))
-        self.register_buffer("start_in", self.in_logits.detach().argmax(1))
-        self.register_buffer("start_out", self.out_logits.detach().argmax(1))
+        self.register_buffer("start_in", self.hard_groups(self.in_logits))
+        self.register_buffer("start_out", self.hard_groups(self.out_logits))
         self.register_buffer("frozen_in", torch.zeros(in_channels, groups, dtype=torch.bool))
         self.register_buffer("frozen_out", torch.zeros(out_channels, groups, dtype=torch.bool))
 
@@ -102,12 +133,16 @@ class FLGCConv2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
         self.frozen = bool(self.frozen_out.any())  # every filter has a group once frozen, none before
 
+    def hard_groups(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each row's group under the layer's rule: capacity-bound (`balanced`) or the argmax."""
+        return balanced_assignment(logits) if self.balanced else logits.detach().argmax(1)
+
     def mask(self) -> torch.Tensor:
         """Connection mask (out x in): 1 where filter o and channel i share a group (duplicates included)."""
         if self.frozen:
             return self.frozen_out.to(self.weight.dtype) @ self.frozen_in.to(self.weight.dtype).t()
-        member_in = straight_through_one_hot(self.in_logits.softmax(dim=1))
-        member_out = straight_through_one_hot(self.out_logits.softmax(dim=1))
+        member_in = straight_through_one_hot(self.in_logits.softmax(dim=1), self.hard_groups(self.in_logits))
+        member_out = straight_through_one_hot(self.out_logits.softmax(dim=1), self.hard_groups(self.out_logits))
         return member_out @ member_in.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,10 +154,10 @@ class FLGCConv2d(nn.Module):
 
     @torch.no_grad()
     def learned(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boolean one-group memberships by the logits' argmax: inputs (in x G) and filters (out x G)."""
+        """Boolean one-group memberships the logits give now: inputs (in x G) and filters (out x G)."""
         return (
-            F.one_hot(self.in_logits.argmax(1), self.groups).bool(),
-            F.one_hot(self.out_logits.argmax(1), self.groups).bool(),
+            F.one_hot(self.hard_groups(self.in_logits), self.groups).bool(),
+            F.one_hot(self.hard_groups(self.out_logits), self.groups).bool(),
         )
 
     @torch.no_grad()
@@ -139,7 +174,7 @@ class FLGCConv2d(nn.Module):
 
     @torch.no_grad()
     def freeze(self) -> None:
-        """Fix the assignment at the logits' argmax, adding duplicates (their connections zeroed) if it duplicates."""
+        """Fix the assignment the logits give now, adding duplicates (their connections zeroed) if it duplicates."""
         if self.frozen:
             return
         member_in, member_out = self.learned()
@@ -179,7 +214,8 @@ class FLGCConv2d(nn.Module):
     def moved(self) -> int:
         """Input channels and filters whose group is no longer the one they started in."""
         return int(
-            (self.in_logits.argmax(1) != self.start_in).sum() + (self.out_logits.argmax(1) != self.start_out).sum()
+            (self.hard_groups(self.in_logits) != self.start_in).sum()
+            + (self.hard_groups(self.out_logits) != self.start_out).sum()
         )
 
     def note_moved(self, step: int) -> None:
@@ -195,7 +231,7 @@ class FLGCConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}, score={self.score!r}, "
-            f"masked_gradient={self.masked_gradient}, frozen={self.frozen}"
+            f"masked_gradient={self.masked_gradient}, balanced={self.balanced}, frozen={self.frozen}"
         )
 
 
