@@ -192,6 +192,10 @@ def test_family_columns_say_the_seeds_an_unresolved_difference_needs() -> None:
     rng = np.random.default_rng(3)
     columns = family_columns("gain", {"a": crossed_mean(crossed_table(rng, 3, 2000, 0.0, 0.05, mean=0.01))})["a"]
     assert not columns["gain_significant"] and columns["gain_seeds_needed"] >= 3
+    one_seed = family_columns("gain", {"a": crossed_mean(crossed_table(rng, 1, 2000, 0.0, 0.05, mean=0.001))})["a"]
+    assert not one_seed["gain_significant"] and math.isnan(one_seed["gain_seeds_needed"])  # unknown, not "images"
+    images = family_columns("gain", {"a": Estimate(0.0005, 0.006, 2, 3, 1000, 0.01, 0.01, image_variance=0.00001)})
+    assert math.isinf(images["a"]["gain_seeds_needed"])
 
 
 def test_seeds_needed_tells_too_many_seeds_from_too_few_images() -> None:

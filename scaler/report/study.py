@@ -76,6 +76,8 @@ def difference(row: pd.Series, name: str, family: int) -> str:
     if significant:
         return text
     recorded = row.get(f"{name}_seeds_needed")
+    if (recorded is None or pd.isna(recorded)) and row.get("seeds", 0) == 1:
+        return text + " (one seed: what more seeds would resolve is unknown)"
     if recorded is not None and pd.notna(recorded):
         if math.isinf(recorded):
             return text + " (more images, not seeds)"

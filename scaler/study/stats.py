@@ -292,7 +292,9 @@ def family_columns(
 ) -> dict[Key, dict[str, float | bool]]:
     """Columns of one family of comparisons, by key: name (mean), name_lo/name_hi (intervals simultaneous over the
     family, Bonferroni), name_p, name_p_holm (Holm-adjusted) and name_significant (the simultaneous interval
-    excludes zero; Holm, being stepwise, can reject a little more often than the intervals do)."""
+    excludes zero; Holm, being stepwise, can reject a little more often than the intervals do); where it does not,
+    name_seeds_needed: the seeds that would resolve it, inf where only more images would, NaN (unknown) from one
+    seed, which cannot tell the seeds' share of the variance from the images'."""
     present = {key: e for key, e in estimates.items() if e is not None and math.isfinite(e.se)}
     adjusted = dict(zip(present, holm([e.p for e in present.values()])))
     columns: dict[Key, dict[str, float | bool]] = {}
@@ -308,7 +310,9 @@ def family_columns(
         }
         if not (low > 0 or high < 0):
             needed = estimate.seeds_needed(family=len(present), confidence=confidence)
-            columns[key][f"{name}_seeds_needed"] = float(needed) if needed is not None else math.inf
+            columns[key][f"{name}_seeds_needed"] = (
+                float(needed) if needed is not None else math.inf if estimate.seeds > 1 else math.nan
+            )
     return columns
 
 
