@@ -381,11 +381,36 @@ def test_folded_permutations_keep_outputs(strategy: str, batch: int) -> None:
     x = torch.randn(batch, 12, 6, 6)
     with torch.no_grad():
         expected = chain(x)
+        torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=1e-5)  # row indices kept before folding
         folded = fold_permutations(deployed)
         assert folded == sum(int(deployed[i].emits_raw() or not deployed[i].permute_outputs) for i in (0, 2))
         if strategy != "bucketed_matmul":
             assert folded == 2 and not deployed[0].permute_outputs and deployed[4].permute_outputs
         torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["padded", "padded_matmul"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_permutations_fold_into_dense_neighbours(strategy: str, batch: int) -> None:
+    """dense -> FLGC -> dense -> FLGC with equal groups: the dense convs take the permutations (filters reordered
+    for the reader, input channels for the producer), so only the last layer's output permutation is left; a
+    reader with a duplicated channel keeps its gather."""
+    torch.manual_seed(9)
+    for duplicate in (False, True):
+        last = FLGCConv2d(16, 8, 4, duplicate=duplicate)
+        if duplicate:
+            perturb(last, seed=3, balanced=True)
+        chain = nn.Sequential(
+            nn.Conv2d(6, 16, 3, padding=1), nn.ReLU(), FLGCConv2d(16, 24, 4), nn.ReLU(), nn.Conv2d(24, 16, 1), last
+        ).eval()
+        deployed = deployed_copy(chain, strategy)
+        x = torch.randn(batch, 6, 5, 5)
+        with torch.no_grad():
+            expected = chain(x)
+            assert fold_permutations(deployed) == (2 if duplicate else 3)
+            assert not any(deployed[2].gather_inputs) and not deployed[2].permute_outputs
+            assert any(deployed[5].gather_inputs) == duplicate and deployed[5].permute_outputs
+            torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_tiny_model_trains() -> None:

@@ -317,6 +317,7 @@ class DeployedFLGC(nn.Module):
         self.convs = nn.ModuleList()
         self.gather_inputs: list[bool] = []
         self.workspaces: dict[str, torch.Tensor] = {}
+        self.row_orders: dict[str, tuple[torch.Tensor, tuple[int, ...], torch.Tensor]] = {}
         self.scatter_rows: list[bool] = []
         position = torch.empty(layer.out_channels, dtype=torch.long, device=device)
         rows = 0
@@ -376,6 +377,14 @@ class DeployedFLGC(nn.Module):
             self.gather_inputs[index] = not torch.equal(gather, torch.arange(width, device=gather.device))
         self.in_channels = width
 
+    def permutation_read(self) -> torch.Tensor | None:
+        """The one kernel's input gather where it reads every input channel exactly once, else None."""
+        if len(self.convs) != 1:
+            return None
+        gather = self.buffer("input_index", 0)
+        every = torch.arange(self.in_channels, device=gather.device)
+        return gather if len(gather) == self.in_channels and torch.equal(gather.sort().values, every) else None
+
     def buffer(self, name: str, index: int) -> torch.Tensor:
         """The index buffer `name` of bucket `index`."""
         return cast(torch.Tensor, getattr(self, f"{name}_{index}"))
@@ -422,12 +431,31 @@ class DeployedFLGC(nn.Module):
             kept = self.workspaces[name] = like.new_empty(shape)
         return kept
 
+    def image_rows(
+        self, name: str, channels: torch.Tensor, batch: int, channel_step: int, image_step: int
+    ) -> torch.Tensor:
+        """Row indices channels[c] * channel_step + image * image_step, flattened with the image varying fastest
+        (negative image_step: with the channel varying fastest, steps made positive), kept per batch size: at
+        small batches the index arithmetic costs more than the gather it feeds."""
+        key = (channels._version, batch, channel_step, image_step)
+        kept = self.row_orders.get(name)
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if kept is not None and kept[0] is channels and kept[1] == key and not tracing:
+            return kept[2]
+        images = torch.arange(batch, device=channels.device)
+        rows = channels[:, None] * channel_step + images * abs(image_step)
+        order = (rows.t() if image_step < 0 else rows).flatten()
+        if not tracing:
+            self.row_orders[name] = (channels, key, order)
+        return order
+
     def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """1x1 only: rows (channel, image) gathered per bucket, one batched matmul over all images, rows scattered.
 
         Gathering rows of the (batch*channel, H*W) input in (channel, image) order folds the batch into the
         matmul's columns, so each group is one large GEMM, and the gather is a fast copy of contiguous rows.
-        Gathered inputs and products live in scratch tensors reused between inference calls.
+        Gathered inputs and products live in scratch tensors reused between inference calls, and the row indices
+        are kept per batch size.
         """
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
@@ -439,7 +467,6 @@ class DeployedFLGC(nn.Module):
             x = x.contiguous()
             rows = x.view(batch * channels, height * width)
         columns = batch * height * width
-        images = torch.arange(batch, device=x.device)
         alone = self.emits_raw()
         pieces = []
         for index, conv in enumerate(self.group_convs()):
@@ -447,8 +474,9 @@ class DeployedFLGC(nn.Module):
             gathered = rows
             if self.gather_inputs[index] or (batch > 1 and not channel_major):
                 scratch = self.workspace(f"in_{index}", (len(gather) * batch, height * width), x)
-                order = gather[:, None] * batch + images if channel_major else gather[:, None] + images * channels
-                gathered = torch.index_select(rows, 0, order.flatten(), out=scratch)
+                steps = (batch, 1) if channel_major else (1, channels)
+                order = self.image_rows(f"in_{index}_{channel_major}", gather, batch, *steps)
+                gathered = torch.index_select(rows, 0, order, out=scratch)
             weight = conv.weight.view(conv.groups, -1, conv.in_channels // conv.groups)
             returned = alone and not self.permute_outputs
             shape = (conv.groups, len(weight[0]), columns)
@@ -463,7 +491,7 @@ class DeployedFLGC(nn.Module):
         if alone:
             if not self.permute_outputs:  # rows in (channel, image) order: a channel-major view, no copy
                 return pieces[0].view(-1, batch, height, width).transpose(0, 1)
-            order = (self.output_index * batch + images[:, None]).flatten()
+            order = self.image_rows("out", self.output_index, batch, batch, -1)
             return pieces[0].view(-1, height * width).index_select(0, order).view(batch, -1, height, width)
         out = x.new_empty(batch * self.out_channels, height * width)
         for index, piece in enumerate(pieces):
@@ -472,10 +500,12 @@ class DeployedFLGC(nn.Module):
                 real_rows = self.buffer("real_rows", index)
                 piece, filters = piece.index_select(0, real_rows), filters[real_rows]
             out.index_copy_(
-                0, (filters[:, None] + images * self.out_channels).flatten(), piece.view(-1, height * width)
+                0,
+                self.image_rows(f"scatter_{index}", filters, batch, 1, self.out_channels),
+                piece.view(-1, height * width),
             )
         if len(self.starved_filters):
-            starved = (self.starved_filters[:, None] + images * self.out_channels).flatten()
+            starved = self.image_rows("starved", self.starved_filters, batch, 1, self.out_channels)
             out.index_copy_(0, starved, self.starved_bias.repeat_interleave(batch)[:, None].expand(-1, height * width))
         return out.view(batch, self.out_channels, height, width)
 
@@ -580,23 +610,65 @@ def sequences(model: nn.Module) -> list[list[nn.Module]]:
     return runs
 
 
+def plain_conv_in(module: nn.Module) -> nn.Conv2d | None:
+    """The ungrouped nn.Conv2d `module` is, or wraps as its conv (a ConvBN), else None."""
+    conv = module if isinstance(module, nn.Conv2d) else getattr(module, "conv", None)
+    return conv if isinstance(conv, nn.Conv2d) and conv.groups == 1 else None
+
+
+@torch.no_grad()
+def read_rows(conv: nn.Conv2d, position: torch.Tensor, width: int) -> None:
+    """Make a dense conv read its input channel c from row position[c] of a `width`-row input (others unread)."""
+    weight = conv.weight.new_zeros(conv.out_channels, width, *conv.weight.shape[2:])
+    weight[:, position] = conv.weight
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    conv.in_channels = width
+
+
+@torch.no_grad()
+def emit_rows(conv: nn.Conv2d, order: torch.Tensor) -> None:
+    """Make a dense conv output its filter order[r] as row r (bias too)."""
+    conv.weight = nn.Parameter(conv.weight[order].clone(), requires_grad=False)
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(conv.bias[order].clone(), requires_grad=False)
+
+
 @torch.no_grad()
 def fold_permutations(model: nn.Module) -> int:
-    """Fold the output permutation of every deployed FLGC layer whose output only a deployed FLGC layer reads
-    (through BN already folded and element-wise activations) into that reader's gathers, in place: the producer
-    hands on its rows in group order, as a channel-major view, and the reader gathers them once. Returns how many
-    permutations were folded. A permutation stays where a layer's output meets anything else (the residual
-    stream, a dense or depthwise conv) and where the producer has several kernels or filters without inputs."""
+    """Fold channel permutations into neighbouring layers, in place, wherever a layer's output only the next one
+    reads (through BN already folded and element-wise activations); returns how many were folded.
+
+    A deployed FLGC layer followed by another hands on its rows in group order (a channel-major view) and the
+    reader gathers them once; followed by a dense conv, the dense conv's input channels are permuted instead, so
+    no copy is left. A dense conv followed by a deployed FLGC layer that reads each channel once (equal groups, no
+    duplicate) emits its filters in the reader's order, so the reader gathers nothing. A gather stays where a
+    layer reads the residual stream, a permutation where one writes to it or feeds a depthwise conv, a composed
+    gather between two learned groupings (they never line up), and wherever duplicates or padding make a layer
+    read a channel more or less than once."""
     folded = 0
     for run in sequences(model):
-        producer: DeployedFLGC | None = None
+        producer: DeployedFLGC | nn.Conv2d | None = None
         for module in run:
-            reader = deployed_in(module)
-            if reader is not None and producer is not None and producer.emits_raw():
-                reader.read_from(producer.emit_raw(), producer.out_channels)
+            reader, dense = deployed_in(module), plain_conv_in(module)
+            if (
+                isinstance(producer, DeployedFLGC)
+                and producer.emits_raw()
+                and (reader is not None or dense is not None)
+            ):
+                width = producer.out_channels
+                if reader is not None:
+                    reader.read_from(producer.emit_raw(), width)
+                elif dense is not None:
+                    read_rows(dense, producer.emit_raw(), width)
                 folded += 1
-            if reader is not None:
-                producer = reader if hands_on(module) else None
+            elif isinstance(producer, nn.Conv2d) and reader is not None:
+                order = reader.permutation_read()
+                if order is not None:
+                    emit_rows(producer, order)
+                    reader.read_from(order.argsort(), len(order))
+                    folded += 1
+            if reader is not None or dense is not None:
+                producer = (reader if reader is not None else dense) if hands_on(module) else None
             elif not isinstance(module, ELEMENTWISE):
                 producer = None
     return folded
