@@ -76,8 +76,8 @@ def thin_widths(
 ) -> dict[int, float]:
     """Per G, the width multiplier at which the dense network's MACs come nearest the FLGC arm's (as built on the
     plan's seeds, averaged: equal groups cost the fixed arm's MACs on every seed, free ones barely move in
-    training): the equal-MACs control. Logs each match, and
-    says so where channel rounding allows none within THIN_TOLERANCE."""
+    training): the equal-MACs control. Logs each match, and says so where channel rounding allows none within
+    THIN_TOLERANCE."""
     widths = {}
     for g in sorted({g for g in groups if g > 1}):
         spec = apply_variant(base, grouping_variant("flgc", g, top_k, spatial, free))

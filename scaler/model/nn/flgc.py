@@ -82,8 +82,9 @@ class FLGCConv2d(nn.Module):
     channel i iff they share a group. `balanced` (the default) makes them hard by `balanced_assignment`, so
     every group holds in/G channels and out/G filters throughout training and the frozen layer is a contiguous
     grouped conv once its channels are permuted; `balanced=False` takes each row's argmax, groups of any size
-    (Wang et al.), which a deployed kernel must pad to the largest. Masked-out weights get the gradient they would have if
-    connected (straight-through, as in dynamic network surgery), so a connection that appears is trained.
+    (Wang et al.), which a deployed kernel must pad to the largest. Masked-out weights get the gradient they
+    would have if connected (straight-through, as in dynamic network surgery), so a connection that appears is
+    trained.
 
     `freeze()` fixes the assignment (the training loop calls it at `TrainConfig.assignment_freeze`); with
     `duplicate`, it also adds every channel outside a group whose score for the group beats the mean score of
