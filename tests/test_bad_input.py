@@ -236,6 +236,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("flgc duplicate-after 2", ["flgc", "--duplicate-after", "2", *TINY], "--duplicate-after", no_setup),
     ("flgc spatial on mobilenet", ["flgc", "--base", "mobilenet", "--spatial", *TINY], "after flgc:G", no_setup),
     ("flgc seeds 0", ["flgc", "--seeds", "0", *TINY], "--seeds", no_setup),
+    ("flgc dup-cap negative", ["flgc", "--dup-cap", "-0.1", *TINY], "--dup-cap", no_setup),
+    ("profile cap without duplication", ["profile", "--variant", "flgc:4+cap:0.1"], "after flgc-dup", no_setup),
     ("seed 2^32", ["search", "--seed", "4294967296", *FAST], "--seed must be between 0 and", no_setup),
     ("confirm seeds past 2^32", ["search", "--seed", "4294967295", *FAST], "--seed must be between 0 and", no_setup),
     ("data seed 2^64", ["search", "--data-seed", str(2**64), *FAST], "--data-seed must be between", no_setup),

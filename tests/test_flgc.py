@@ -210,6 +210,36 @@ def test_duplication_rule_by_hand() -> None:
     assert logit.duplicated_channels() == 0
 
 
+def test_duplication_cap_keeps_the_largest_margins_within_the_layers_macs() -> None:
+    """Capped, duplication adds at most the cap's share of the layer's connections, largest margins first: by
+    hand (one duplicate costing 2 of 12 connections fits a cap of 0.2, not 0.1) and on a random layer (the kept
+    duplicates are the uncapped ones with the largest margins, and fill the budget to within one duplicate)."""
+    for cap, added in ((0.1, 0), (0.2, 1), (None, 1)):
+        layer = by_hand_layer("weight")
+        layer.duplicate_cap = cap
+        layer.freeze()
+        assert layer.duplicated_channels() == added
+    torch.manual_seed(0)
+    uncapped = FLGCConv2d(64, 32, 8, duplicate=True)
+    with torch.no_grad():
+        uncapped.in_logits[:16] += 5  # 16 channels that rank high in every group: duplicates everywhere
+    capped = copy.deepcopy(uncapped)
+    capped.duplicate_cap = 0.1
+    member_in, member_out = uncapped.learned()
+    scores = uncapped.scores(member_out)
+    all_extra, kept = uncapped.duplicates(member_in, member_out), capped.duplicates(member_in, member_out)
+    base = int((member_in.sum(0) * member_out.sum(0)).sum())
+    per_duplicate = 32 // 8
+    assert all_extra.sum() * per_duplicate > 0.1 * base  # the cap binds
+    assert (kept & ~all_extra).sum() == 0 and kept.sum() * per_duplicate <= 0.1 * base
+    assert (kept.sum() + 1) * per_duplicate > 0.1 * base
+    threshold = scores.masked_fill(~member_in, -torch.inf).topk(3, dim=0).values.mean(0)
+    margin = scores - threshold
+    assert margin[kept].min() >= margin[all_extra & ~kept].max()
+    capped.freeze()
+    assert capped.duplicated_channels() == int(kept.sum()) < capped.rule_duplicates() == int(all_extra.sum())
+
+
 def test_freeze_fixes_the_assignment() -> None:
     """After freezing, the logits no longer matter or learn; the frozen state survives a state_dict round trip."""
     torch.manual_seed(1)

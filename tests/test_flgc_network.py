@@ -19,7 +19,7 @@ from scaler.model.nn.deploy import deploy
 from scaler.model.nn.flgc import DeployedFLGC, FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
 from scaler.model.scaling import scale
 from scaler.model.spec import SpecError
-from scaler.model.variants import apply_variant
+from scaler.model.variants import apply_variant, grouping_variant
 from scaler.model.zoo import base
 from scaler.study.run import grouped_share
 from scaler.training.data import Dataset, Split
@@ -84,7 +84,8 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert frame[frame.arm == "dense-thin"].width.lt(1).all() and abs(thin / flgc - 1) < 0.25
     assert (frame[frame.arm.isin(["dense", "dense-thin", "fixed", "flgc"])]["duplicated"] == 0).all()
     dup = frame[frame.arm == "flgc-dup"]
-    assert (dup.val_before_dup == dup.val_after_dup).all()
+    assert (dup.val_before_dup == dup.val_after_dup).all() and dup.macs.max() <= 1.1 * flgc
+    assert dup.variant.str.endswith("+cap:0.1").all()
     assert frame[frame.arm != "flgc-dup"].val_before_dup.isna().all()
     assert frame[frame.arm == "flgc"].moved_trace.str.startswith("0:0.0000").all()
     summary = pd.read_csv(folder / "flgc_summary.csv").set_index("arm")
@@ -94,6 +95,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert not (folder / "flgc_probe.csv").exists()
     layers = pd.read_csv(folder / "flgc_layers.csv")
     assert set(layers.arm) == {"flgc", "flgc-dup"} and layers.moved_trace.notna().all()
+    assert (layers["duplicated"] <= layers.duplicates_by_rule).all()
     assert (folder / "flgc.png").exists() and (folder / "run.json").read_text().count('"command": "scaler flgc') == 1
     assert "dense-thin at G=2: width x" in capsys.readouterr().out
     assert main(args.split()) == 0
@@ -131,8 +133,8 @@ def test_flgc_plan_pairs_seeds() -> None:
         "flgc-dup:2:1+spatial",
         "flgc-dup:4:1+spatial",
     ]
-    free = plan([2], [0], arms=("fixed", "flgc", "flgc-dup"), free=True)
-    assert free.variant.tolist() == ["fixed:2", "flgc:2+free", "flgc-dup:2+free"]
+    free = plan([2], [0], arms=("fixed", "flgc", "flgc-dup"), free=True, cap=0.1)
+    assert free.variant.tolist() == ["fixed:2", "flgc:2+free", "flgc-dup:2+free+cap:0.1"]
 
 
 def test_fixed_and_spatial_variants() -> None:
@@ -204,6 +206,18 @@ def test_duplication_top_k_variant() -> None:
     free = next(m for m in build(small_resnet("flgc-dup:4:1+free")).modules() if isinstance(m, FLGCConv2d))
     free.in_logits.data[0, (int(free.start_in[0]) + 1) % 4] += 10.0
     assert free.moved() == 1
+
+
+def test_duplication_cap_variant() -> None:
+    """cap:S bounds duplication on the stages that duplicate; elsewhere, or not a share, it is a SpecError."""
+    spec = small_resnet("flgc-dup:4+spatial+cap:0.1")
+    assert {(s.duplicate, s.duplicate_cap) for s in spec.stages} == {(True, 0.1)}
+    assert {m.duplicate_cap for m in build(spec).modules() if isinstance(m, FLGCConv2d)} == {0.1}
+    for bad in ("flgc:4+cap:0.1", "flgc-dup:4+cap:x", "flgc-dup:4+cap:-1", "flgc-dup:4+cap:inf"):
+        with pytest.raises(SpecError):
+            small_resnet(bad)
+    assert grouping_variant("flgc-dup", 4, spatial=True, cap=0.1) == "flgc-dup:4+spatial+cap:0.1"
+    assert grouping_variant("flgc", 4, cap=0.1) == "flgc:4"
 
 
 def random_dataset(n: int = 128, size: int = 16) -> Dataset:

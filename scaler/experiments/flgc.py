@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,7 @@ from scaler.study.run import Log, Row, RunConfig, Setup, buildable, count, group
 
 ARMS = GROUPING_ARMS
 BATCH_LATENCY = 32
+DUPLICATE_CAP = 0.1  # flgc-dup stays within this share of the FLGC arm's MACs, so equal-MACs comparisons hold
 THIN_TOLERANCE = 0.05  # dense-thin's MACs are matched to the FLGC arm's within this share where rounding allows
 WIDTH_STEPS = 14  # bisection steps of dense-thin's width multiplier
 
@@ -49,10 +51,12 @@ def plan(
     arms: tuple[str, ...] = ARMS,
     thin_widths: Mapping[int, float] | None = None,
     free: bool = False,
+    cap: float | None = None,
 ) -> pd.DataFrame:
     """Every arm at every G > 1 (dense once, at G = 1) on every seed, seed by seed so a cut run has whole seeds.
 
-    dense-thin is the dense network at the width multiplier `thin_widths[G]` (see `thin_widths`)."""
+    dense-thin is the dense network at the width multiplier `thin_widths[G]` (see `thin_widths`); flgc-dup
+    duplicates within `cap` (a share of each grouped layer's MACs; None: uncapped)."""
     if "dense-thin" in arms and thin_widths is None:
         raise ValueError("the dense-thin arm needs its width at every G: pass thin_widths")
     rows = []
@@ -60,7 +64,7 @@ def plan(
         for arm in arms:
             for g in [1] if arm == "dense" else sorted({g for g in groups if g > 1}):
                 width = thin_widths[g] if arm == "dense-thin" and thin_widths is not None else 1.0
-                variant = grouping_variant(arm, g, top_k, spatial, free)
+                variant = grouping_variant(arm, g, top_k, spatial, free, cap)
                 rows.append({"arm": arm, "groups": g, "variant": variant, "width": width, "seed": seed})
     return pd.DataFrame(rows)
 
@@ -117,7 +121,7 @@ def matched_width(base: NetSpec, target: float) -> tuple[float, int]:
 
 def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
     """Per FLGC layer: shape, channels and filters moved (at the end and over training, as step:count), duplicated
-    maps, duplication margin, group sizes."""
+    maps, the maps the rule would duplicate without a cap, duplication margin, group sizes."""
     return [
         {
             "layer": name,
@@ -127,6 +131,7 @@ def layer_rows(model: nn.Module) -> list[dict[str, Any]]:
             "moved": m.moved(),
             "moved_trace": " ".join(f"{step}:{moved}" for step, moved in m.moved_history),
             "duplicated": m.duplicated_channels(),
+            "duplicates_by_rule": m.rule_duplicates(),
             "duplication_margin": round(m.duplication_margin(), 4),
             "group_sizes": " ".join(f"{n_in}x{n_out}" for n_in, n_out in m.group_sizes()),
         }
@@ -258,6 +263,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DUPLICATE_TOP_K,
         help="duplication threshold: mean score of a group's top K members",
     )
+    p.add_argument(
+        "--dup-cap",
+        type=float,
+        default=DUPLICATE_CAP,
+        help="flgc-dup adds at most this share of each grouped layer's MACs, largest margins first, so it stays "
+        f"within that share of the FLGC arm's MACs (default {DUPLICATE_CAP:g}; inf: every channel that beats the "
+        "threshold, as the method states it)",
+    )
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the base first (e.g. 0.25 on CPU)")
     add_evaluation_args(p)
     p.add_argument("--out", help="output folder under studies/ (default flgc-<base>-<dataset>)")
@@ -269,6 +282,9 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     """scaler flgc: dense, fixed groups, FLGC and FLGC with duplication as the group count grows, over seeds."""
     if any(g < 1 for g in args.groups) or args.top_k < 1 or args.seeds < 1:
         raise UserError(f"--groups, --top-k and --seeds must be >= 1 (got {args.groups}, {args.top_k}, {args.seeds})")
+    if not args.dup_cap >= 0:
+        raise UserError(f"--dup-cap is a share of MACs >= 0, or inf for none (got {args.dup_cap})")
+    cap = None if math.isinf(args.dup_cap) else args.dup_cap
     arms = tuple(args.arms)
     config = RunConfig(
         command="flgc",
@@ -287,7 +303,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     widths = (
         thin_widths(base_spec, args.groups, seeds, args.top_k, args.spatial, free) if "dense-thin" in arms else None
     )
-    points = plan(args.groups, seeds, args.top_k, args.spatial, arms, widths, free)
+    points = plan(args.groups, seeds, args.top_k, args.spatial, arms, widths, free, cap)
     specs = {variant: buildable(apply_variant(base_spec, variant)) for variant in points.variant.unique()}
     for width in points[points.width != 1.0].width.unique():
         buildable(scale(base_spec, 1.0, width, 1.0))

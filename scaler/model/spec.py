@@ -45,6 +45,8 @@ class Stage:
         group_spatial: the bottleneck's kxk convolution is grouped the same way too.
         duplicate: FLGC duplicates important input channels into several groups.
         duplicate_top_k: members whose mean score is the duplication threshold.
+        duplicate_cap: duplication adds at most this share of each grouped layer's MACs, the largest margins
+            first (None: every channel that beats the threshold).
         equal_groups: FLGC groups hold equal numbers of channels and of filters (a contiguous grouped conv once
             permuted); False lets learned groups take any size (Wang et al.).
     """
@@ -63,6 +65,7 @@ class Stage:
     group_spatial: bool = False
     duplicate: bool = False
     duplicate_top_k: int = DUPLICATE_TOP_K
+    duplicate_cap: float | None = None
     equal_groups: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class Stage:
             raise SpecError(f"unknown grouping {self.grouping!r}; choose from {', '.join(GROUPINGS)}")
         if self.duplicate and self.grouping != "flgc":
             raise SpecError("only learned (flgc) groups duplicate channels")
+        if self.duplicate_cap is not None and (not self.duplicate or not self.duplicate_cap >= 0):
+            raise SpecError(f"a duplication cap needs duplicating groups and a share >= 0, got {self.duplicate_cap}")
         if not self.equal_groups and self.grouping != "flgc":
             raise SpecError("only learned (flgc) groups can take unequal sizes")
 

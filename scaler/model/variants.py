@@ -14,7 +14,8 @@ VARIANT_HELP = (
     "conv), flgc-dup:G or flgc-dup:G:K (duplication of important channels, threshold = mean score of a group's "
     "top K members, default 3), fixed:G (contiguous groups, as ResNeXt), spatial (after flgc or fixed: the "
     "bottleneck's kxk conv grouped too), free (after flgc or flgc-dup: learned groups of any size, as Wang et al.; "
-    "default: equal sizes); join with '+', e.g. fused+frelu:1,2 or flgc:4+spatial"
+    "default: equal sizes), cap:S (after flgc-dup: duplication adds at most share S of each grouped layer's MACs, "
+    "largest margins first); join with '+', e.g. fused+frelu:1,2 or flgc:4+spatial"
 )
 
 
@@ -67,6 +68,15 @@ def with_free_groups(spec: NetSpec) -> NetSpec:
     return spec.with_stages(
         [replace(stage, equal_groups=not (stage.grouping == "flgc" and stage.groups > 1)) for stage in spec.stages]
     )
+
+
+def with_duplicate_cap(spec: NetSpec, cap: float) -> NetSpec:
+    """Duplication that adds at most share `cap` of each grouped layer's MACs, the largest margins first."""
+    if not any(stage.duplicate for stage in spec.stages):
+        raise SpecError("variant 'cap:S' bounds duplication: write it after flgc-dup:G")
+    if not cap >= 0 or cap == float("inf"):
+        raise SpecError(f"cap:S takes a finite share of MACs >= 0, e.g. cap:0.1 (got {cap})")
+    return spec.with_stages([replace(stage, duplicate_cap=cap) if stage.duplicate else stage for stage in spec.stages])
 
 
 def with_grouped_spatial(spec: NetSpec) -> NetSpec:
@@ -134,6 +144,12 @@ def apply_one(spec: NetSpec, variant: str) -> NetSpec:
         return with_grouped_spatial(spec)
     if variant == "free":
         return with_free_groups(spec)
+    if variant.startswith("cap:"):
+        try:
+            cap = float(variant[len("cap:") :])
+        except ValueError:
+            raise SpecError(f"variant {variant!r}: cap:S takes a share of MACs, e.g. cap:0.1") from None
+        return with_duplicate_cap(spec, cap)
     raise SpecError(f"unknown variant {variant!r}; choose from {VARIANT_HELP}")
 
 
@@ -151,14 +167,22 @@ def frelu_variant(stages: Iterable[int | str] | None = None) -> str:
 
 
 def grouping_variant(
-    arm: str, groups: int, top_k: int = DUPLICATE_TOP_K, spatial: bool = False, free: bool = False
+    arm: str,
+    groups: int,
+    top_k: int = DUPLICATE_TOP_K,
+    spatial: bool = False,
+    free: bool = False,
+    cap: float | None = None,
 ) -> str:
     """The variant of a grouping arm at `groups` groups: dense and dense-thin ('relu'; dense-thin is thinned by
-    a width multiplier), fixed:G, flgc:G or flgc-dup:G[:K], then +spatial, and +free on the learned arms."""
+    a width multiplier), fixed:G, flgc:G or flgc-dup:G[:K], then +spatial, +free on the learned arms and
+    +cap:S on flgc-dup."""
     if arm in ("dense", "dense-thin"):
         return "relu"
     name = f"{arm}:{groups}" + (f":{top_k}" if arm == "flgc-dup" and top_k != DUPLICATE_TOP_K else "")
     suffixes = (["spatial"] if spatial else []) + (["free"] if free and arm.startswith("flgc") else [])
+    if cap is not None and arm == "flgc-dup":
+        suffixes.append(f"cap:{cap:g}")
     return joined(name, *suffixes)
 
 

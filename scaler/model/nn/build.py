@@ -79,6 +79,7 @@ def grouped_conv(stage: Stage, kernel: int = 1) -> Callable[[int, int, int], nn.
                 stage.duplicate,
                 stage.duplicate_top_k,
                 balanced=stage.equal_groups,
+                duplicate_cap=stage.duplicate_cap,
             )
         return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
 

@@ -69,9 +69,35 @@ def duplication_threshold(scores: torch.Tensor, member: torch.Tensor, top_k: int
     return torch.where(count > 0, threshold, torch.full_like(threshold, math.inf))
 
 
-def duplication_extra(scores: torch.Tensor, member: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Non-members whose score for a group beats the mean score of the group's top_k members."""
-    return (scores > duplication_threshold(scores, member, top_k)) & ~member
+def duplication_extra(
+    scores: torch.Tensor,
+    member: torch.Tensor,
+    top_k: int,
+    filters: torch.Tensor | None = None,
+    cap: float | None = None,
+    relative: bool = False,
+) -> torch.Tensor:
+    """Non-members whose score for a group beats the mean score of the group's top_k members.
+
+    With `cap`, the largest margins first (relative to the threshold when `relative`), only while the added
+    connections (a pair (i, g) adds `filters[g]`) stay within `cap` times the grouped layer's own."""
+    threshold = duplication_threshold(scores, member, top_k)
+    extra = (scores > threshold) & ~member
+    if cap is None or filters is None or not extra.any():
+        return extra
+    margin = scores - threshold
+    if relative:
+        margin = margin / threshold.clamp(min=1e-12)
+    pairs = extra.nonzero()
+    order = margin[pairs[:, 0], pairs[:, 1]].argsort(descending=True, stable=True)
+    budget = cap * float((member.sum(0).to(filters.dtype) * filters).sum())
+    kept = torch.zeros_like(extra)
+    spent = 0.0
+    for channel, group in pairs[order].tolist():
+        cost = float(filters[group])
+        if spent + cost <= budget:
+            kept[channel, group], spent = True, spent + cost
+    return kept
 
 
 class FLGCConv2d(nn.Module):
@@ -90,8 +116,10 @@ class FLGCConv2d(nn.Module):
     `duplicate`, it also adds every channel outside a group whose score for the group beats the mean score of
     the group's top_k members. The score is the channel's assignment logit for the group (`logit`, the method's
     rule) or the L1 norm of its weights to the group's filters (`weight`, for comparison). The new connections
-    start at zero, so the layer computes exactly what it did before, then train. After freezing, the logits stop
-    learning and the layer is a fixed (possibly overlapping) group conv. `masked_gradient` False trains only
+    start at zero, so the layer computes exactly what it did before, then train. `duplicate_cap` bounds what it
+    adds: the duplicates with the largest margins over the threshold, while their connections stay within that
+    share of the layer's grouped MACs (None: every one). After freezing, the logits stop learning and the layer
+    is a fixed (possibly overlapping) group conv. `masked_gradient` False trains only
     the connections in use (masked weights get no gradient, as in the reference implementation).
     """
 
@@ -111,15 +139,19 @@ class FLGCConv2d(nn.Module):
         top_k: int = DUPLICATE_TOP_K,
         score: str = DEFAULT_SCORE,
         balanced: bool = True,
+        duplicate_cap: float | None = None,
     ) -> None:
         super().__init__()
         if groups < 1 or top_k < 1:
             raise ValueError(f"groups and top_k must be >= 1, got {groups}, {top_k}")
+        if duplicate_cap is not None and not duplicate_cap >= 0:
+            raise ValueError(f"duplicate_cap must be a share >= 0 or None, got {duplicate_cap}")
         if score not in SCORES:
             raise ValueError(f"unknown duplication score {score!r}, expected one of {SCORES}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.duplicate, self.top_k = kernel_size, stride, duplicate, top_k
         self.score, self.frozen, self.masked_gradient, self.balanced = score, False, True, balanced
+        self.duplicate_cap = duplicate_cap
         self.moved_history: list[tuple[int, int]] = []
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
@@ -170,8 +202,10 @@ class FLGCConv2d(nn.Module):
 
     @torch.no_grad()
     def duplicates(self, member_in: torch.Tensor, member_out: torch.Tensor) -> torch.Tensor:
-        """The (channel, group) memberships the rule adds to the given assignment (in x G)."""
-        return duplication_extra(self.scores(member_out), member_in, self.top_k)
+        """The (channel, group) memberships the rule adds to the given assignment (in x G), within the cap."""
+        filters = member_out.sum(0).float()
+        relative = self.score == "weight"
+        return duplication_extra(self.scores(member_out), member_in, self.top_k, filters, self.duplicate_cap, relative)
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -196,6 +230,12 @@ class FLGCConv2d(nn.Module):
     def duplicated_channels(self) -> int:
         """Extra (channel, group) memberships that duplication added."""
         return int(self.assignment()[0].sum()) - self.in_channels
+
+    @torch.no_grad()
+    def rule_duplicates(self) -> int:
+        """(channel, group) memberships the rule adds to the learned assignment now, before any cap."""
+        member_in, member_out = self.learned()
+        return int(duplication_extra(self.scores(member_out), member_in, self.top_k).sum())
 
     @torch.no_grad()
     def duplication_margin(self) -> float:
@@ -231,8 +271,9 @@ class FLGCConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, groups={self.groups}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}, score={self.score!r}, "
-            f"masked_gradient={self.masked_gradient}, balanced={self.balanced}, frozen={self.frozen}"
+            f"stride={self.stride}, duplicate={self.duplicate}, top_k={self.top_k}, cap={self.duplicate_cap}, "
+            f"score={self.score!r}, masked_gradient={self.masked_gradient}, balanced={self.balanced}, "
+            f"frozen={self.frozen}"
         )
 
 
