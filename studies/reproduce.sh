@@ -21,6 +21,7 @@ scaler report --study $S --readme README.md
 scaler flgc --width 0.25 --epochs 2 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # about 2.5 h; resumes
 scaler report --study flgc-resnet50-fashion-mnist-w0.25 --readme README.md
 python benchmarks/flgc_assignment.py > benchmarks/results/flgc_assignment.txt   # about 40 min
-python benchmarks/flgc_deploy.py --rounds 60 > benchmarks/results/flgc_deploy.txt
-python benchmarks/flgc_deploy.py --rounds 60 --keep-memory > benchmarks/results/flgc_deploy_keep_memory.txt
+python benchmarks/flgc_deploy.py > benchmarks/results/flgc_deploy.txt   # about 1 min each
+python benchmarks/flgc_deploy.py --keep-memory > benchmarks/results/flgc_deploy_keep_memory.txt
+python benchmarks/flgc_deploy.py --free > benchmarks/results/flgc_deploy_free.txt
 python benchmarks/interval_coverage.py > benchmarks/results/interval_coverage.txt   # about 35 min; resumes

@@ -297,6 +297,40 @@ def test_kxk_strided_uneven_channels(strategy: str) -> None:
         torch.testing.assert_close(deployed_copy(layer, strategy)(x), expected, atol=1e-5, rtol=0)
 
 
+def test_inference_plan_is_kept_per_input_and_follows_the_weights() -> None:
+    """A single-kernel layer runs a plan kept per input shape and layout; fusing a BatchNorm or changing the
+    weights in place builds a new one, so outputs always match the training form."""
+    torch.manual_seed(5)
+    layer = perturb(FLGCConv2d(16, 12, 4), balanced=True).eval()
+    layer.freeze()
+    deployed = deployed_copy(layer, "padded_matmul")
+    assert isinstance(deployed, DeployedFLGC)
+    x = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), layer(x), atol=1e-5, rtol=0)
+        (plan,) = deployed.plans.values()
+        deployed(torch.randn(2, 16, 4, 4))
+        assert list(deployed.plans.values()) == [plan]
+        deployed(x.transpose(0, 1).contiguous().transpose(0, 1))  # a channel-major batch: a plan of its own
+        assert len(deployed.plans) == 2
+        bn = nn.BatchNorm2d(12).eval()
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+        deployed.fuse_bn(bn)
+        torch.testing.assert_close(deployed(x), bn(layer(x)), atol=1e-5, rtol=0)
+        deployed.group_convs()[0].weight.mul_(2)
+        changed = deployed(x)
+    with torch.enable_grad():  # autograd on: the general path, no plan
+        torch.testing.assert_close(changed, deployed(x).detach(), atol=1e-5, rtol=0)
+    assert not torch.allclose(changed, bn(layer(x)), atol=1e-2)
+
+
+def scratch_pointers(layer: DeployedFLGC) -> set[int]:
+    """Where the layer's kept scratch tensors live: its workspaces and its inference plans' buffers."""
+    kept = list(layer.workspaces.values())
+    kept += [t for plan in layer.plans.values() for t in (plan.gathered, plan.product) if t is not None]
+    return {tensor.data_ptr() for tensor in kept}
+
+
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s.endswith("_matmul")])
 def test_scratch_reused_without_aliasing(strategy: str) -> None:
     """Inference reuses gather/product scratch across calls, yet an output is never overwritten by the next
@@ -308,9 +342,9 @@ def test_scratch_reused_without_aliasing(strategy: str) -> None:
     with torch.no_grad():
         out_first = deployed(first)
         kept = out_first.clone()
-        scratch = {name: tensor.data_ptr() for name, tensor in deployed.workspaces.items()}
+        scratch = scratch_pointers(deployed)
         out_second = deployed(second)
-        assert scratch and scratch == {name: tensor.data_ptr() for name, tensor in deployed.workspaces.items()}
+        assert scratch and scratch == scratch_pointers(deployed)
         torch.testing.assert_close(out_first, kept, atol=0, rtol=0)
         torch.testing.assert_close(out_second, layer(second), atol=1e-5, rtol=0)
         torch.testing.assert_close(deployed(torch.randn(1, 16, 4, 4)).shape, torch.Size([1, 12, 4, 4]))

@@ -10,6 +10,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -332,6 +333,47 @@ def plan_buckets(sizes: Sequence[tuple[int, int]], strategy: str) -> list[list[i
     return best[-1][1]
 
 
+def row_order(channels: torch.Tensor, batch: int, channel_step: int, image_step: int) -> torch.Tensor:
+    """Row indices channels[c] * channel_step + image * image_step, flattened with the image varying fastest
+    (negative image_step: with the channel varying fastest, steps made positive)."""
+    images = torch.arange(batch, device=channels.device)
+    rows = channels[:, None] * channel_step + images * abs(image_step)
+    return (rows.t() if image_step < 0 else rows).flatten()
+
+
+@dataclass
+class MatmulPlan:
+    """A single-kernel 1x1 layer's inference on one input shape, every index, view and scratch resolved once, so
+    a call is the gather, one batched matmul (bias fused) and the output permutation, with no Python around them."""
+
+    channel_major: bool
+    shape: tuple[int, int, int, int]
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    gather: torch.Tensor | None
+    scatter: torch.Tensor | None
+    gathered: torch.Tensor | None
+    product: torch.Tensor | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = self.shape
+        if self.channel_major:
+            rows = x.transpose(0, 1).reshape(channels * batch, height * width)
+        else:
+            rows = x.reshape(batch * channels, height * width)
+        if self.gather is not None:
+            rows = torch.index_select(rows, 0, self.gather, out=self.gathered)
+        groups, _, width_in = self.weight.shape
+        columns = rows.view(groups, width_in, -1)
+        if self.bias is None:
+            product = torch.bmm(self.weight, columns, out=self.product)
+        else:
+            product = torch.baddbmm(self.bias, self.weight, columns, out=self.product)
+        if self.scatter is None:  # rows in (channel, image) order: a channel-major view, no copy
+            return product.view(-1, batch, height, width).transpose(0, 1)
+        return product.view(-1, height * width).index_select(0, self.scatter).view(batch, -1, height, width)
+
+
 class DeployedFLGC(nn.Module):
     """An FLGCConv2d as real grouped kernels: gather each group's input channels, run, scatter filters back.
 
@@ -360,6 +402,7 @@ class DeployedFLGC(nn.Module):
         self.gather_inputs: list[bool] = []
         self.workspaces: dict[str, torch.Tensor] = {}
         self.row_orders: dict[str, tuple[torch.Tensor, tuple[int, ...], torch.Tensor]] = {}
+        self.plans: dict[tuple[Any, ...], MatmulPlan] = {}
         self.scatter_rows: list[bool] = []
         position = torch.empty(layer.out_channels, dtype=torch.long, device=device)
         rows = 0
@@ -403,6 +446,7 @@ class DeployedFLGC(nn.Module):
         returns the row each filter now sits in, for the consumer to read from (`read_from`)."""
         if not self.emits_raw():
             raise ValueError("only a single-kernel layer without starved filters can hand on its raw rows")
+        self.plans.clear()
         position = self.output_index.clone()
         rows = self.group_convs()[0].out_channels
         self.output_index = torch.arange(rows, device=position.device)
@@ -413,6 +457,7 @@ class DeployedFLGC(nn.Module):
     def read_from(self, position: torch.Tensor, width: int) -> None:
         """Read input channel c from channel position[c] of a `width`-channel input: the producer's permutation
         folded into this layer's gathers."""
+        self.plans.clear()
         for index in range(len(self.convs)):
             gather = position[self.buffer("input_index", index)]
             setattr(self, f"input_index_{index}", gather)
@@ -476,20 +521,62 @@ class DeployedFLGC(nn.Module):
     def image_rows(
         self, name: str, channels: torch.Tensor, batch: int, channel_step: int, image_step: int
     ) -> torch.Tensor:
-        """Row indices channels[c] * channel_step + image * image_step, flattened with the image varying fastest
-        (negative image_step: with the channel varying fastest, steps made positive), kept per batch size: at
-        small batches the index arithmetic costs more than the gather it feeds."""
+        """`row_order`, kept per batch size: at small batches the index arithmetic costs more than the gather it
+        feeds."""
         key = (channels._version, batch, channel_step, image_step)
         kept = self.row_orders.get(name)
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
         if kept is not None and kept[0] is channels and kept[1] == key and not tracing:
             return kept[2]
-        images = torch.arange(batch, device=channels.device)
-        rows = channels[:, None] * channel_step + images * abs(image_step)
-        order = (rows.t() if image_step < 0 else rows).flatten()
+        order = row_order(channels, batch, channel_step, image_step)
         if not tracing:
             self.row_orders[name] = (channels, key, order)
         return order
+
+    def inference_plan(self, x: torch.Tensor, channel_major: bool) -> MatmulPlan | None:
+        """The kept plan for this input (built on first use) when the layer is one kernel with every filter fed
+        and autograd and tracing are off; else None. Kept per shape, layout, dtype and device, and per the
+        weights' and bias's storage and version, so changing either builds a new one."""
+        if torch.is_grad_enabled() or len(self.convs) != 1 or len(self.starved_filters):
+            return None
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return None
+        conv = self.group_convs()[0]
+        bias = conv.bias
+        key = (
+            tuple(x.shape),
+            channel_major,
+            x.dtype,
+            x.device,
+            conv.weight.data_ptr(),
+            conv.weight._version,
+            None if bias is None else (bias.data_ptr(), bias._version),
+        )
+        plan = self.plans.get(key)
+        if plan is None:
+            if len(self.plans) >= 8:
+                self.plans.clear()
+            plan = self.plans[key] = self.build_plan(x, channel_major, conv)
+        return plan
+
+    def build_plan(self, x: torch.Tensor, channel_major: bool, conv: nn.Conv2d) -> MatmulPlan:
+        """Resolve the single kernel's gather, weights, bias and output permutation for inputs shaped as `x`."""
+        batch, channels, height, width = x.shape
+        columns = batch * height * width
+        weight = conv.weight.detach().view(conv.groups, -1, conv.in_channels // conv.groups)
+        bias = None
+        if conv.bias is not None:
+            bias = conv.bias.detach().view(conv.groups, -1, 1).expand(-1, -1, columns)
+        gather = self.buffer("input_index", 0)
+        needs_gather = self.gather_inputs[0] or (batch > 1 and not channel_major)
+        steps = (batch, 1) if channel_major else (1, channels)
+        gather_rows = row_order(gather, batch, *steps) if needs_gather else None
+        gathered = x.new_empty(len(gather) * batch, height * width) if needs_gather else None
+        scatter = row_order(self.output_index, batch, batch, -1) if self.permute_outputs else None
+        product = x.new_empty(conv.groups, weight.shape[1], columns) if scatter is not None else None
+        return MatmulPlan(
+            channel_major, (batch, channels, height, width), weight, bias, gather_rows, scatter, gathered, product
+        )
 
     def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """1x1 only: rows (channel, image) gathered per bucket, one batched matmul over all images, rows scattered.
@@ -503,6 +590,9 @@ class DeployedFLGC(nn.Module):
             x = x[:, :, :: self.stride, :: self.stride]
         batch, channels, height, width = x.shape
         channel_major = batch > 1 and x.transpose(0, 1).is_contiguous()  # a raw-emitting producer's output
+        plan = self.inference_plan(x, channel_major)
+        if plan is not None:
+            return plan(x)
         if channel_major:
             rows = x.transpose(0, 1).reshape(channels * batch, height * width)
         else:
@@ -556,6 +646,7 @@ class DeployedFLGC(nn.Module):
         """Fold a following eval-mode BatchNorm into the kernels' weights and biases (original filter order)."""
         if bn.running_mean is None or bn.running_var is None:
             raise ValueError("can only fold a BatchNorm with running statistics")
+        self.plans.clear()
         scale = (bn.weight if bn.weight is not None else 1) / torch.sqrt(bn.running_var + bn.eps)
         scale = torch.broadcast_to(scale, bn.running_mean.shape)
         shift = (bn.bias if bn.bias is not None else 0) - bn.running_mean * scale
