@@ -333,6 +333,11 @@ def plan_buckets(sizes: Sequence[tuple[int, int]], strategy: str) -> list[list[i
     return best[-1][1]
 
 
+def tracing() -> bool:
+    """Whether a tracer or the compiler is recording, so tensors kept between calls would be baked in."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def row_order(channels: torch.Tensor, batch: int, channel_step: int, image_step: int) -> torch.Tensor:
     """Row indices channels[c] * channel_step + image * image_step, flattened with the image varying fastest
     (negative image_step: with the channel varying fastest, steps made positive)."""
@@ -511,7 +516,7 @@ class DeployedFLGC(nn.Module):
     def workspace(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
         """A scratch tensor kept between inference calls, as fresh large allocations cost page faults; None
         while autograd or tracing needs fresh tensors."""
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() or tracing():
             return None
         kept = self.workspaces.get(name)
         if kept is None or kept.shape != shape or kept.dtype != like.dtype or kept.device != like.device:
@@ -525,11 +530,11 @@ class DeployedFLGC(nn.Module):
         feeds."""
         key = (channels._version, batch, channel_step, image_step)
         kept = self.row_orders.get(name)
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if kept is not None and kept[0] is channels and kept[1] == key and not tracing:
+        recording = tracing()
+        if kept is not None and kept[0] is channels and kept[1] == key and not recording:
             return kept[2]
         order = row_order(channels, batch, channel_step, image_step)
-        if not tracing:
+        if not recording:
             self.row_orders[name] = (channels, key, order)
         return order
 
@@ -537,9 +542,7 @@ class DeployedFLGC(nn.Module):
         """The kept plan for this input (built on first use) when the layer is one kernel with every filter fed
         and autograd and tracing are off; else None. Kept per shape, layout, dtype and device, and per the
         weights' and bias's storage and version, so changing either builds a new one."""
-        if torch.is_grad_enabled() or len(self.convs) != 1 or len(self.starved_filters):
-            return None
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() or tracing() or len(self.convs) != 1 or len(self.starved_filters):
             return None
         conv = self.group_convs()[0]
         bias = conv.bias
