@@ -319,8 +319,13 @@ def test_inference_plan_is_kept_per_input_and_follows_the_weights() -> None:
         torch.testing.assert_close(deployed(x), bn(layer(x)), atol=1e-5, rtol=0)
         deployed.group_convs()[0].weight.mul_(2)
         changed = deployed(x)
-    with torch.enable_grad():  # autograd on: the general path, no plan
-        torch.testing.assert_close(changed, deployed(x).detach(), atol=1e-5, rtol=0)
+        kept = len(deployed.plans)
+    with torch.enable_grad():  # autograd on: a fresh plan on the weights themselves, none kept
+        out = deployed(x)
+        torch.testing.assert_close(changed, out.detach(), atol=1e-5, rtol=0)
+        out.sum().backward()
+    assert len(deployed.plans) == kept
+    assert deployed.group_convs()[0].weight.grad is not None
     assert not torch.allclose(changed, bn(layer(x)), atol=1e-2)
 
 

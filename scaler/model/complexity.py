@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
 
-COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
+COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "baddbmm", "einsum")
 COUNTERS = ("fvcore", "torch")
 
 
@@ -89,11 +89,20 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int], counter: str
     return torch_macs(model, input_shape)
 
 
+def baddbmm_macs(inputs: list[object], outputs: list[object]) -> int:
+    """Multiply-adds of baddbmm(bias, a, b) (a bmm with a bias added), which fvcore has no handle for."""
+    from fvcore.nn.jit_handles import get_shape
+
+    groups, rows, inner = get_shape(inputs[1])
+    return int(groups * rows * inner * get_shape(inputs[2])[-1])
+
+
 def fvcore_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """fvcore's multiply-adds of conv + linear operators (a TorchScript trace)."""
     with eval_mode(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, _example(model, input_shape))
+        analysis.set_op_handle("aten::baddbmm", baddbmm_macs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         by_op = analysis.by_operator()
     return int(sum(count for op, count in by_op.items() if op in COUNTED_OPS))

@@ -348,8 +348,8 @@ def row_order(channels: torch.Tensor, batch: int, channel_step: int, image_step:
 
 @dataclass
 class MatmulPlan:
-    """A single-kernel 1x1 layer's inference on one input shape, every index, view and scratch resolved once, so
-    a call is the gather, one batched matmul (bias fused) and the output permutation, with no Python around them."""
+    """A single-kernel 1x1 layer on one input shape, its indices, views and (kept for inference) scratch resolved
+    once, so a call is the gather, one batched matmul (bias fused) and the output permutation, little else."""
 
     channel_major: bool
     shape: tuple[int, int, int, int]
@@ -538,13 +538,13 @@ class DeployedFLGC(nn.Module):
             self.row_orders[name] = (channels, key, order)
         return order
 
-    def inference_plan(self, x: torch.Tensor, channel_major: bool) -> MatmulPlan | None:
-        """The kept plan for this input (built on first use) when the layer is one kernel with every filter fed
-        and autograd and tracing are off; else None. Kept per shape, layout, dtype and device, and per the
-        weights' and bias's storage and version, so changing either builds a new one."""
-        if torch.is_grad_enabled() or tracing() or len(self.convs) != 1 or len(self.starved_filters):
-            return None
+    def plan(self, x: torch.Tensor, channel_major: bool) -> MatmulPlan:
+        """The single kernel's plan for this input. For inference it is kept (built on first use) per shape,
+        layout, dtype and device and per the weights' and bias's storage and version, so changing either builds a
+        new one; while autograd or tracing is on, a fresh one without scratch, on the weights themselves."""
         conv = self.group_convs()[0]
+        if torch.is_grad_enabled() or tracing():
+            return self.build_plan(x, channel_major, conv, keep=False)
         bias = conv.bias
         key = (
             tuple(x.shape),
@@ -559,24 +559,25 @@ class DeployedFLGC(nn.Module):
         if plan is None:
             if len(self.plans) >= 8:
                 self.plans.clear()
-            plan = self.plans[key] = self.build_plan(x, channel_major, conv)
+            plan = self.plans[key] = self.build_plan(x, channel_major, conv, keep=True)
         return plan
 
-    def build_plan(self, x: torch.Tensor, channel_major: bool, conv: nn.Conv2d) -> MatmulPlan:
-        """Resolve the single kernel's gather, weights, bias and output permutation for inputs shaped as `x`."""
+    def build_plan(self, x: torch.Tensor, channel_major: bool, conv: nn.Conv2d, keep: bool) -> MatmulPlan:
+        """Resolve the single kernel's gather, weights, bias and output permutation for inputs shaped as `x`;
+        `keep`: detached weights and scratch tensors, for a plan kept between inference calls."""
         batch, channels, height, width = x.shape
         columns = batch * height * width
-        weight = conv.weight.detach().view(conv.groups, -1, conv.in_channels // conv.groups)
-        bias = None
-        if conv.bias is not None:
-            bias = conv.bias.detach().view(conv.groups, -1, 1).expand(-1, -1, columns)
+        weight = conv.weight.view(conv.groups, -1, conv.in_channels // conv.groups)
+        bias = None if conv.bias is None else conv.bias.view(conv.groups, -1, 1).expand(-1, -1, columns)
+        if keep:
+            weight, bias = weight.detach(), None if bias is None else bias.detach()
         gather = self.buffer("input_index", 0)
         needs_gather = self.gather_inputs[0] or (batch > 1 and not channel_major)
         steps = (batch, 1) if channel_major else (1, channels)
         gather_rows = row_order(gather, batch, *steps) if needs_gather else None
-        gathered = x.new_empty(len(gather) * batch, height * width) if needs_gather else None
         scatter = row_order(self.output_index, batch, batch, -1) if self.permute_outputs else None
-        product = x.new_empty(conv.groups, weight.shape[1], columns) if scatter is not None else None
+        gathered = x.new_empty(len(gather) * batch, height * width) if keep and needs_gather else None
+        product = x.new_empty(conv.groups, weight.shape[1], columns) if keep and scatter is not None else None
         return MatmulPlan(
             channel_major, (batch, channels, height, width), weight, bias, gather_rows, scatter, gathered, product
         )
@@ -586,24 +587,22 @@ class DeployedFLGC(nn.Module):
 
         Gathering rows of the (batch*channel, H*W) input in (channel, image) order folds the batch into the
         matmul's columns, so each group is one large GEMM, and the gather is a fast copy of contiguous rows.
-        Gathered inputs and products live in scratch tensors reused between inference calls, and the row indices
-        are kept per batch size.
+        A single kernel runs its `plan`; several kernels keep gathered inputs and products in scratch tensors
+        reused between inference calls, and their row indices per batch size.
         """
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         batch, channels, height, width = x.shape
         channel_major = batch > 1 and x.transpose(0, 1).is_contiguous()  # a raw-emitting producer's output
-        plan = self.inference_plan(x, channel_major)
-        if plan is not None:
-            return plan(x)
+        if self.emits_raw():
+            return self.plan(x, channel_major)(x)
         if channel_major:
             rows = x.transpose(0, 1).reshape(channels * batch, height * width)
         else:
             x = x.contiguous()
             rows = x.view(batch * channels, height * width)
         columns = batch * height * width
-        alone = self.emits_raw()
-        pieces = []
+        out = x.new_empty(batch * self.out_channels, height * width)
         for index, conv in enumerate(self.group_convs()):
             gather = self.buffer("input_index", index)
             gathered = rows
@@ -613,23 +612,13 @@ class DeployedFLGC(nn.Module):
                 order = self.image_rows(f"in_{index}_{channel_major}", gather, batch, *steps)
                 gathered = torch.index_select(rows, 0, order, out=scratch)
             weight = conv.weight.view(conv.groups, -1, conv.in_channels // conv.groups)
-            returned = alone and not self.permute_outputs
             shape = (conv.groups, len(weight[0]), columns)
             product = torch.matmul(
-                weight,
-                gathered.view(conv.groups, -1, columns),
-                out=None if returned else self.workspace(f"out_{index}", shape, x),
+                weight, gathered.view(conv.groups, -1, columns), out=self.workspace(f"out_{index}", shape, x)
             )
             if conv.bias is not None:
                 product.add_(conv.bias.view(conv.groups, -1, 1))
-            pieces.append(product.view(-1, columns))
-        if alone:
-            if not self.permute_outputs:  # rows in (channel, image) order: a channel-major view, no copy
-                return pieces[0].view(-1, batch, height, width).transpose(0, 1)
-            order = self.image_rows("out", self.output_index, batch, batch, -1)
-            return pieces[0].view(-1, height * width).index_select(0, order).view(batch, -1, height, width)
-        out = x.new_empty(batch * self.out_channels, height * width)
-        for index, piece in enumerate(pieces):
+            piece = product.view(-1, columns)
             filters = self.buffer("row_filters", index)
             if self.scatter_rows[index]:
                 real_rows = self.buffer("real_rows", index)
