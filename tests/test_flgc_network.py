@@ -13,7 +13,7 @@ from notebook_runner import run_notebook
 
 from scaler.cli import main
 from scaler.experiments.flgc import plan
-from scaler.model.complexity import count_macs
+from scaler.model.complexity import count_macs, count_params
 from scaler.model.nn.build import build
 from scaler.model.nn.deploy import deploy
 from scaler.model.nn.flgc import DeployedFLGC, FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
@@ -21,7 +21,7 @@ from scaler.model.scaling import scale
 from scaler.model.spec import SpecError
 from scaler.model.variants import apply_variant, grouping_variant
 from scaler.model.zoo import base
-from scaler.study.run import grouped_share
+from scaler.study.run import grouped_share, measure
 from scaler.training.data import Dataset, Split
 from scaler.training.train import TrainConfig, make_optimizer, train
 
@@ -206,6 +206,24 @@ def test_duplication_top_k_variant() -> None:
     free = next(m for m in build(small_resnet("flgc-dup:4:1+free")).modules() if isinstance(m, FLGCConv2d))
     free.in_logits.data[0, (int(free.start_in[0]) + 1) % 4] += 10.0
     assert free.moved() == 1
+
+
+def test_measured_cost_counts_real_groups_not_padding() -> None:
+    """Uneven groups (duplicates) make the deployed kernel pad to the largest group: measure times that form but
+    counts MACs and parameters group by group, as the duplication cap and the equal-MACs controls do."""
+    torch.manual_seed(1)
+    spec = small_resnet("flgc-dup:4+spatial")
+    model = build(spec)
+    for layer in flgc_layers(model):
+        layer.in_logits.data.normal_(0, 1.5)
+    freeze_assignments(model)
+    assert len({n_in for layer in flgc_layers(model) for n_in, _ in layer.group_sizes()}) > 1
+    model.eval()
+    cost = measure(spec, model, form="folded", runs=1)
+    padded = deploy(model, shifts=False, compile=False)
+    per_group = deploy(model, shifts=False, compile=False, strategy="per_group")
+    assert cost.macs == count_macs(model, spec.input_shape) < count_macs(padded, spec.input_shape)
+    assert cost.params == count_params(per_group) < count_params(padded)
 
 
 def test_duplication_cap_variant() -> None:

@@ -299,9 +299,12 @@ def measure(
     of `model` or a fresh build.
 
     `form` is eager, deployed (BN folded, FLGC as grouped convs, shift depthwise, torch.compile) or folded
-    (BN folded, FLGC grouped, no compile). Counts are of the form timed, before compilation.
+    (BN folded, FLGC grouped, no compile). Counts are of the form timed, before compilation, except that a deployed
+    FLGC layer is counted with each group its own kernel: a kernel that pads unequal groups (duplicates, free
+    sizes) to the largest spends the padding in time, not in MACs or parameters (sum_g |in_g| |out_g| k^2 H W).
     """
     from scaler.model.nn.deploy import deploy
+    from scaler.model.nn.flgc import flgc_layers
 
     if form not in LATENCY_FORMS:
         raise UserError(f"unknown latency form {form!r}; choose from {', '.join(LATENCY_FORMS)}")
@@ -318,6 +321,8 @@ def measure(
                 latency_times(timed, spec.input_shape, batch_latency, runs=max(3, runs // 4), threads=threads)
             )
     with STOPWATCH.phase("counting"):
+        if form != "eager" and flgc_layers(model):
+            counted = deploy(model, shifts=False, compile=False, strategy="per_group")
         params = count_params(counted)
         macs = count_macs(counted, spec.input_shape, counter)
         activations = count_activations(counted, spec.input_shape)
