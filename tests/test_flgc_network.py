@@ -92,6 +92,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert (summary.seeds == 2).all() and (summary.acc_lo <= summary.test_acc).all()
     assert {"vs_dense", "vs_thin", "vs_thin_lo", "vs_flgc_lo", "vs_dense_p_holm", "floor"} <= set(summary.columns)
     assert summary.floor.gt(0).all() and summary.dup_val_change["flgc-dup"] == 0
+    assert summary.latency_spread.ge(0).all()
     assert not (folder / "flgc_probe.csv").exists()
     layers = pd.read_csv(folder / "flgc_layers.csv")
     assert set(layers.arm) == {"flgc", "flgc-dup"} and layers.moved_trace.notna().all()
@@ -101,6 +102,9 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(args.split()) == 0
     assert "10 of 10 planned runs already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(folder / "flgc.csv"), frame)
+    assert main(["report", "--study", "f"]) == 0
+    report = (folder / "report.md").read_text()
+    assert "vs dense-thin (equal MACs)" in report and "it spreads by up to" in report
     run_notebook("flgc.ipynb", folder)
 
 

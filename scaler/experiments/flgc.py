@@ -198,7 +198,7 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
     """Per arm and G: test accuracy with its 95 % interval over seeds and test images, and the paired differences
     (seed by seed, image by image) to dense, to dense-thin at the same G (equal MACs) and to FLGC at the same G,
     each a family over the arms and G (simultaneous intervals, Holm p); with duplication, the largest change of
-    validation accuracy across it."""
+    validation accuracy across it; the median batch-1 latency and its spread over the seeds."""
     if "test_acc" not in frame or frame.test_acc.isna().all():
         return frame.groupby(["arm", "groups"], sort=False)[["macs", "params", "latency_ms"]].median().reset_index()
     by_group = group_statistics(
@@ -220,10 +220,17 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
             "duplicated": part["duplicated"].mean(),
             "dup_val_change": duplication_change(part),
             "latency_ms": part.latency_ms.median(),
+            "latency_spread": spread(part.latency_ms),
             "latency_batch_ms": part.latency_batch_ms.median(),
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def spread(values: pd.Series) -> float:
+    """(max - min) / median over the runs (NaN with fewer than two): how far one network's timings wander."""
+    values = values.dropna()
+    return float((values.max() - values.min()) / values.median()) if len(values) > 1 else float("nan")
 
 
 def duplication_change(part: pd.DataFrame) -> float:

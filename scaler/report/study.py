@@ -369,6 +369,12 @@ def flgc_section(folder: Path) -> Section:
             "Duplication adds its maps with their new connections at zero: the largest change of validation "
             f"accuracy across it, over every flgc-dup run, is {100 * change.abs().max():.2f} points."
         )
+    if "latency_spread" in frame and frame.latency_spread.notna().any():
+        parts.append(
+            "Batch-1 latency (`latency_ms`, the deployed network) is timed once per run, after its training: across "
+            f"the seeds of one arm and G it spreads by up to {100 * frame.latency_spread.max():.0f} % of its median: "
+            "read smaller latency differences as noise. `benchmarks/flgc_deploy.py` times the forms side by side."
+        )
     if (folder / "flgc.png").exists():
         parts.append("![accuracy and deployed MACs against G](flgc.png)")
     return Section(f"FLGC (`{source}`)", parts, verdicts)
