@@ -90,11 +90,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int], counter: str
 
 
 def baddbmm_macs(inputs: list[object], outputs: list[object]) -> int:
-    """Multiply-adds of baddbmm(bias, a, b) (a bmm with a bias added), which fvcore has no handle for."""
-    from fvcore.nn.jit_handles import get_shape
+    """Multiply-adds of baddbmm(bias, a, b), which fvcore has no handle for: those of its bmm(a, b)."""
+    from fvcore.nn.jit_handles import bmm_flop_jit
 
-    groups, rows, inner = get_shape(inputs[1])
-    return int(groups * rows * inner * get_shape(inputs[2])[-1])
+    return int(bmm_flop_jit(inputs[1:3], outputs))
 
 
 def fvcore_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:

@@ -311,8 +311,12 @@ def measure(
     check_fits(spec)
     with STOPWATCH.phase("building"):
         model = build(spec).eval() if model is None else cpu_copy(model)
-        counted = model if form == "eager" else deploy(model, shifts=False, compile=False)
-    timed = latency_form_of(spec, form, model) if form == "deployed" else counted
+        per_group = form != "eager" and bool(flgc_layers(model))  # FLGC counted without the timed kernel's padding
+        if form == "eager":
+            counted = model
+        else:
+            counted = deploy(model, shifts=False, compile=False, strategy="per_group" if per_group else None)
+    timed = counted if form == "eager" or (form == "folded" and not per_group) else latency_form_of(spec, form, model)
     batch_ms = math.nan
     with STOPWATCH.phase("timing"):
         times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)
@@ -321,8 +325,6 @@ def measure(
                 latency_times(timed, spec.input_shape, batch_latency, runs=max(3, runs // 4), threads=threads)
             )
     with STOPWATCH.phase("counting"):
-        if form != "eager" and flgc_layers(model):
-            counted = deploy(model, shifts=False, compile=False, strategy="per_group")
         params = count_params(counted)
         macs = count_macs(counted, spec.input_shape, counter)
         activations = count_activations(counted, spec.input_shape)
