@@ -105,6 +105,7 @@ def test_flgc_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(["report", "--study", "f"]) == 0
     report = (folder / "report.md").read_text()
     assert "vs dense-thin (equal MACs)" in report and "it spreads by up to" in report
+    assert "| moved | maps duplicated | latency ms |" in report
     run_notebook("flgc.ipynb", folder)
 
 

@@ -361,6 +361,11 @@ def flgc_section(folder: Path) -> Section:
             if family[0] in frame
         ],
         lambda row: f"{row.arm} G={row.groups}",
+        [
+            ("moved", moved_share),
+            ("maps duplicated", duplicated_maps),
+            ("latency ms", lambda row: ms(row.get("latency_ms"))),
+        ],
     )
     parts = [table]
     if "dup_val_change" in frame and frame.dup_val_change.notna().any():
@@ -378,6 +383,20 @@ def flgc_section(folder: Path) -> Section:
     if (folder / "flgc.png").exists():
         parts.append("![accuracy and deployed MACs against G](flgc.png)")
     return Section(f"FLGC (`{source}`)", parts, verdicts)
+
+
+def moved_share(row: pd.Series) -> str:
+    """The share of an FLGC arm's channels and filters that left their starting group by the freeze ("–" for arms
+    that learn no grouping)."""
+    if row.arm not in ("flgc", "flgc-dup") or pd.isna(row.get("moved")):
+        return "–"
+    return f"{100 * row.moved:.2f} %"
+
+
+def duplicated_maps(row: pd.Series) -> str:
+    """Feature maps duplication added, on average over the seeds ("–" for none)."""
+    added = row.get("duplicated")
+    return f"{added:.0f}" if added is not None and pd.notna(added) and added > 0 else "–"
 
 
 def search_section(folder: Path) -> Section:
