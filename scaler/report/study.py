@@ -388,7 +388,7 @@ def flgc_section(folder: Path) -> Section:
 def moved_share(row: pd.Series) -> str:
     """The share of an FLGC arm's channels and filters that left their starting group by the freeze ("–" for arms
     that learn no grouping)."""
-    if row.arm not in ("flgc", "flgc-dup") or pd.isna(row.get("moved")):
+    if not str(row.arm).startswith("flgc") or pd.isna(row.get("moved")):
         return "–"
     return f"{100 * row.moved:.2f} %"
 
@@ -396,7 +396,7 @@ def moved_share(row: pd.Series) -> str:
 def duplicated_maps(row: pd.Series) -> str:
     """Feature maps duplication added, on average over the seeds ("–" for none)."""
     added = row.get("duplicated")
-    return f"{added:.0f}" if added is not None and pd.notna(added) and added > 0 else "–"
+    return f"{added:.0f}" if pd.notna(added) and added > 0 else "–"
 
 
 def search_section(folder: Path) -> Section:
