@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from conftest import tiny_config
 
 from scaler.errors import UserError
 from scaler.model.scaling import scale
-from scaler.report.files import study_info, write
+from scaler.report.files import git_commit, study_info, write
 from scaler.study.engine import evaluate_plan
 from scaler.study.run import PHASES, STOPWATCH, evaluate, interleaved_costs, latency_form_of, measure, setup
 from scaler.training.train import TrainConfig
@@ -182,3 +183,21 @@ def test_command_line_names_the_program() -> None:
 
     assert command_line(("search", "--study", "a b")) == "scaler search --study 'a b'"
     assert command_line(("benchmarks/proxy_rank.py", "--factor", "3")) == "python benchmarks/proxy_rank.py --factor 3"
+
+
+def test_a_study_rewriting_its_own_files_does_not_mark_the_code_changed(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("scaler/code.py", "studies/s/runs.csv", "benchmarks/results/b.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    (tmp_path / "studies/s/runs.csv").write_text("b\n")
+    (tmp_path / "benchmarks/results/b.txt").write_text("b\n")
+    commit, dirty = git_commit(tmp_path / "scaler")
+    assert commit and re.fullmatch("[0-9a-f]{40}", commit) and dirty is False
+    (tmp_path / "scaler/code.py").write_text("b\n")
+    assert git_commit(tmp_path / "scaler")[1] is True

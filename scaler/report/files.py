@@ -45,9 +45,15 @@ class Recorded(Protocol):
         ...
 
 
-def git_commit() -> tuple[str | None, bool | None]:
-    """(commit, has uncommitted changes) of the scaler checkout, or (None, None) outside git."""
-    here = Path(__file__).resolve().parent
+RESULT_PATHS = (":(top,exclude)studies", ":(top,exclude)benchmarks/results", ":(top,exclude)notebooks/*.ipynb")
+
+
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def git_commit(here: Path = PACKAGE) -> tuple[str | None, bool | None]:
+    """(commit, has uncommitted changes to anything but results) of the scaler checkout, or (None, None) outside
+    git: a resumed study rewrites its own tracked files, which says nothing about the code that made them."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -55,7 +61,7 @@ def git_commit() -> tuple[str | None, bool | None]:
         if commit.returncode:
             return None, None
         status = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", ":/", *RESULT_PATHS],
             capture_output=True,
             text=True,
             timeout=10,
