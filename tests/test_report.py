@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from scaler.cli import main
-from scaler.report.study import REPORT, SECTIONS, refreshed_readme, seeds_to_resolve, study_report
+from scaler.report.study import REPORT, SECTIONS, family_verdict, refreshed_readme, seeds_to_resolve, study_report
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(
@@ -90,6 +90,28 @@ def test_seeds_to_resolve_grows_as_the_effect_shrinks() -> None:
     assert seeds_to_resolve(0.01, 0.02, 0.03, 3, 1) is None  # already resolved
     small, smaller = seeds_to_resolve(0.01, -0.01, 0.03, 3, 1), seeds_to_resolve(0.005, -0.015, 0.025, 3, 1)
     assert small is not None and smaller is not None and 3 < small < smaller
+
+
+def test_a_verdict_says_what_its_unresolved_comparisons_would_need() -> None:
+    frame = pd.DataFrame(
+        {
+            "step": [1, 2, 3, 4],
+            "d": [0.02, 0.004, 0.001, 0.01],
+            "d_lo": [0.01, -0.01, -0.02, -0.01],
+            "d_hi": [0.03, 0.01, 0.02, 0.03],
+            "d_p_holm": [0.001, 0.5, 0.9, 0.3],
+            "d_seeds_needed": [float("nan"), 12.0, float("inf"), 101.0],
+        }
+    )
+    verdict = family_verdict(frame, "d", lambda row: f"step {row.step:.0f}", "Steps")
+    assert verdict == (
+        "Steps: 1 of 4 significant after adjustment (step 1 +2.00); to resolve the other 3: ≈12 to >100 seeds "
+        "(1 only with more images) if the differences held."
+    )
+    unresolved = frame.iloc[1:].assign(d_seeds_needed=[float("inf")] * 3)
+    assert family_verdict(unresolved, "d", str, "Steps") == (
+        "Steps: 0 of 3 significant after adjustment; to resolve them: more images, not seeds."
+    )
 
 
 def test_readme_blocks_quote_files_verbatim_and_a_missing_one_writes_nothing(

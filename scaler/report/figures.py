@@ -197,20 +197,23 @@ def accuracy_vs_macs(
 
 def flgc_figure(summary: pd.DataFrame) -> Figure:
     """Left: test accuracy (mean, 95 % CI over seeds) as G grows, per arm. Right: the same accuracies against
-    deployed MACs (equal MACs read vertically); untrained, deployed MACs against G."""
+    deployed MACs (equal MACs read vertically); untrained, deployed MACs against G. One colour per arm in both."""
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
     trained = "acc_lo" in summary
     dense = summary[summary.arm == "dense"]
+    arms = [arm for arm in summary.arm.unique() if arm != "dense"]
+    colour = {arm: f"C{i}" for i, arm in enumerate(arms)} | {"dense": "black"}
     for arm, rows in summary.groupby("arm", sort=False):
         rows = rows.sort_values("groups")
+        style = {"marker": "o", "label": str(arm), "color": colour[arm]}
         if trained:
             errors = [rows.test_acc - rows.acc_lo, rows.acc_hi - rows.test_acc]
             if arm != "dense":
-                left.errorbar(rows.groups, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
-            right.errorbar(rows.macs / 1e6, rows.test_acc, yerr=errors, marker="o", capsize=3, label=str(arm))
+                left.errorbar(rows.groups, rows.test_acc, yerr=errors, capsize=3, **style)
+            right.errorbar(rows.macs / 1e6, rows.test_acc, yerr=errors, capsize=3, **style)
         elif arm != "dense":
-            right.plot(rows.groups, rows.macs / 1e6, marker="o", label=str(arm))
+            right.plot(rows.groups, rows.macs / 1e6, **style)
     if not dense.empty:
         if trained:
             left.axhline(float(dense.test_acc.iloc[0]), color="black", lw=1, label="dense")
