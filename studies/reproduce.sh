@@ -18,7 +18,7 @@ scaler ladder --study $S --subset 6000 --epochs 6 --seed 10 --no-progress   # ab
 scaler frelu --study $S --seed 20 --no-progress   # about 35 min; resumes from the engine's runs.db
 scaler compare-scaling --study $S --subset 6000 --epochs 3 --seed 30 --no-progress   # about 20 min
 scaler report --study $S --readme README.md
-scaler flgc --width 0.25 --epochs 2 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # about 2.5 h; resumes
+scaler flgc --width 0.25 --spatial --assignment-lr-scale 10 --subset 0 --epochs 2 --batch-size 64 --val-size 5000 --seeds 3 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # 51 runs, about 6.5 h; resumes from runs.db
 scaler report --study flgc-resnet50-fashion-mnist-w0.25 --readme README.md
 python benchmarks/flgc_assignment.py > benchmarks/results/flgc_assignment.txt   # about 40 min
 python benchmarks/flgc_deploy.py > benchmarks/results/flgc_deploy.txt   # about 1 min each
