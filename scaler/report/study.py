@@ -85,7 +85,7 @@ def difference(row: pd.Series, name: str, family: int) -> str:
     else:
         needed = seeds_to_resolve(mean, low, high, row.get("seeds", 0), family)
     if needed is not None:
-        text += f" (≈{needed} seeds)" if needed <= MANY_SEEDS else f" (>{MANY_SEEDS} seeds)"
+        text += f" ({seeds_text(needed)} seeds)"
     return text
 
 
@@ -148,8 +148,10 @@ def unresolved(rest: pd.DataFrame, name: str, everyone: bool = False) -> str:
     needed = rest[column].dropna()
     seeds = needed[needed.map(math.isfinite)]
     images = len(needed) - len(seeds)
-    low, high = (seeds_text(seeds.min()), seeds_text(seeds.max())) if len(seeds) else ("", "")
-    say = "" if seeds.empty else f"{low} seeds" if low == high else f"{low} to {high} seeds"
+    say = ""
+    if len(seeds):
+        low, high = seeds_text(seeds.min()), seeds_text(seeds.max())
+        say = f"{low} seeds" if low == high else f"{low} to {high} seeds"
     if images:
         say += f" ({images} only with more images)" if say else "more images, not seeds"
     which = "them" if everyone else f"the other {len(rest)}"
