@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from scaler.errors import RunFailed, UserError, one_line
-from scaler.experiments import Command, compare, flgc, frelu, ladder, plot, profile, report, scale, search, worker
+from scaler.experiments import Command, compare, flgc, frelu, ladder, plot, profile, report, scale, search, spec, worker
 from scaler.study.workers import raise_keyboard_interrupt
 
 COMMANDS: tuple[Command, ...] = (
     profile.COMMAND,
+    spec.COMMAND,
     search.COMMAND,
     scale.COMMAND,
     frelu.COMMAND,

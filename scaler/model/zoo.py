@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from scaler.model.scaling import scale
 from scaler.model.spec import Head, NetSpec, SpecError, Stage, Stem
+from scaler.model.specfile import read_spec_file
 
 MIN_FEATURE_MAP = 4
 SMALL_INPUT = 64  # below this many pixels a base gets the CIFAR stem, fitted strides and a stride-multiple size
@@ -156,6 +162,40 @@ def fit_strides(spec: NetSpec, min_feature_map: int = MIN_FEATURE_MAP) -> NetSpe
     return replace(spec, stem=stem, stages=stages)
 
 
+SPEC_SUFFIXES = (".toml", ".json")
+
+
+def is_spec_file(name: str) -> bool:
+    """`name` means a network file (a .toml or .json name, or a path), not a zoo entry."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    return name.lower().endswith(SPEC_SUFFIXES) or any(sep in name for sep in separators)
+
+
+def table(name: str) -> NetSpec:
+    """The table of base `name` at the reference input: a zoo entry, or the network a spec file describes."""
+    if is_spec_file(name):
+        return read_spec_file(Path(name).expanduser())
+    if name not in BASES:
+        raise SpecError(f"unknown base {name!r}; choose from {', '.join(BASES)}, or give a .toml/.json network file")
+    return BASES[name]()
+
+
+def base_identity(name: str) -> str:
+    """What makes a network file the same base: a hash of the table it holds ('' for a zoo name)."""
+    if not is_spec_file(name):
+        return ""
+    from scaler.model.specfile import spec_dict
+
+    return hashlib.sha256(json.dumps(spec_dict(table(name)), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_label(name: str) -> str:
+    """A base as a part of folder and study names: the file's stem for a network file, else the zoo name."""
+    if not is_spec_file(name):
+        return name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).stem).strip("-._") or "network"
+
+
 def base(
     name: str,
     in_channels: int = 3,
@@ -163,16 +203,14 @@ def base(
     num_classes: int = 1000,
     cifar: bool | None = None,
 ) -> NetSpec:
-    """Base network `name` for this input, strides fitted to the resolution.
+    """Base network `name` (a zoo entry or a network file) for this input, strides fitted to the resolution.
 
     `cifar` swaps ResNet's 7x7/2 + max-pool stem for a 3x3/1 one; by default it does so below 64 px.
     Below 64 px the input also grows to the next multiple of the fitted total stride (28 -> 32 px for a /8
     network) and scaling keeps it a multiple of that stride: every feature map then grows in proportion
     to the input, so MACs follow r^2 instead of jumping where a 2x2 map becomes 3x3.
     """
-    if name not in BASES:
-        raise SpecError(f"unknown base {name!r}; choose from {', '.join(BASES)}")
-    spec = BASES[name]().with_input(in_channels, resolution, num_classes)
+    spec = table(name).with_input(in_channels, resolution, num_classes)
     small = resolution < SMALL_INPUT
     if (cifar if cifar is not None else small) and spec.stem.maxpool:
         spec = cifar_stem(spec)
