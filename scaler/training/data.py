@@ -1,4 +1,4 @@
-"""Fashion-MNIST, MNIST and CIFAR-10 loaded into memory as uint8 tensors."""
+"""Fashion-MNIST, MNIST, CIFAR-10 and folders of images loaded into memory as uint8 tensors."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from scaler.errors import UserError, shown_path
-from scaler.training.tasks import DATASET_TASKS, dataset_task
+from scaler.training.tasks import DATASET_TASKS, Task, dataset_task, unknown_dataset
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path("~/.cache/scaler/data")
@@ -73,6 +73,9 @@ class Dataset:
     test: Split
     num_classes: int
     source: str
+    classes: tuple[str, ...] = ()
+    fingerprint: str = ""
+    notes: tuple[str, ...] = ()
 
     @cached_property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -255,14 +258,22 @@ def load_dataset(
     subset: int | None = None,
     seed: int = 0,
     download: bool = True,
+    *,
+    input: Task | None = None,
+    progress: bool = False,
 ) -> Dataset:
-    """Load a dataset from data_dir, Debian's package (Fashion-MNIST) or a torchvision download; `subset` cuts training only."""
-    if name not in DATASET_TASKS:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_TASKS)}")
+    """A dataset from data_dir, Debian's package or a torchvision download, or a folder (`input` sets its shape); `subset` cuts training."""
+    from scaler.training.folder import is_folder_dataset, load_folder
+
+    folder = is_folder_dataset(name)
+    if name not in DATASET_TASKS and not folder:
+        raise unknown_dataset(name)
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val fraction must be between 0 and 1 (got {val_fraction})")
     if subset is not None and subset < 1:
         raise UserError(f"--subset must be at least 1 (got {subset})")
+    if folder:
+        return load_folder(name, val_fraction, subset, seed, input=input, progress=progress)
     found: tuple[Split, Split, Path] | None = None
     source = ""
     looked: list[str] = []

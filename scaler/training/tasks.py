@@ -23,11 +23,23 @@ DATASET_TASKS: dict[str, Task] = {
 }
 
 
-def dataset_task(name: str) -> Task:
-    """The task of a known dataset."""
-    if name not in DATASET_TASKS:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_TASKS)}")
-    return DATASET_TASKS[name]
+def dataset_task(name: str, input: Task | None = None) -> Task:
+    """The task of a known dataset, or of a folder of images from its headers (`input` overrides a folder's shape)."""
+    if name in DATASET_TASKS:
+        return DATASET_TASKS[name]
+    from scaler.training.folder import folder_task, is_folder_dataset
+
+    if is_folder_dataset(name):
+        return folder_task(name, input)
+    raise unknown_dataset(name)
+
+
+def unknown_dataset(name: str) -> UserError:
+    """The error for a --dataset that is neither a known name nor a folder."""
+    return UserError(
+        f"unknown dataset {name!r}; choose from {', '.join(DATASET_TASKS)}, "
+        "or give a folder of class sub-folders as a path (e.g. ./photos)"
+    )
 
 
 def parse_input(text: str, num_classes: int) -> Task:
