@@ -5,10 +5,17 @@
 # scale's ReLU phi = 0 run for run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scaler search --base mobilenet --phi 1 --no-progress   # studies/mobilenet-w0.25-fashion-mnist
-scaler search --base mobilenet --phi 1 --budget 5m --study mobilenet-w0.25-fashion-mnist-5m
-scaler search --base mobilenet --phi 1 --budget 45m --study mobilenet-w0.25-fashion-mnist-45m --no-progress
-scaler search --base mobilenet --phi 1 --disambiguate-phi 2 --study mobilenet-w0.25-fashion-mnist-phi2 --no-progress
+# the four Fashion-MNIST searches below were made before the fidelity ladder, at the fixed 2 epochs (--epochs 2)
+scaler search --base mobilenet --phi 1 --epochs 2 --no-progress --study mobilenet-w0.25-fashion-mnist
+scaler search --base mobilenet --phi 1 --epochs 2 --budget 5m --study mobilenet-w0.25-fashion-mnist-5m
+scaler search --base mobilenet --phi 1 --epochs 2 --budget 45m --study mobilenet-w0.25-fashion-mnist-45m --no-progress
+scaler search --base mobilenet --phi 1 --epochs 2 --disambiguate-phi 2 --study mobilenet-w0.25-fashion-mnist-phi2 --no-progress
+# the default as it is now (fidelity planned by the ladder), on Fashion-MNIST and on two small real folders that
+# benchmarks/make_folders.py writes (scikit-learn's digits; 4,000 + 1,000 Fashion-MNIST PNGs); 15 min each
+scaler search --base mobilenet --phi 1 --no-progress --study mobilenet-w0.25-fashion-mnist-planned
+python benchmarks/make_folders.py data
+scaler search --base mobilenet --phi 1 --dataset data/digits --no-progress
+scaler search --base mobilenet --phi 1 --dataset data/fashion-mnist-4k --no-progress
 python benchmarks/proxy_rank.py --study mobilenet-w0.25-fashion-mnist
 S=mobilenet-w0.25-fashion-mnist
 # the variants at the search's proxy budget (all 45,000 training images x 2 epochs at batch 256); phi = 3 (8x the

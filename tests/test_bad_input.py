@@ -15,12 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import test_folder_data as folder_cases
 import torch
 from conftest import FAST, Cli
 from optuna.trial import TrialState
 
 from scaler.experiments.search.config import SearchConfig
 from scaler.experiments.search.queue import GridSearch
+from scaler.model.specfile import spec_text
+from scaler.model.zoo import mobilenet
 from scaler.training.train import TrainConfig
 
 SECRET = "s3cret-pw"
@@ -175,7 +178,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("device bogus", ["search", "--device", "bogus", *FAST], "--device", no_setup),
     ("seed -1", ["search", "--seed", "-1", *FAST], "--seed", no_setup),
     ("foreign SQLite with a studies table", ["search", "--study", "foreign", *FAST], "another program", foreign_sqlite),
-    ("--input on search", ["search", "--input", "3x32x32", *FAST], "unrecognized arguments", no_setup),
+    ("--input on search of a named dataset", ["search", "--input", "3x32x32", *FAST], "applies to a folder", no_setup),
     ("--classes on search", ["search", "--classes", "5", *FAST], "unrecognized arguments", no_setup),
     ("budget 0", ["search", "--budget", "0m", *FAST], "--budget", no_setup),
     ("negative budget", ["search", "--budget", "-5m", *FAST], "--budget", no_setup),
@@ -320,6 +323,67 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
         "mnist not found",
         empty_folder,
     ),
+]
+
+
+def bad_folder(make: Callable[[Path], Path]) -> Callable[[Path], None]:
+    """photos/ in cwd made by one of test_folder_data's bad-folder builders."""
+
+    def made(cwd: Path) -> None:
+        make(cwd / "photos")
+
+    return made
+
+
+@pytest.fixture(autouse=True)
+def decoded_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded folders and image headers are cached outside the tree a test checks, and never in ~/.cache."""
+    monkeypatch.setenv("SCALER_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def bad_network(text: str) -> Callable[[Path], None]:
+    """mine.toml in cwd: MobileNet's table with `text` appended to its first stage."""
+
+    def make(cwd: Path) -> None:
+        table = spec_text(mobilenet())
+        (cwd / "mine.toml").write_text(table.replace("[[stages]]\n", f"[[stages]]\n{text}\n", 1))
+
+    return make
+
+
+FOLDER = ["search", "--dataset", "photos", *FAST]
+CASES += [
+    ("empty folder", FOLDER, "is empty", bad_folder(folder_cases.empty)),
+    ("one class", FOLDER, "one class folder", bad_folder(folder_cases.one_class)),
+    ("class without images", FOLDER, "class folder with no images", bad_folder(folder_cases.empty_class)),
+    ("truncated image", FOLDER, "corrupt or truncated image", bad_folder(folder_cases.corrupt)),
+    ("not an image", FOLDER, "not an image Pillow can read", bad_folder(folder_cases.not_an_image)),
+    ("train and test classes differ", FOLDER, "only in train/: c", bad_folder(folder_cases.different_classes)),
+    ("symlink loop", FOLDER, "symlink loop", bad_folder(folder_cases.loop)),
+    ("network file: unknown block", ["profile", "--base", "mine.toml"], "mine.toml", bad_network('block = "vgg"')),
+    ("network file: negative field", ["profile", "--base", "mine.toml"], "mine.toml", bad_network("repeats = -1")),
+    ("network file: mistyped field", ["profile", "--base", "mine.toml"], "mine.toml", bad_network('kernel = "3"')),
+    ("network file: unknown field", ["search", "--base", "mine.toml", *FAST], "repeat", bad_network("repeat = 2")),
+]
+NO_BAR = [arg for arg in FAST if arg != "--no-progress"]  # refused before the search's progress bar is drawn
+CASES += [
+    (
+        "test size beyond its split",
+        ["search", *NO_BAR, "--test-size", "1000000000"],
+        "--test-size 1000000000",
+        no_setup,
+    ),
+    ("val size beyond its split", ["search", *NO_BAR, "--val-size", "1000000000"], "--val-size 1000000000", no_setup),
+    ("profile classes 0", ["profile", "--classes", "0"], "--classes must be at least 2", no_setup),
+    ("profile classes -3", ["profile", "--classes", "-3"], "--classes must be at least 2", no_setup),
+    ("flgc assignment rate inf", ["flgc", "--assignment-lr-scale", "inf", *TINY], "--assignment-lr-scale", no_setup),
+    ("lr inf", ["search", "--lr", "inf", *NO_BAR], "--lr", no_setup),
+    ("max seeds 0, before the bar", ["search", *NO_BAR, "--max-seeds", "0"], "--max-seeds", no_setup),
+    ("halving 1, before the bar", ["search", *NO_BAR, "--halving", "1"], "--halving", no_setup),
+    ("disambiguate phi 100", ["search", *NO_BAR, "--disambiguate-phi", "100"], "--disambiguate-phi", no_setup),
+    ("missing data dir, before the bar", ["search", "--data-dir", "/nonexistent", *NO_BAR], "/nonexistent", no_setup),
+    ("mysql driver, before the bar", ["search", "--storage", "mysql://u@127.0.0.1/db", *NO_BAR], "MySQLdb", no_setup),
+    ("budget 1s, as given", ["search", *NO_BAR, "--budget", "1s"], "--budget 1s is less than a minute", no_setup),
 ]
 CUDA_CASE = ("device cuda without a GPU", ["search", "--device", "cuda", *FAST], "no CUDA GPU", no_setup)
 

@@ -11,31 +11,49 @@ from scaler.errors import UserError
 from scaler.experiments import Argv
 from scaler.model.scaling import compound
 from scaler.model.variants import VARIANT_HELP, frelu_variant, joined
-from scaler.model.zoo import BASES
+from scaler.model.zoo import BASES, base_label, is_spec_file, table
 from scaler.report.files import study_info
 from scaler.study.grid import Candidate, class_note
 from scaler.study.run import RunConfig
 from scaler.study.storage import check_url, study_folder
 from scaler.study.workers import max_workers
+from scaler.training.folder import dataset_label, is_folder_dataset
 from scaler.training.tasks import Task, dataset_task, parse_input
 from scaler.training.train import Progressive, TrainConfig, check_device
 
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
     """--dataset or --input/--classes."""
-    parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (1x28x28), mnist, cifar10 (3x32x32)")
-    parser.add_argument("--input", help="explicit input CxHxW, e.g. 3x224x224 (overrides --dataset)")
+    parser.add_argument("--dataset", default="fashion-mnist", help=DATASET_HELP)
+    parser.add_argument(
+        "--input",
+        help="explicit input CxHxW, e.g. 3x224x224 (overrides --dataset; with a folder, the shape its images are read at)",
+    )
     parser.add_argument("--classes", type=int, default=1000, help="classes with --input (default 1000)")
 
 
+DATASET_HELP = (
+    "fashion-mnist (1x28x28), mnist, cifar10 (3x32x32), or a folder of images: one sub-folder per class, or train/, "
+    "val/ and test/ folders holding them (e.g. ./photos)"
+)
+
+
 def task_of(args: argparse.Namespace) -> Task:
-    """Task from --input/--classes if given, else from --dataset."""
+    """Task from --input/--classes if given, else from --dataset; --classes is checked either way."""
+    if args.classes < 2:
+        raise UserError(f"--classes must be at least 2 (got {args.classes})")
+    if args.input and is_folder_dataset(args.dataset):
+        return dataset_task(args.dataset, parse_input(args.input, args.classes))
     return parse_input(args.input, args.classes) if args.input else dataset_task(args.dataset)
 
 
 def add_architecture_args(parser: argparse.ArgumentParser) -> None:
     """--base, --variant, --activation/--frelu-stages."""
-    parser.add_argument("--base", default="mobilenet", help=f"base network: {', '.join(BASES)}")
+    parser.add_argument(
+        "--base",
+        default="mobilenet",
+        help=f"base network: {', '.join(BASES)}, or a .toml/.json network file (`scaler spec` writes one)",
+    )
     parser.add_argument("--variant", default="relu", help=f"variant: {VARIANT_HELP}")
     parser.add_argument("--activation", choices=("frelu",), help="shorthand: FReLU on all stages or on --frelu-stages")
     parser.add_argument("--frelu-stages", help="1-based stages that get FReLU, e.g. 1,2")
@@ -129,8 +147,15 @@ def train_config(args: argparse.Namespace, epochs: int | None = None, batch_size
     """TrainConfig from the training options (checked); `epochs` and `batch_size` override the options."""
     epochs = args.epochs if epochs is None else epochs
     batch_size = args.batch_size if batch_size is None else batch_size
-    if epochs < 1 or batch_size < 2 or not args.lr > 0 or not (args.assignment_lr_scale or 0) >= 0:
-        raise UserError("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --assignment-lr-scale >= 0")
+    if (
+        epochs < 1
+        or batch_size < 2
+        or not 0 < args.lr < math.inf
+        or not 0 <= (args.assignment_lr_scale or 0) < math.inf
+    ):
+        raise UserError(
+            "--epochs must be >= 1, --batch-size >= 2, --lr a finite number > 0 and --assignment-lr-scale finite >= 0"
+        )
     check_seed("--seed", args.seed)
     check_seed("--data-seed", args.data_seed)
     if args.threads is not None and args.threads < 1:
@@ -219,9 +244,13 @@ def check_width(width: float) -> float:
 
 
 def check_base(base: str) -> str:
-    """A base network of the zoo; else one line naming --base."""
-    if base not in BASES:
-        raise UserError(f"--base {base!r} is not a base network; choose from {', '.join(BASES)}")
+    """A base network of the zoo or a network file (read and checked now); else one line naming --base or the file."""
+    if is_spec_file(base):
+        table(base)
+    elif base not in BASES:
+        raise UserError(
+            f"--base {base!r} is not a base network; choose from {', '.join(BASES)}, or give a .toml/.json network file"
+        )
     return base
 
 
@@ -230,7 +259,7 @@ def output_folder(out: str | None, base: str, dataset: str, prefix: str = "") ->
     if out:
         return study_folder(out, option="--out")
     dataset_task(dataset)
-    return study_folder(f"{prefix}{check_base(base)}-{dataset}")
+    return study_folder(f"{prefix}{base_label(check_base(base))}-{dataset_label(dataset)}")
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -288,7 +317,7 @@ def add_experiment_args(parser: argparse.ArgumentParser, epochs: int, subset: in
     parser.add_argument("--gamma", type=float)
     parser.add_argument("--base", help="base network (default: the study's, else mobilenet)")
     parser.add_argument("--width", type=float, help="width multiplier of the base (default: the study's, else 1)")
-    parser.add_argument("--dataset", help="dataset (default: the study's, else fashion-mnist)")
+    parser.add_argument("--dataset", help="dataset or folder of images (default: the study's, else fashion-mnist)")
     parser.add_argument("--out", help="output folder name under studies/ when no --study is given")
     add_evaluation_args(parser)
     add_train_args(parser, epochs=epochs, subset=subset)

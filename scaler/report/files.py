@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 
 from scaler.errors import UserError, one_line
-from scaler.model.zoo import BASES
-from scaler.study.run import ENGINE_FILES, STOPWATCH
+from scaler.model.zoo import BASES, is_spec_file
+from scaler.study.run import ENGINE_FILES, STOPWATCH, data_record
 from scaler.study.storage import STUDIES_DIR, redact_secrets, study_folder
+from scaler.training.folder import is_folder_dataset
 from scaler.training.tasks import DATASET_TASKS
 from scaler.training.train import resolve_device
 
@@ -124,6 +125,9 @@ def provenance(
         "seconds_by_phase": STOPWATCH.report(),  # this process's; workers' trainings are in their trials
         "outputs": sorted(outputs),
     }
+    read = data_record()
+    if read is not None:
+        record["data"] = read
     return dict(redact_secrets(record))
 
 
@@ -216,7 +220,9 @@ def study_info(name: str, studies_dir: Path = STUDIES_DIR) -> StudyInfo:
     width = summary_number(summary_path, "grid.width", grid.get("width", 1.0))
     base, dataset = grid.get("base", "mobilenet"), grid.get("dataset", "fashion-mnist")
     for key, value, known in (("grid.base", base, BASES), ("grid.dataset", dataset, DATASET_TASKS)):
-        if value not in known:
+        if not isinstance(value, str):
+            raise UserError(f"{summary_path}: field {key!r} is {value!r}, not a name")
+        if value not in known and not (is_spec_file(value) if key == "grid.base" else is_folder_dataset(value)):
             raise UserError(f"{summary_path}: field {key!r} is {value!r}, not one of {', '.join(known)}")
     members = summary.get("members") or []
     labels = tuple(str(m) for m in members) if isinstance(members, list) else ()

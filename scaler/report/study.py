@@ -437,6 +437,7 @@ def search_section(folder: Path) -> Section:
     facts = {
         "budget": f"{summary['budget_seconds'] / 60:.1f} min, {summary['wall_seconds'] / 60:.1f} min used",
         "plan": f"screen on {plan.get('screen_images')} images per network, race on {plan.get('race_images')}",
+        **({"fidelity": summary["fidelity"]["verdict"]} if summary.get("fidelity") else {}),
         "screened out": ", ".join(summary.get("screened_out") or {}) or "none",
         "race": f"{len(summary.get('rounds') or [])} round(s); {summary.get('race_end') or 'not over'}",
         "best set (95 %)": ", ".join(summary["best_set"]),
@@ -479,6 +480,8 @@ def search_section(folder: Path) -> Section:
         + next_budget_text(summary.get("next_budget"))
         + (f" {capitalised(disambiguation_text(summary['disambiguation']))}." if summary.get("disambiguation") else "")
     ]
+    if summary.get("fidelity"):
+        verdicts.append(f"Fidelity: {summary['fidelity']['verdict']}.")
     return Section("The search (`summary.json`, `race.csv`)", parts, verdicts)
 
 

@@ -89,12 +89,25 @@ def store_url(folder: Path) -> str:
     return f"sqlite:///{folder / STORE}"
 
 
+def identities(base: str, dataset: str) -> dict[str, str]:
+    """What a name alone does not say: the table of a network file and the files of a dataset folder, whose path
+    gives way to its name (nothing for zoo bases and known datasets, so their fingerprints stay as they were)."""
+    from scaler.model.zoo import base_identity
+    from scaler.training.folder import data_identity, dataset_label, is_folder_dataset
+
+    found = {"base_table": base_identity(base), "data_files": data_identity(dataset)}
+    if is_folder_dataset(dataset):  # the folder is its files, wherever it lies
+        found["dataset"] = dataset_label(dataset)
+    return {key: value for key, value in found.items() if value}
+
+
 def fingerprint(setup: Setup) -> str:
     """What makes two commands' runs interchangeable: the command, base, data and how every network is trained
     and measured (not where the output goes, how many threads, or the training seed, which each job names)."""
     config = setup.config.to_json()
     kept = {key: value for key, value in config.items() if key not in UNFINGERPRINTED}
     kept["train"] = {key: value for key, value in config["train"].items() if key not in UNFINGERPRINTED_TRAIN}
+    kept |= identities(setup.config.base, setup.config.dataset)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -30,6 +30,13 @@ def parse_budget(text: str) -> float:
     return total
 
 
+def budget_text(seconds: float) -> str:
+    """A budget in seconds as a user writes it: 90s, 15m, 1h30m."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{value}{unit}" for value, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if value) or "0s"
+
+
 def paired_tables(tables: Mapping[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
     """The two networks' seeds x images tables cut to the seeds both have (rows are seeds in a shared order)."""
     rows = min(len(tables[a]), len(tables[b]))
@@ -180,14 +187,15 @@ def next_budget(
 
 SCREEN_SHARE = 1 / 3  # of the budget left after building the space, at most, for the screen
 MIN_ROUNDS = 3  # the race's fewest rounds: with two seeds a paired t interval has 1 degree of freedom (t = 12.7)
+FIDELITY_ROUNDS = 2  # with a planned fidelity the race keeps its images for this many rounds before it gives any up
 MIN_IMAGES = 6000  # a training's fewest images: below this the base barely leaves chance (see search --quick)
 
 
 @dataclass(frozen=True)
 class SearchPlan:
     """How a search spends its budget: images per screened network, images per race training, the rounds the
-    race can afford at those images (each trains the contenders and the base once more), and the seconds one
-    training of each network is expected to take at the race's images."""
+    race can afford at those images (each trains the contenders and the base once more), the seconds one
+    training of each network is expected to take at the race's images, and the fewest race images allowed."""
 
     screen_images: int
     race_images: int
@@ -196,6 +204,48 @@ class SearchPlan:
     seconds_per_training: dict[str, float]
     base_seconds_per_image: float = 0.0
     overhead: float = 0.0
+    least_images: int = 0
+
+
+@dataclass(frozen=True)
+class PlanCosts:
+    """What a search's trainings cost at the measured speeds: every network's seconds per training image
+    (`per_image`; the base's is `base_per_image`), the seconds each training spends besides (`overhead`), how many
+    of the dearest networks race beside the base, and the screen's share of the race's images (none without one)."""
+
+    per_image: Mapping[str, float]
+    base_per_image: float
+    overhead: float = 0.0
+    contenders: int = 3
+    screen_fraction: float = 1 / 3
+    screen: bool = True
+    least: int = MIN_IMAGES
+    rounds: int = MIN_ROUNDS
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Seconds per image of each screened network, never faster than the base."""
+        return {label: max(rate, self.base_per_image) for label, rate in self.per_image.items()}
+
+    def screen_images(self, race_images: int) -> int:
+        """Images per screen training: `screen_fraction` of the race's, at least half the fewest allowed."""
+        return max(self.least // 2, int(race_images * self.screen_fraction)) if self.screen else 0
+
+    def training(self, rate: float, images: int) -> float:
+        """Seconds of one training of `images` at `rate` seconds per image."""
+        return images * rate + self.overhead
+
+    def seconds(self, race_images: int, rounds: int) -> float:
+        """Seconds of the screen and `rounds` race rounds at `race_images` images per race training."""
+        rates = self.rates
+        dearest = sorted(rates.values(), reverse=True)[: self.contenders] or [self.base_per_image] * self.contenders
+        screen = SCREEN_SEEDS * sum(self.training(rate, self.screen_images(race_images)) for rate in rates.values())
+        race = sum(self.training(rate, race_images) for rate in [*dearest, self.base_per_image])
+        return screen + rounds * race
+
+    def minimum(self, race_images: int) -> float:
+        """Seconds of the least search worth running at `race_images`: the screen and `rounds` race rounds."""
+        return self.seconds(race_images, self.rounds)
 
 
 def plan_search(
@@ -207,70 +257,74 @@ def plan_search(
     screen_fraction: float = 1 / 3,
     overhead: float = 0.0,
     screen: bool = True,
+    least: int | None = None,
+    budget_text: str = "",
+    min_rounds: int = MIN_ROUNDS,
 ) -> SearchPlan:
     """Fit the screen and the race into `budget_seconds` at the measured speeds (`per_image`: each network's
     seconds per training image, `base_per_image` the base's; `overhead` seconds per training for building and
     evaluating it): the screen trains every network of `per_image` on SCREEN_SEEDS seeds on `screen_fraction`
     of the race's images and takes at most SCREEN_SHARE of the budget; the race's rounds train `contenders` of the
-    most expensive networks and the base. Full fidelity (`full_images`) when MIN_ROUNDS rounds fit after the
-    screen; fewer images, down to MIN_IMAGES (or all there are), when not, and then as many rounds as fit (none:
-    the answer is the screen's). No screen when `screen` is False. A budget that cannot fit the screen at the
-    fewest images (without a screen: one round) is refused in one line with the minimum it needs."""
-    rates = {label: max(rate, base_per_image) for label, rate in per_image.items()}
-    least = min(MIN_IMAGES, full_images)
-    dearest = sorted(rates.values(), reverse=True)[:contenders] or [base_per_image] * contenders
-
-    def screen_images(race_images: int) -> int:
-        return max(least // 2, int(race_images * screen_fraction)) if screen else 0
-
-    def training(rate: float, images: int) -> float:
-        return images * rate + overhead
-
-    def seconds(race_images: int, rounds: int) -> float:
-        screen = SCREEN_SEEDS * sum(training(rate, screen_images(race_images)) for rate in rates.values())
-        race = sum(training(rate, race_images) for rate in [*dearest, base_per_image])
-        return screen + rounds * race
-
+    most expensive networks and the base. Full fidelity (`full_images`) when `min_rounds` rounds fit after the
+    screen; fewer images, down to `least` (MIN_IMAGES or all there are when not given), when not, and then as many
+    rounds as fit (none: the answer is the screen's). No screen when `screen` is False. A budget that cannot fit the
+    screen at the fewest images (without a screen: one round) is refused in one line with the minimum it needs,
+    naming the --budget as the user gave it (`budget_text`) when known."""
+    least = min(MIN_IMAGES, full_images) if least is None else min(least, full_images)
+    costs = PlanCosts(per_image, base_per_image, overhead, contenders, screen_fraction, screen, least, min_rounds)
+    seconds = costs.seconds
     minimum = seconds(least, 0 if screen else 1)
     if budget_seconds < minimum:
         what = (
-            f"the screen of {len(rates)} networks on {SCREEN_SEEDS} seeds at {screen_images(least)} images each"
+            f"the screen of {len(costs.rates)} networks on {SCREEN_SEEDS} seeds at {costs.screen_images(least)} "
+            "images each"
             if screen
             else f"one race round at {least} images"
         )
+        given = (
+            f"--budget {budget_text} leaves {max(0.0, budget_seconds) / 60:.1f} min after building and timing, which"
+            if budget_text
+            else f"--budget {budget_seconds / 60:.1f} min"
+        )
         raise UserError(
-            f"--budget {budget_seconds / 60:.1f} min is too small for this search: {what} needs "
+            f"{given} is too small for this search: {what} needs "
             f"{math.ceil(minimum / 60)} min at the measured speed (building the space not counted)"
         )
     race_images = full_images
     while race_images > least and (
-        seconds(race_images, MIN_ROUNDS) > budget_seconds or seconds(race_images, 0) > SCREEN_SHARE * budget_seconds
+        costs.minimum(race_images) > budget_seconds or seconds(race_images, 0) > SCREEN_SHARE * budget_seconds
     ):
         race_images = max(least, int(race_images * 0.9))
     per_round = seconds(race_images, 1) - seconds(race_images, 0)
     left = budget_seconds - seconds(race_images, 0)
     rounds = max(0, int(left // per_round)) if math.isfinite(left) and per_round > 0 else MIN_ROUNDS
     return SearchPlan(
-        screen_images(race_images),
+        costs.screen_images(race_images),
         race_images,
         rounds,
         seconds(race_images, rounds),
-        {label: training(rate, race_images) for label, rate in rates.items()}
-        | {"base": training(base_per_image, race_images)},
+        {label: costs.training(rate, race_images) for label, rate in costs.rates.items()}
+        | {"base": costs.training(base_per_image, race_images)},
         base_per_image,
         overhead,
+        least,
     )
 
 
 def race_images_after_screen(
-    seconds_left: float, per_image: Mapping[str, float], fixed: float, full_images: int
+    seconds_left: float,
+    per_image: Mapping[str, float],
+    fixed: float,
+    full_images: int,
+    least: int = MIN_IMAGES,
+    rounds: int = MIN_ROUNDS,
 ) -> int:
     """The race's images per training from speeds measured in the screen (`per_image`: seconds per image of each
     network that races, the base included; `fixed`: seconds per round that do not grow with images): the full
-    budget when MIN_ROUNDS rounds fit in the time left, else as many images as do, never below MIN_IMAGES (or all
-    there are)."""
-    least = min(MIN_IMAGES, full_images)
+    budget when `rounds` rounds fit in the time left, else as many images as do, never below MIN_IMAGES (or all
+    there are, or the `least` the plan allows)."""
+    least = min(least, full_images)
     rate = sum(per_image.values())
     if not math.isfinite(seconds_left) or rate <= 0:
         return full_images
-    return max(least, min(full_images, int((seconds_left / MIN_ROUNDS - fixed) / rate)))
+    return max(least, min(full_images, int((seconds_left / rounds - fixed) / rate)))

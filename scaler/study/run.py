@@ -7,6 +7,7 @@ import contextlib
 import copy
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,11 +38,12 @@ from scaler.model.variants import apply_variant
 from scaler.model.zoo import base as base_network
 from scaler.study.storage import STUDIES_DIR, check_writable
 from scaler.training.data import VAL_FRACTION, Dataset, load_dataset
+from scaler.training.folder import is_folder_dataset
 from scaler.training.tasks import DATASET_TASKS, Task
 from scaler.training.train import Outputs, TrainConfig, split_outputs, train
 
 Log = Callable[[str], None]
-LATENCY_FORMS = ("eager", "deployed", "folded")
+LATENCY_FORMS = ("eager", "deployed", "folded", "onnxruntime")
 
 
 PHASES = ("building", "training", "testing", "counting", "compiling", "timing")
@@ -73,6 +75,7 @@ class Stopwatch:
 
 STOPWATCH = Stopwatch()
 ENGINE_FILES: set[Path] = set()  # files the engine wrote for this command (per-example outputs), for run.json
+LOADED: dict[tuple[Any, ...], Dataset] = {}  # the last dataset RunConfig.load_dataset read, by what it was cut to
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,43 @@ class RunConfig:
         return spec if self.width == 1 else scale(spec, 1.0, self.width, 1.0)
 
     def load_dataset(self) -> Dataset:
-        """The dataset with the training subset and the validation and test splits cut to size (seeded)."""
-        dataset = load_dataset(self.dataset, self.data_dir, self.val_fraction, subset=self.subset, seed=self.data_seed)
-        if self.val_size:
-            dataset = replace(dataset, val=dataset.val.subset(self.val_size, self.data_seed))
-        if self.test_size:
-            dataset = replace(dataset, test=dataset.test.subset(self.test_size, self.data_seed))
+        """The dataset with the training subset and the validation and test splits cut to size (seeded); a size
+        larger than its split is one line. The last dataset loaded is kept, so a check before a command starts
+        does not read it twice."""
+        key = (
+            self.dataset,
+            self.data_dir,
+            self.val_fraction,
+            self.subset,
+            self.data_seed,
+            self.val_size,
+            self.test_size,
+        )
+        if key in LOADED:
+            return LOADED[key]
+        folder = is_folder_dataset(self.dataset)
+        dataset = load_dataset(
+            self.dataset,
+            self.data_dir,
+            self.val_fraction,
+            subset=self.subset,
+            seed=self.data_seed,
+            input=self.task if folder else None,
+            progress=self.progress and folder,
+        )
+        for option, size, split in (("--val-size", self.val_size, "val"), ("--test-size", self.test_size, "test")):
+            held = len(getattr(dataset, split))
+            if size and size > held:
+                raise UserError(
+                    f"{option} {size} is more than the {held} {split} images of {self.dataset}: give at most {held}, "
+                    "or 0 for the whole split"
+                )
+            if size:
+                dataset = replace(dataset, **{split: getattr(dataset, split).subset(size, self.data_seed)})
+        if folder:
+            print(f"data: {dataset.source}; {'; '.join(dataset.notes)}", file=sys.stderr)
+        LOADED.clear()
+        LOADED[key] = dataset
         return dataset
 
     def to_json(self) -> dict[str, Any]:
@@ -152,6 +186,23 @@ class RunConfig:
             "argv": tuple(data.get("argv", ())),
         }
         return replace(cls(**fields), **overrides)
+
+
+def data_record() -> dict[str, Any] | None:
+    """What run.json says of the data the command read: where from, its fingerprint, classes, split sizes and how
+    its images were read (None when it read none)."""
+    if not LOADED:
+        return None
+    dataset = next(iter(LOADED.values()))
+    return {
+        "name": dataset.name,
+        "source": dataset.source,
+        "fingerprint": dataset.fingerprint or None,
+        "classes": list(dataset.classes) or dataset.num_classes,
+        "images": {split: len(getattr(dataset, split)) for split in ("train", "val", "test")},
+        "shape": list(dataset.train.images.shape[1:]),
+        "notes": list(dataset.notes),
+    }
 
 
 @dataclass(frozen=True)
@@ -244,9 +295,12 @@ def cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu").to(memory_format=torch.contiguous_format).eval()
 
 
-def latency_form_of(spec: NetSpec, form: str, model: nn.Module | None = None) -> nn.Module:
+def latency_form_of(
+    spec: NetSpec, form: str, model: nn.Module | None = None, threads: int = DEFAULT_THREADS
+) -> nn.Module:
     """`model` (or a fresh build of `spec`) in the form its latency is taken in: eager, folded (BN folded, FLGC
-    grouped) or deployed (also shift depthwise and torch.compile, already compiled by one call)."""
+    grouped), deployed (also shift depthwise and torch.compile, already compiled by one call) or onnxruntime (the
+    folded form exported to ONNX and run in an ONNX Runtime session with `threads` threads)."""
     from scaler.model.nn.deploy import deploy
 
     if form not in LATENCY_FORMS:
@@ -257,6 +311,11 @@ def latency_form_of(spec: NetSpec, form: str, model: nn.Module | None = None) ->
         return model
     if form == "folded":
         return deploy(model, shifts=False, compile=False)
+    if form == "onnxruntime":
+        from scaler.model.runtime import OrtModel
+
+        with STOPWATCH.phase("compiling"):
+            return OrtModel(model, spec.input_shape, threads)
     with STOPWATCH.phase("compiling"):
         timed = deploy(model)
         with torch.no_grad():
@@ -316,7 +375,11 @@ def measure(
             counted = model
         else:
             counted = deploy(model, shifts=False, compile=False, strategy="per_group" if per_group else None)
-    timed = counted if form == "eager" or (form == "folded" and not per_group) else latency_form_of(spec, form, model)
+    timed = (
+        counted
+        if form == "eager" or (form == "folded" and not per_group)
+        else latency_form_of(spec, form, model, threads)
+    )
     batch_ms = math.nan
     with STOPWATCH.phase("timing"):
         times = latency_times(timed, spec.input_shape, 1, runs=runs, threads=threads)

@@ -118,6 +118,13 @@ def check_url(url: str, must_exist: bool = False, schema: bool = True) -> None:
         raise UserError(
             f"--storage {redact(url)!r}: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql or mysql)"
         )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as error:
+        raise UserError(
+            f"--storage {redact(url)!r}: the {parsed.get_backend_name()} driver {error.name or ''} is not installed "
+            "(pip install it, or use sqlite:///path.db or postgresql://, whose driver scaler installs)"
+        ) from None
     netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
     if netloc.count("@") > 1:
         raise UserError(f"--storage {redact(url)!r}: the password holds a raw '@'; write it as %40")

@@ -17,6 +17,7 @@ import optuna
 from scaler.errors import RunFailed, UserError
 from scaler.experiments import Argv, Command
 from scaler.experiments.options import (
+    DATASET_HELP,
     add_architecture_args,
     add_train_args,
     check_base,
@@ -31,18 +32,18 @@ from scaler.experiments.search.queue import RACE, GridSearch, diverged, run_work
 from scaler.experiments.search.report import print_search_summary, write_outputs
 from scaler.study.engine import TrialBudget
 from scaler.study.racing import SCREEN_SEEDS, parse_budget
-from scaler.study.storage import check_study_name
+from scaler.study.storage import check_study_name, check_url
 from scaler.study.workers import run_workers
 from scaler.training.tasks import dataset_task
 
-# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), at most the whole
-# 45,000-image training split for 2 epochs at batch 256 (benchmarks/proxy_resolution.py), fewer images when the
-# budget asks, judged on the whole 15,000-image validation split; 15 minutes, racing on up to 10 seeds.
+# The proxy: MobileNet-style width 0.25 (capacity-limited, so a doubling of FLOPs shows), batch 256, as many
+# training images as the base needs on this data (the fidelity ladder, scaler.study.fidelity: epochs None) as far as
+# the budget affords, judged on the whole validation split; 15 minutes, racing on up to 10 seeds.
 SEARCH_DEFAULTS: dict[str, Any] = {
     "width": 0.25,
     "subset": 0,
     "val_size": 0,
-    "epochs": 2,
+    "epochs": None,
     "batch_size": 256,
     "n_trials": None,
     "step": 0.05,
@@ -70,6 +71,7 @@ def search_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: presets[key] if getattr(args, key) is None else getattr(args, key) for key in SEARCH_DEFAULTS}
 
 
+MIN_BUDGET = 60.0  # seconds: less cannot even measure the space and time the base
 MAX_HEARTBEAT = 3600  # a trial silent for 3 heartbeats is failed: more than 3 hours would never catch a dead worker
 
 
@@ -86,7 +88,11 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
         )
     if settings["n_trials"] is not None and settings["n_trials"] < 1:
         raise UserError(f"--n-trials must be >= 1 (got {settings['n_trials']}); leave it out to run every job")
-    parse_budget(settings["budget"])
+    if parse_budget(settings["budget"]) < MIN_BUDGET:
+        raise UserError(
+            f"--budget {settings['budget']} is less than a minute: the search measures its networks and times the "
+            "base before it trains anything (give e.g. --budget 5m, or --quick)"
+        )
     if not 0 <= args.heartbeat <= MAX_HEARTBEAT:
         raise UserError(f"--heartbeat must be between 0 (off) and {MAX_HEARTBEAT} seconds (got {args.heartbeat})")
     check_seed("--seed", args.seed, more=max(0, settings["max_seeds"]) + SCREEN_SEEDS)  # the screen's, the race's
@@ -98,7 +104,8 @@ def check_search_args(args: argparse.Namespace, settings: dict[str, Any]) -> Non
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The search's options; a default of None is resolved by `search_settings` (--quick or SEARCH_DEFAULTS)."""
     add_architecture_args(p)
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (1x28x28), mnist, cifar10 (3x32x32)")
+    p.add_argument("--dataset", default="fashion-mnist", help=DATASET_HELP)
+    p.add_argument("--input", help="with a folder dataset: the shape CxHxW its images are read at, e.g. 3x32x32")
     p.add_argument("--width", type=float, help="width multiplier of the base network before the search (default 0.25)")
     p.add_argument("--phi", type=float, default=1.0)
     p.add_argument("--step", type=float, help="grid step of alpha, beta, gamma (default 0.05)")
@@ -186,6 +193,8 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
         budget=parse_budget(settings["budget"]),
         max_seeds=settings["max_seeds"],
         disambiguate_phi=args.disambiguate_phi,
+        planned_fidelity=settings["epochs"] is None,
+        input_shape=args.input,
         subset=settings["subset"] or None,
         val_size=settings["val_size"] or None,
         test_size=args.test_size or None,
@@ -196,13 +205,17 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
         data_seed=args.data_seed,
         heartbeat=args.heartbeat or None,
         workers=args.workers,
-        train=train_config(args, epochs=settings["epochs"], batch_size=settings["batch_size"]),
+        train=train_config(args, epochs=settings["epochs"] or 1, batch_size=settings["batch_size"]),
         progress=args.progress and args.workers == 1,
         argv=argv,
     )
     if args.quick and not args.study:
         config = replace(config, study=f"{config.study_name}-quick")
     check_study_name(config.study_name, "--study" if args.study else "the name made from --base, --width and --variant")
+    config.check()
+    config.task()
+    check_url(config.storage_url)
+    config.run_config().load_dataset()  # missing data or a size beyond its split ends here, before the search starts
     return config
 
 

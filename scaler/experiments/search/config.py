@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import UserError
+from scaler.model.zoo import base_label
+from scaler.study.engine import identities
 from scaler.study.racing import SCREEN_SEEDS
 from scaler.study.run import RunConfig
 from scaler.study.storage import (
@@ -19,7 +21,8 @@ from scaler.study.storage import (
     study_folder,
 )
 from scaler.training.data import VAL_FRACTION
-from scaler.training.tasks import dataset_task
+from scaler.training.folder import dataset_label, is_folder_dataset
+from scaler.training.tasks import Task, dataset_task, parse_input
 from scaler.training.train import TrainConfig
 
 
@@ -33,7 +36,9 @@ class SearchConfig:
     keeps race in rounds of fresh seeds (at most `max_seeds`), paired with the base, until the confidence set
     of the best stops shrinking or the time to `deadline` (this command's, never stored) runs out. With
     `disambiguate_phi`, time is kept for the distinct networks the pick's class builds at that phi, raced the same
-    way: the member exported is the cheapest of their best set.
+    way: the member exported is the cheapest of their best set. With `planned_fidelity` the race's images are not
+    `train.epochs` passes over the data but what a ladder of trainings of the base shows this data needs
+    (scaler.study.fidelity), as far as the budget affords.
     """
 
     base: str = "mobilenet"
@@ -48,6 +53,8 @@ class SearchConfig:
     budget: float = 900.0
     max_seeds: int = 10
     disambiguate_phi: float | None = None
+    planned_fidelity: bool = False
+    input_shape: str | None = None
     deadline: float | None = None
     subset: int | None = 3000
     val_size: int | None = 1000
@@ -69,8 +76,9 @@ class SearchConfig:
         """--study, or '<base>[-wW]-<dataset>[-<variant>][-phiN]'."""
         if self.study:
             return self.study
-        name = self.base if self.width == 1 else f"{self.base}-w{self.width:g}".replace("+", "")
-        name = f"{name}-{self.dataset}"
+        label = base_label(self.base)
+        name = label if self.width == 1 else f"{label}-w{self.width:g}".replace("+", "")
+        name = f"{name}-{dataset_label(self.dataset)}"
         if self.variant != "relu":
             name += "-" + self.variant.replace(":", "").replace(",", "").replace("+", "-")
         return name if self.phi == 1 else f"{name}-phi{self.phi:g}"
@@ -126,7 +134,7 @@ class SearchConfig:
             width=self.width,
             variant=self.variant,
             dataset=self.dataset,
-            task=dataset_task(self.dataset),
+            task=self.task(),
             data_dir=self.data_dir,
             subset=self.subset,
             val_size=self.val_size,
@@ -138,6 +146,14 @@ class SearchConfig:
             progress=self.progress,
             argv=self.argv,
         )
+
+    def task(self) -> Task:
+        """The dataset's input shape and classes; a folder's read at --input's shape when given."""
+        if self.input_shape is None:
+            return dataset_task(self.dataset)
+        if not is_folder_dataset(self.dataset):
+            raise UserError(f"--input applies to a folder of images; {self.dataset} is read at its own shape")
+        return dataset_task(self.dataset, parse_input(self.input_shape, 2))
 
     def stored(self) -> dict[str, Any]:
         """`to_json` as kept in the study: no password, neither in the storage URL nor in the command line."""
@@ -199,6 +215,11 @@ def grid_fingerprint(config: SearchConfig) -> dict[str, Any]:
         "val_fraction": VAL_FRACTION,
         "train": train,
     }
+    if config.planned_fidelity:
+        fingerprint["planned_fidelity"] = True
+    if config.input_shape:
+        fingerprint["input_shape"] = config.input_shape
+    fingerprint |= identities(config.base, config.dataset)
     return dict(json.loads(json.dumps(fingerprint)))
 
 

@@ -21,12 +21,17 @@ from scaler.model.guard import check_fits
 from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
 from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
+from scaler.study.fidelity import NOT_LEARNING, Fidelity, Rung, climb, ladder_start, plateau_at, read_ladder
 from scaler.study.grid import CONTROL, Candidate, GridPoint, built_multipliers, control_network, representatives, space
 from scaler.study.racing import (
+    FIDELITY_ROUNDS,
+    MIN_IMAGES,
     MIN_ROUNDS,
+    PlanCosts,
     SearchPlan,
     base_resolved,
     best_set,
+    budget_text,
     contenders_after,
     pick,
     plan_search,
@@ -300,24 +305,29 @@ class GridSearch:
         return self.screen_jobs() + race + phi
 
     def ensure_plan(self) -> SearchPlan:
-        """The stored plan, or a new one from a timed training of the base and the time left to the deadline."""
+        """The stored plan, or a new one from timed trainings of the base (the fidelity ladder when the fidelity is
+        planned, else one probe) and of the dearest network, and the time left to the deadline."""
         plan = self.plan()
         if plan is not None:
             return plan
         assert self.setup.dataset is not None
-        full_images = len(self.setup.dataset.train) * self.config.train.epochs
-        base_rate, overhead = self.probe(BASE, full_images)
+        fixed_images = len(self.setup.dataset.train) * self.config.train.epochs
+        base_rate, overhead = self.probe(BASE, fixed_images) if not self.config.planned_fidelity else self.rung_speed()
         dearest = max(self.feasible.values(), key=lambda network: (network.macs or 0, network.label), default=None)
         per_image: dict[str, float] = {}
         base_macs, slope = self.macs_of(BASE), 0.0
         if dearest is not None:
-            dear_rate, _ = self.probe(dearest.label, full_images)
+            dear_rate, _ = self.probe(dearest.label, fixed_images)
             dear_macs = float(dearest.macs or 0)
             slope = (dear_rate - base_rate) / (dear_macs - base_macs) if dear_macs > base_macs else 0.0
             per_image = {
                 label: base_rate + slope * (float(network.macs or dear_macs) - base_macs)
                 for label, network in sorted(self.feasible.items())
             }
+        full_images, least = fixed_images, None
+        if self.config.planned_fidelity:
+            climbed = self.climb_ladder(per_image, overhead)
+            full_images, least = climbed.target, climbed.least
         left = (self.deadline or math.inf) - time.time()
 
         def planned(seconds: float) -> SearchPlan:
@@ -330,6 +340,9 @@ class GridSearch:
                 screen_fraction=1 / self.config.halving,
                 overhead=overhead,
                 screen=self.screens(),
+                least=least,
+                budget_text=budget_text(self.config.budget),
+                min_rounds=self.min_rounds,
             )
 
         plan = planned(left)
@@ -343,13 +356,103 @@ class GridSearch:
             f"{len(self.screen_jobs())} networks on {plan.screen_images} images each, then race on "
             f"{plan.race_images} images per training{' (the full budget)' if plan.race_images >= full_images else ''}"
         )
+        ladder = self.fidelity()
+        if ladder is not None:
+            self.log(ladder.verdict(plan.race_images))
         return plan
+
+    @property
+    def min_rounds(self) -> int:
+        """The race rounds the plan keeps its images for: fewer with a planned fidelity (fidelity first, then seeds)."""
+        return FIDELITY_ROUNDS if self.config.planned_fidelity else MIN_ROUNDS
+
+    def fidelity(self) -> Fidelity | None:
+        """What the fidelity ladder said (None when the fidelity is fixed or the ladder has not ended)."""
+        stored = self.study.user_attrs.get("fidelity")
+        return Fidelity.from_json(stored) if stored else None
+
+    def rungs(self) -> list[Rung]:
+        """The ladder's trainings of the base so far."""
+        return [Rung.from_json(rung) for rung in self.study.user_attrs.get("fidelity_rungs", [])]
+
+    def rung_speed(self) -> tuple[float, float]:
+        """The base's seconds per training image and seconds per training besides, from the ladder's first rung
+        (trained now when the study has none)."""
+        assert self.setup.dataset is not None
+        if not self.rungs():
+            self.train_rung(ladder_start(self.config.train.batch_size))
+        first = self.study.user_attrs["fidelity_rungs"][0]
+        return float(first["rate"]), float(first["overhead"])
+
+    def train_rung(self, images: int) -> Rung:
+        """Train the base once for `images` images at the selection seed, judged on the validation images; stored."""
+        config = replace(self.training(images), seed=self.config.seed)
+        started = time.perf_counter()
+        try:
+            row = evaluate(
+                self.base, self.setup, config, test=False, cost=self.cost_of(BASE), description=f"fidelity {images}"
+            )
+        except TrainingDiverged as error:
+            raise UserError(
+                f"the base diverged on the fidelity ladder at {images} images ({error}): lower --lr"
+            ) from None
+        seconds = time.perf_counter() - started
+        rate = 1 / row.images_per_second
+        rung = Rung(images, row.val_acc, round(seconds, 2))
+        stored = asdict(rung) | {"rate": rate, "overhead": max(0.0, seconds - images * rate)}
+        self.study.set_user_attr("fidelity_rungs", [*self.study.user_attrs.get("fidelity_rungs", []), stored])
+        self.log(f"fidelity: the base reaches val_acc {row.val_acc:.4f} after {images} images ({seconds:.0f} s)")
+        return rung
+
+    def climb_ladder(self, per_image: dict[str, float], overhead: float) -> Fidelity:
+        """Train the base on doubling lengths until twice as long gains no more than the validation floor, or the
+        next rung and then the least search at the longest rung so far would not fit the time left; what it says
+        is stored. A base that does not learn at any length the budget affords ends the search in one line."""
+        assert self.setup.dataset is not None
+        dataset = self.setup.dataset
+        rate = float(self.study.user_attrs["fidelity_rungs"][0]["rate"])
+        costs = PlanCosts(
+            per_image,
+            rate,
+            overhead,
+            min(RACE_WITHOUT_SCREEN, len(self.feasible)),
+            1 / self.config.halving,
+            self.screens(),
+            0,
+            self.min_rounds,
+        )
+
+        def affordable(next_images: int, proxy_images: int) -> bool:
+            left = (self.deadline or math.inf) - time.time()
+            return next_images * rate + overhead + costs.minimum(proxy_images) <= left
+
+        stopped = False
+        while True:
+            rungs = self.rungs()
+            following = climb(rungs, len(dataset.val), affordable)
+            if following is None:
+                stopped = plateau_at(rungs, len(dataset.val)) is None
+                break
+            self.train_rung(following)
+        labels = dataset.val.labels.numpy()
+        chance = float(np.bincount(labels).max() / len(labels))
+        fidelity = read_ladder(self.rungs(), len(dataset.val), chance, stopped)
+        self.study.set_user_attr("fidelity", fidelity.to_json())
+        if fidelity.status == NOT_LEARNING:
+            raise UserError(fidelity.verdict(fidelity.target) + ": no ranking of untrained networks is made")
+        return fidelity
+
+    def training(self, images: int) -> TrainConfig:
+        """The search's training cut to `images` images, with enough passes over the data to reach them."""
+        assert self.setup.dataset is not None
+        passes = math.ceil(images / max(1, len(self.setup.dataset.train)))
+        return replace(self.config.train, max_images=images, epochs=max(self.config.train.epochs, passes))
 
     def probe(self, network: str, full_images: int) -> tuple[float, float]:
         """Time a short training of a network with its evaluation: seconds per training image, and the seconds a
         training spends besides (building, validating, testing)."""
         images = min(PROBE_IMAGES, full_images)
-        config = replace(self.config.train, max_images=images, seed=self.config.seed)
+        config = replace(self.training(images), seed=self.config.seed)
         cost = self.cost_of(network)
         started = time.perf_counter()
         try:
@@ -371,7 +474,7 @@ class GridSearch:
         plan = self.plan()
         if plan is None:
             raise UserError(f"study {self.config.study_name!r} has no plan yet: run scaler search to start it")
-        return replace(self.config.train, max_images=plan.screen_images if stage == SCREEN else plan.race_images)
+        return self.training(plan.screen_images if stage == SCREEN else plan.race_images)
 
     def objective(self, trial: optuna.Trial) -> float:
         """`evaluate_job`, recording an interruption or crash so that its job is queued again."""
@@ -634,11 +737,15 @@ class GridSearch:
             if label in contenders
         }
         per_image[BASE] = plan.base_seconds_per_image
-        full_images = len(self.setup.dataset.train) * self.config.train.epochs
+        fidelity = self.fidelity()
+        full_images = fidelity.target if fidelity else len(self.setup.dataset.train) * self.config.train.epochs
         fixed = plan.overhead * len(per_image)
         load = self.phi_load(contenders, per_image)  # the disambiguation's two seeds, spread over the race's rounds
         fixed += plan.overhead * len(load) * 2 / MIN_ROUNDS
-        images = race_images_after_screen(self.deadline - time.time(), per_image | load, fixed, full_images)
+        least = plan.least_images or MIN_IMAGES
+        images = race_images_after_screen(
+            self.deadline - time.time(), per_image | load, fixed, full_images, least, self.min_rounds
+        )
         images = self.batches(images)
         seconds = {
             label: images * rate + (plan.overhead if label == BASE else 0.0) for label, rate in per_image.items()
@@ -651,18 +758,20 @@ class GridSearch:
         )
 
     def next_round(self, contenders: list[str], rounds: list[dict[str, Any]]) -> list[str] | str:
-        """The networks of the next round, or why the race ends: resolved, out of seeds, or out of time."""
+        """The networks of the next round, or why the race ends: resolved, out of seeds, or out of time (a race
+        that ends before the budget does says how much of it is left unused)."""
+        assert self.deadline is not None
+        unused = f"; {max(0.0, self.deadline - time.time()) / 60:.1f} of the budget's {self.config.budget / 60:.1f} min unused"
         if not contenders:
-            return "no network left to race (every race training diverged)"
+            return "no network left to race (every race training diverged)" + unused
         if len(rounds) >= self.config.max_seeds:
-            return f"{self.config.max_seeds} seeds raced (--max-seeds)"
+            return f"{self.config.max_seeds} seeds raced (--max-seeds)" + unused
         val = self.tables(RACE, "val")
         base_needed = not base_resolved(val, contenders, BASE)
         if len(contenders) == 1 and not base_needed:
-            return "resolved: one network left and its difference to the base excludes zero"
+            return "resolved: one network left and its difference to the base excludes zero" + unused
         networks = [*contenders, *([BASE] if base_needed else [])]
         seconds = sum(self.seconds_per_training()[label] for label in networks) / max(1, self.config.workers)
-        assert self.deadline is not None
         plan = self.plan()
         assert plan is not None
         reserve = self.phi_reserve(contenders, self.speed_line(), plan.race_images, plan.overhead)

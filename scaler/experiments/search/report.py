@@ -301,6 +301,7 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         },
         "budget_seconds": search.config.budget,
         "plan": asdict(plan) if plan else None,
+        "fidelity": fidelity_summary(search),
         "screen_rule": SCREEN_RULE,
         "screened_out": search.study.user_attrs.get("screened_out", {}),
         "rounds": search.rounds(),
@@ -320,6 +321,21 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         },
         "wall_seconds": round(wall_seconds, 1),
     }, table
+
+
+def fidelity_summary(search: GridSearch) -> dict[str, Any] | None:
+    """The fidelity ladder's rungs, target and fewest images, with its verdict on the race's images (None when the
+    fidelity was fixed by --epochs)."""
+    fidelity, plan = search.fidelity(), search.plan()
+    if fidelity is None or plan is None:
+        return None
+    base = search.tables(RACE, "val").get(BASE)
+    measured = (float(base.mean()), len(base)) if base is not None and len(base) else None
+    return fidelity.to_json() | {
+        "race_images": plan.race_images,
+        "base_at_proxy": None if measured is None else {"val_acc": round(measured[0], 5), "seeds": measured[1]},
+        "verdict": fidelity.verdict(plan.race_images, measured),
+    }
 
 
 def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
@@ -353,6 +369,8 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
         f"{summary['stages']['race']} race trainings on {plan.get('race_images')} images; {summary['failed']} failed"
     )
     print(f"# {CONVENTION}; control: EfficientNet (1.2, 1.1, 1.15){snapped}; selection on validation images only")
+    if summary.get("fidelity"):
+        print(f"fidelity: {summary['fidelity']['verdict']}")
     if summary["screened_out"]:
         print(f"screen: {', '.join(summary['screened_out'])} left ({summary['screen_rule']})")
     rounds = summary["rounds"]
