@@ -32,7 +32,7 @@ from scaler.experiments.search.queue import RACE, GridSearch, diverged, run_work
 from scaler.experiments.search.report import print_search_summary, write_outputs
 from scaler.study.engine import TrialBudget
 from scaler.study.racing import SCREEN_SEEDS, parse_budget
-from scaler.study.storage import check_study_name, check_url
+from scaler.study.storage import check_study_name, check_url, check_writable
 from scaler.study.workers import run_workers
 from scaler.training.tasks import dataset_task
 
@@ -214,6 +214,7 @@ def search_config(args: argparse.Namespace, argv: Argv) -> SearchConfig:
     check_study_name(config.study_name, "--study" if args.study else "the name made from --base, --width and --variant")
     config.check()
     config.task()
+    check_writable(config.folder, "the study folder")
     check_url(config.storage_url)
     config.run_config().load_dataset()  # missing data or a size beyond its split ends here, before the search starts
     return config
