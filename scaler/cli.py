@@ -9,7 +9,21 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from scaler.errors import RunFailed, UserError, one_line
-from scaler.experiments import Command, compare, flgc, frelu, ladder, plot, profile, report, scale, search, spec, worker
+from scaler.experiments import (
+    Command,
+    compare,
+    export,
+    flgc,
+    frelu,
+    ladder,
+    plot,
+    profile,
+    report,
+    scale,
+    search,
+    spec,
+    worker,
+)
 from scaler.study.workers import raise_keyboard_interrupt
 
 COMMANDS: tuple[Command, ...] = (
@@ -21,6 +35,7 @@ COMMANDS: tuple[Command, ...] = (
     ladder.COMMAND,
     compare.COMMAND,
     flgc.COMMAND,
+    export.COMMAND,
     plot.COMMAND,
     report.COMMAND,
     worker.COMMAND,

@@ -125,12 +125,15 @@ def test_search_screens_races_answers_and_resumes(study_dir: Path, capsys) -> No
 
     assert main(["search", "--study", "t", *FAST]) == 0
     assert len(pd.read_csv(study_dir / "trials.csv")) == len(frame), "a finished job ran again"
+    assert main(["export", "--study", "t", "--phi", "2", "--variant", "frelu", "--out", "t.pt2"]) == 0
+    about, answer = json.loads(Path("t.pt2.json").read_text()), json.loads((study_dir / "summary.json").read_text())
+    assert (about["alpha"], about["beta"], about["gamma"]) == (answer["alpha"], answer["beta"], answer["gamma"])
 
 
-def test_a_budget_too_small_for_the_screen_is_refused_with_its_minimum(study_dir: Path, capsys) -> None:
+def test_a_budget_too_small_to_start_is_refused_as_given(study_dir: Path, capsys) -> None:
     assert main(["search", "--study", "t", *FAST, "--budget", "1s"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--budget" in err[0] and "need" in err[0], err
+    assert len(err) == 1 and "--budget 1s is less than a minute" in err[0], err
     assert not study_dir.exists(), "a refused search leaves no study behind"
 
 

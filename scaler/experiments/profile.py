@@ -15,11 +15,15 @@ from scaler.experiments import Argv, Command
 from scaler.experiments.options import add_architecture_args, add_task_args, check_base, options_of, task_of, variant_of
 from scaler.model.complexity import COUNTERS, DEFAULT_THREADS, convention
 from scaler.model.profile import PROFILE_COLUMNS, profile_multipliers, profile_phis
+from scaler.model.runtime import check_onnxruntime
 from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS
 from scaler.report.files import write
 from scaler.report.tables import fmt, millions, print_table
 from scaler.study.run import RunConfig
 from scaler.study.storage import check_writable, study_folder
+
+RUNTIMES = {"torch": "eager", "onnxruntime": "onnxruntime"}  # --runtime: the latency form measure() times
+RUNTIME_WORDS = {"torch": "eager PyTorch", "onnxruntime": "ONNX Runtime (deployed form: BN folded, FLGC grouped)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="fvcore",
         help="who counts MACs: fvcore (default, a TorchScript trace) or torch (torch.utils.flop_counter, FLOPs / 2)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="what runs the timed forward passes: torch (eager, default) or onnxruntime (the deployed form exported "
+        "to ONNX, in an ONNX Runtime CPU session with --threads threads; needs the export extra)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--out", help="also write profile.csv and run.json into studies/OUT")
 
@@ -49,6 +60,9 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     """scaler profile: one row per phi."""
     if args.runs < 1 or args.threads < 1:
         raise UserError(f"--runs and --threads must be >= 1 (got {args.runs}, {args.threads})")
+    form = RUNTIMES[args.runtime]
+    if form == "onnxruntime":
+        check_onnxruntime()
     started = time.time()
     folder = study_folder(args.out, option="--out") if args.out is not None else None
     config = RunConfig(
@@ -69,13 +83,15 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         if any(v is not None for v in (args.alpha, args.beta, args.gamma)):
             raise UserError("give either --alpha/--beta/--gamma or --width/--depth/--resolution, not both")
         width, depth, resolution = (1.0 if v is None else v for v in direct)
-        rows = profile_multipliers(spec, depth, width, resolution, args.runs, args.threads, args.counter)
+        rows = profile_multipliers(spec, depth, width, resolution, args.runs, args.threads, args.counter, form)
     else:
         alpha, beta, gamma = (
             default if v is None else v
             for v, default in zip((args.alpha, args.beta, args.gamma), EFFICIENTNET_COEFFICIENTS)
         )
-        rows = profile_phis(spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads, args.counter)
+        rows = profile_phis(
+            spec, sorted(set(args.phi)), (alpha, beta, gamma), args.runs, args.threads, args.counter, form
+        )
     if folder:
         frame = pd.DataFrame([{k: row[k] for k in PROFILE_COLUMNS} for row in rows])
         paths = write(folder, config, argv, started, {"profile": frame}, options=options_of(args))
@@ -85,7 +101,8 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         return 0
     print(f"# {spec.name} on {spec.in_channels}x{spec.resolution}x{spec.resolution}, {spec.num_classes} classes")
     print(
-        f"# {convention(args.counter)}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads"
+        f"# {convention(args.counter)}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads, "
+        f"in {RUNTIME_WORDS[args.runtime]}"
     )
     print_table(
         rows,

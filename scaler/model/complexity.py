@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import statistics
 import sys
@@ -50,8 +51,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _example(model: nn.Module, input_shape: tuple[int, int, int], batch: int = 1) -> torch.Tensor:
-    parameter = next(model.parameters())
-    return torch.randn(batch, *input_shape, device=parameter.device)
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.randn(batch, *input_shape, device=tensor.device if tensor is not None else "cpu")
 
 
 def count_params(model: nn.Module) -> int:

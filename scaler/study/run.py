@@ -412,6 +412,14 @@ def count(spec: NetSpec, batch: int = 1, training: bool = False, seed: int | Non
         return count_macs(model, spec.input_shape), count_params(model)
 
 
+def built(spec: NetSpec, seed: int | None = None) -> nn.Module:
+    """The network a spec describes, for use outside scaler's own training (export, `scaler.build`): refused in
+    one line, unbuilt, when it cannot fit; its initial weights depend on `seed` alone when given."""
+    check_fits(spec)
+    with STOPWATCH.phase("building"):
+        return build(spec, seed=seed)
+
+
 def buildable(spec: NetSpec) -> NetSpec:
     """The spec, once it is known to fit in memory and to build (a grouping that does not divide fails here)."""
     check_fits(spec)
