@@ -67,10 +67,16 @@ def variant_of(args: argparse.Namespace) -> str:
 
 
 def add_train_args(
-    parser: argparse.ArgumentParser, epochs: int | None, subset: int | None = None, batch_size: int | None = 64
+    parser: argparse.ArgumentParser,
+    epochs: int | None,
+    subset: int | None = None,
+    batch_size: int | None = 64,
+    epochs_help: str | None = None,
 ) -> None:
     """Options of the one training loop (a default of None is resolved by the command, e.g. by --quick)."""
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per training run (default {epochs or 3})")
+    parser.add_argument(
+        "--epochs", type=int, default=epochs, help=epochs_help or f"epochs per training run (default {epochs or 3})"
+    )
     parser.add_argument(
         "--batch-size", type=int, default=batch_size, help=f"images per step (default {batch_size or 256})"
     )

@@ -125,7 +125,7 @@ def provenance(
         "seconds_by_phase": STOPWATCH.report(),  # this process's; workers' trainings are in their trials
         "outputs": sorted(outputs),
     }
-    read = data_record()
+    read = data_record(getattr(config, "dataset", None))
     if read is not None:
         record["data"] = read
     return dict(redact_secrets(record))

@@ -142,6 +142,7 @@ class RunConfig:
             self.data_seed,
             self.val_size,
             self.test_size,
+            self.task,
         )
         if key in LOADED:
             return LOADED[key]
@@ -188,12 +189,13 @@ class RunConfig:
         return replace(cls(**fields), **overrides)
 
 
-def data_record() -> dict[str, Any] | None:
-    """What run.json says of the data the command read: where from, its fingerprint, classes, split sizes and how
-    its images were read (None when it read none)."""
-    if not LOADED:
+def data_record(name: str | None) -> dict[str, Any] | None:
+    """What run.json says of dataset `name` as this process last read it: where from, its fingerprint, classes,
+    split sizes and how its images were read (None when it read no such dataset)."""
+    read = [dataset for key, dataset in LOADED.items() if key[0] == name]
+    if not read:
         return None
-    dataset = next(iter(LOADED.values()))
+    dataset = read[0]
     return {
         "name": dataset.name,
         "source": dataset.source,

@@ -158,7 +158,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--test-size", type=int, default=0, help="test images, read after selection (default 0: the whole test split)"
     )
-    add_train_args(p, epochs=None, subset=None, batch_size=None)
+    add_train_args(
+        p,
+        epochs=None,
+        subset=None,
+        batch_size=None,
+        epochs_help="passes over the training split per race training, fixed (default: planned from the data by "
+        "the fidelity ladder; --quick: 1)",
+    )
 
 
 def main(args: argparse.Namespace, argv: Argv) -> int:
