@@ -9,7 +9,7 @@ from torch import nn
 
 from scaler.model.scaling import scale_compound
 from scaler.model.spec import NetSpec
-from scaler.report.files import study_info
+from scaler.report.files import StudyInfo, study_info
 from scaler.study.run import RunConfig, built
 from scaler.study.storage import STUDIES_DIR
 from scaler.training.tasks import Task, dataset_task, parse_input
@@ -66,16 +66,8 @@ def build(
 
 
 @dataclass(frozen=True)
-class Answer:
-    """What a finished `scaler search` exported: its base, width, dataset and alpha, beta, gamma."""
-
-    study: str
-    base: str
-    width: float
-    dataset: str
-    alpha: float
-    beta: float
-    gamma: float
+class Answer(StudyInfo):
+    """What a finished `scaler search` exported (study_info's reading of it), able to build its network."""
 
     def spec(self, phi: float = 1.0, variant: str = "relu") -> NetSpec:
         """The searched network's spec at `phi`, for the study's dataset."""
@@ -90,5 +82,4 @@ class Answer:
 
 def load_study(name: str, studies_dir: str | Path = STUDIES_DIR) -> Answer:
     """The answer of the search in studies/<name> (its summary.json)."""
-    info = study_info(name, Path(studies_dir))
-    return Answer(name, info.base, info.width, info.dataset, info.alpha, info.beta, info.gamma)
+    return Answer(**vars(study_info(name, Path(studies_dir))))

@@ -36,15 +36,19 @@ def format_of(path: Path, given: str | None) -> str:
     raise UserError(f"--out {shown_path(path)}: give --format onnx or pt2, or a file ending in .onnx or .pt2")
 
 
-def check_extra(fmt: str) -> None:
-    """The packages an ONNX export needs are installed; else one line naming the extra."""
-    if fmt != "onnx":
-        return
-    for module in ("onnx", "onnxscript"):
+def require(modules: tuple[str, ...], what: str) -> None:
+    """`modules` are installed; else one line saying that `what` needs the first one missing, and the extra."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
-            raise UserError(f"--format onnx needs the {module} package: {EXTRA}") from None
+            raise UserError(f"{what} needs the {module} package: {EXTRA}") from None
+
+
+def check_extra(fmt: str) -> None:
+    """The packages an ONNX export needs are installed; else one line naming the extra."""
+    if fmt == "onnx":
+        require(("onnx", "onnxscript"), "--format onnx")
 
 
 def check_out(path: Path) -> Path:
@@ -86,14 +90,19 @@ def export_program(form: nn.Module, example: torch.Tensor) -> torch.export.Expor
             return torch.export.export(form, (example[:1],))
 
 
-def write_onnx(program: torch.export.ExportedProgram, target: Path) -> None:
-    """The exported program as an ONNX file, checked by onnx.checker."""
-    import onnx
-
+def onnx_file(program: torch.export.ExportedProgram, target: Path) -> None:
+    """The exported program written as an ONNX file (opset OPSET)."""
     with quiet():
         onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, verbose=False)
         assert onnx_program is not None
         onnx_program.save(str(target))
+
+
+def write_onnx(program: torch.export.ExportedProgram, target: Path) -> None:
+    """The exported program as an ONNX file, checked by onnx.checker."""
+    import onnx
+
+    onnx_file(program, target)
     onnx.checker.check_model(str(target), full_check=True)
 
 

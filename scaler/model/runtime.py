@@ -10,17 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from scaler.errors import UserError
-from scaler.model.export import EXTRA, deployed_form, export_program, quiet
+from scaler.model.export import deployed_form, export_program, onnx_file, require
 
 
 def check_onnxruntime() -> None:
     """onnxruntime, onnx and onnxscript are installed; else one line naming the extra."""
-    for module in ("onnxruntime", "onnx", "onnxscript"):
-        try:
-            __import__(module)
-        except ImportError:
-            raise UserError(f"--runtime onnxruntime needs the {module} package: {EXTRA}") from None
+    require(("onnxruntime", "onnx", "onnxscript"), "--runtime onnxruntime")
 
 
 class OrtModel(nn.Module):
@@ -32,11 +27,9 @@ class OrtModel(nn.Module):
 
         check_onnxruntime()
         program = export_program(deployed_form(model), torch.randn(2, *input_shape))
-        with tempfile.TemporaryDirectory() as scratch, quiet():
+        with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "model.onnx"
-            onnx_program = torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False)
-            assert onnx_program is not None
-            onnx_program.save(str(path))
+            onnx_file(program, path)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

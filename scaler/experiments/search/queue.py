@@ -424,7 +424,7 @@ class GridSearch:
 
         def affordable(next_images: int, proxy_images: int) -> bool:
             left = (self.deadline or math.inf) - time.time()
-            return next_images * rate + overhead + costs.minimum(proxy_images) <= left
+            return costs.training(rate, next_images) + costs.minimum(proxy_images) <= left
 
         stopped = False
         while True:
