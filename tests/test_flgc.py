@@ -22,6 +22,7 @@ from scaler.model.nn.flgc import (
     fold_permutations,
     freeze_assignments,
     grouped_macs,
+    splitting_pays,
 )
 from scaler.model.spec import NetSpec
 from scaler.model.zoo import base
@@ -46,9 +47,9 @@ def perturb(layer: FLGCConv2d, seed: int = 0, balanced: bool = False) -> FLGCCon
     return layer
 
 
-def deployed_copy(layer: nn.Module, strategy: str) -> nn.Module:
+def deployed_copy(layer: nn.Module, strategy: str, duplicates: str = "auto") -> nn.Module:
     """A deployed deep copy of `layer` (or of a model holding FLGC layers)."""
-    return deploy_flgc(copy.deepcopy(layer), strategy)
+    return deploy_flgc(copy.deepcopy(layer), strategy, duplicates=duplicates)
 
 
 def test_gradients_reach_logits_and_masked_weights() -> None:
@@ -431,7 +432,8 @@ def test_fvcore_macs_of_deployed_layers() -> None:
     assert flgc_macs(deployed_copy(first, "per_group"), 5, 5) == flgc_macs(first, 5, 5)
     for strategy in STRATEGIES:
         deployed = deployed_copy(model, strategy)
-        run_macs = sum(kernel.weight.numel() * 25 for layer in (deployed[0], deployed[3]) for kernel in layer.convs)
+        kernels = [kernel for layer in (deployed[0], deployed[3]) for kernel in [*layer.convs, *layer.extras]]
+        run_macs = sum(kernel.weight.numel() * 25 for kernel in kernels)
         assert count_macs(deployed, (10, 9, 9)) == run_macs >= expected
         if strategy.startswith("per_group"):
             assert run_macs == expected
@@ -463,23 +465,58 @@ def test_folded_permutations_keep_outputs(strategy: str, batch: int) -> None:
 def test_permutations_fold_into_dense_neighbours(strategy: str, batch: int) -> None:
     """dense -> FLGC -> dense -> FLGC with equal groups: the dense convs take the permutations (filters reordered
     for the reader, input channels for the producer), so only the last layer's output permutation is left; a
-    reader with a duplicated channel keeps its gather."""
+    reader whose duplicates run as kernels of their own folds its own groups' gather too and gathers only its
+    duplicates; one that pads its groups for them keeps its gather."""
     torch.manual_seed(9)
-    for duplicate in (False, True):
+    for duplicate, form in ((False, "auto"), (True, "padded"), (True, "split")):
         last = FLGCConv2d(16, 8, 4, duplicate=duplicate)
         if duplicate:
             perturb(last, seed=3, balanced=True)
         chain = nn.Sequential(
             nn.Conv2d(6, 16, 3, padding=1), nn.ReLU(), FLGCConv2d(16, 24, 4), nn.ReLU(), nn.Conv2d(24, 16, 1), last
         ).eval()
-        deployed = deployed_copy(chain, strategy)
+        deployed = deployed_copy(chain, strategy, form)
         x = torch.randn(batch, 6, 5, 5)
+        split = form == "split"
         with torch.no_grad():
             expected = chain(x)
-            assert fold_permutations(deployed) == (2 if duplicate else 3)
+            assert fold_permutations(deployed) == (2 if form == "padded" else 3)
             assert not any(deployed[2].gather_inputs) and not deployed[2].permute_outputs
-            assert any(deployed[5].gather_inputs) == duplicate and deployed[5].permute_outputs
+            assert any(deployed[5].gather_inputs) == (form == "padded") and deployed[5].permute_outputs
+            assert bool(len(deployed[5].extras)) == split
             torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["padded", "padded_matmul"])
+def test_duplicates_cost_their_own_product(strategy: str) -> None:
+    """With equal own groups and a few duplicates, the deployed layer is the unpadded grouped kernel plus one
+    small kernel per group that gained any, reading only its duplicates (no padding), and computes what the
+    masked layer does, BN folded, at batch 1 and 4."""
+    layer = perturb(FLGCConv2d(32, 16, 4, duplicate=True), seed=5, balanced=True)
+    gained = (layer.assignment()[0].sum(0) - 8).tolist()
+    assert gained == [1, 2, 1, 0]
+    bn = nn.BatchNorm2d(16).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.normal_()
+    chain = nn.Sequential(layer, bn).eval()
+    assert not len(deployed_copy(layer, strategy).extras)  # padding by 2 costs less than 3 more passes
+    deployed = deployed_copy(layer, strategy, "split")
+    deployed.fuse_bn(bn)
+    assert deployed.group_convs()[0].weight.shape == (16, 8, 1, 1)
+    assert [conv.weight.shape for conv in deployed.extra_convs()] == [(4, n, 1, 1) for n in (1, 2, 1)]
+    for batch in (1, 4):
+        x = torch.randn(batch, 32, 5, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(deployed(x), chain(x), atol=1e-5, rtol=1e-5)
+
+
+def test_splitting_pays_where_duplicates_land_unevenly() -> None:
+    """Kernels of their own pay when padding every group would cost more than a pass over the gainers' rows."""
+    assert not splitting_pays([1, 2, 1, 0]) and not splitting_pays([21, 52, 33, 29])
+    assert splitting_pays([24, 0, 0, 0]) and splitting_pays([64, 0, 0, 0, 0, 0, 0, 0])
+    assert not splitting_pays([8, 0, 0, 0])
 
 
 def test_tiny_model_trains() -> None:

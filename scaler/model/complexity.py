@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis
 
-COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "baddbmm", "einsum")
+COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "baddbmm", "einsum")
 COUNTERS = ("fvcore", "torch")
 
 

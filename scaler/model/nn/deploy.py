@@ -83,12 +83,16 @@ def depthwise_as_shifts(model: nn.Module) -> nn.Module:
     return model
 
 
-def deploy(model: nn.Module, shifts: bool = True, compile: bool = True, strategy: str | None = None) -> nn.Module:
+def deploy(
+    model: nn.Module, shifts: bool = True, compile: bool = True, strategy: str | None = None, duplicates: str = "auto"
+) -> nn.Module:
     """A copy in its fastest inference form: FLGC as real grouped convs (permutations folded between them; kernels
-    by `strategy`, the default if None), BN folded, shift-depthwise, compiled."""
+    by `strategy`, the default if None; duplicated maps as `duplicates` says), BN folded, shift-depthwise,
+    compiled."""
     from scaler.model.nn.flgc import DEFAULT_STRATEGY, deploy_flgc, fold_permutations
 
-    deployed = fold_batchnorm(deploy_flgc(copy.deepcopy(model).eval(), strategy or DEFAULT_STRATEGY))
+    model = copy.deepcopy(model).eval()
+    deployed = fold_batchnorm(deploy_flgc(model, strategy or DEFAULT_STRATEGY, duplicates=duplicates))
     fold_permutations(deployed)
     if shifts:
         deployed = depthwise_as_shifts(deployed)

@@ -24,6 +24,8 @@ STRATEGIES = ("per_group", "padded", "bucketed", "per_group_matmul", "padded_mat
 BUCKET_CALL_COST = 0.05
 DEFAULT_STRATEGY = "padded_matmul"
 FASTEST = "fastest"
+DUPLICATE_FORMS = ("auto", "split", "padded")
+PASS_COST = 64  # one extra pass over an output row costs about this many multiply-adds per element (2 CPU cores)
 SCORES = ("weight", "logit")
 DEFAULT_SCORE = "logit"
 
@@ -346,6 +348,44 @@ def row_order(channels: torch.Tensor, batch: int, channel_step: int, image_step:
     return (rows.t() if image_step < 0 else rows).flatten()
 
 
+def splitting_pays(gained: Sequence[int]) -> bool:
+    """Whether duplicates (how many each group gained) cost less as kernels of their own, each an extra pass over
+    its group's output rows (PASS_COST multiply-adds per element), than padding every group to the one that
+    gained most inside the base kernel."""
+    return sum(n + PASS_COST for n in gained if n) < len(gained) * max(gained)
+
+
+def primary_groups(member_in: torch.Tensor, learned_in: torch.Tensor) -> torch.Tensor:
+    """Each input channel's own group within `member_in` (in x G, one per channel): the learned one where
+    duplication only added to it, else the first it belongs to."""
+    if bool((learned_in.sum(1) == 1).all()) and not (learned_in & ~member_in).any():
+        return learned_in.clone()
+    return F.one_hot(member_in.float().argmax(1), member_in.shape[1]).bool() & member_in
+
+
+@torch.no_grad()
+def duplicate_kernels(
+    layer: FLGCConv2d, duplicates: torch.Tensor, out_groups: list[torch.Tensor], bucket: list[int], rows: int
+) -> tuple[list[nn.Conv2d], list[tuple[int, int]], torch.Tensor]:
+    """The duplicated maps (in x G) as one small kernel per group that gained any, each reading only its own
+    duplicates; the (first row, rows) of the single base kernel's output it adds to (`rows` per group, groups in
+    `bucket` order); and the input channels they read, in that order."""
+    weight = layer.weight.detach()
+    k = layer.kernel_size
+    convs, targets, channels = [], [], []
+    for slot, group in enumerate(bucket):
+        picked, filters = duplicates[:, group].nonzero().flatten(), out_groups[group]
+        if not len(picked) or not len(filters):
+            continue
+        conv = nn.Conv2d(len(picked), len(filters), k, layer.stride, k // 2, bias=False)
+        conv = conv.to(weight.device, weight.dtype).requires_grad_(False)
+        conv.weight.copy_(weight[filters][:, picked])
+        convs.append(conv)
+        targets.append((slot * rows, len(filters)))
+        channels.append(picked)
+    return convs, targets, torch.cat(channels)
+
+
 @dataclass
 class MatmulPlan:
     """A single-kernel 1x1 layer on one input shape, its indices, views and (kept for inference) scratch resolved
@@ -359,21 +399,34 @@ class MatmulPlan:
     scatter: torch.Tensor | None
     gathered: torch.Tensor | None
     product: torch.Tensor | None
+    extra_weights: tuple[torch.Tensor, ...] = ()
+    extra_targets: tuple[tuple[int, int], ...] = ()
+    extra_gather: torch.Tensor | None = None
+    extra_gathered: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = self.shape
         if self.channel_major:
-            rows = x.transpose(0, 1).reshape(channels * batch, height * width)
+            source = x.transpose(0, 1).reshape(channels * batch, height * width)
         else:
-            rows = x.reshape(batch * channels, height * width)
+            source = x.reshape(batch * channels, height * width)
+        rows = source
         if self.gather is not None:
-            rows = torch.index_select(rows, 0, self.gather, out=self.gathered)
+            rows = torch.index_select(source, 0, self.gather, out=self.gathered)
         groups, _, width_in = self.weight.shape
         columns = rows.view(groups, width_in, -1)
         if self.bias is None:
             product = torch.bmm(self.weight, columns, out=self.product)
         else:
             product = torch.baddbmm(self.bias, self.weight, columns, out=self.product)
+        if self.extra_gather is not None:
+            picked = torch.index_select(source, 0, self.extra_gather, out=self.extra_gathered).view(
+                -1, columns.shape[2]
+            )
+            rows_out, offset = product.view(-1, columns.shape[2]), 0
+            for weight, (first, count) in zip(self.extra_weights, self.extra_targets):
+                rows_out[first : first + count] += torch.mm(weight, picked[offset : offset + weight.shape[1]])
+                offset += weight.shape[1]
         if self.scatter is None:  # rows in (channel, image) order: a channel-major view, no copy
             return product.view(-1, batch, height, width).transpose(0, 1)
         return product.view(-1, height * width).index_select(0, self.scatter).view(batch, -1, height, width)
@@ -385,24 +438,40 @@ class DeployedFLGC(nn.Module):
     Groups are split into buckets (`plan_buckets`); a bucket is one Conv2d with groups=len(bucket), its groups
     zero-padded to the bucket's largest |in_g| and |out_g|. Strategies ending in "_matmul" (1x1 only) run each
     bucket's weight as a batched matmul on the NCHW input instead of a conv. Filters of groups without inputs
-    output their bias (0 until a BN is fused). `sizes` keeps (|in_g|, |out_g|) per group.
+    output their bias (0 until a BN is fused). `sizes` keeps (|in_g|, |out_g|) per group, duplicates counted.
+
+    With duplicates, a single kernel either pads every group to the one that gained most ("padded"), or holds the
+    own groups only (equal, so unpadded and its permutation foldable) while `extras`, one small kernel per group
+    that gained duplicates, add them to its product ("split"): that costs in proportion to the multiply-adds
+    duplication adds plus a pass over each gained group's rows, so it pays where duplicates land unevenly
+    (`splitting_pays`, what "auto" follows).
     """
 
     starved_filters: torch.Tensor
     starved_bias: torch.Tensor
     output_index: torch.Tensor
+    extra_index: torch.Tensor
 
-    def __init__(self, layer: FLGCConv2d, strategy: str = DEFAULT_STRATEGY) -> None:
+    def __init__(self, layer: FLGCConv2d, strategy: str = DEFAULT_STRATEGY, duplicates: str = "auto") -> None:
         super().__init__()
+        if duplicates not in DUPLICATE_FORMS:
+            raise ValueError(f"unknown duplicates form {duplicates!r}, expected one of {DUPLICATE_FORMS}")
         member_in, member_out = layer.assignment()
         weight = layer.weight.detach()
         device = weight.device
         k, self.kernel_size, self.stride = layer.kernel_size, layer.kernel_size, layer.stride
         self.in_channels, self.out_channels, self.strategy = layer.in_channels, layer.out_channels, strategy
         self.matmul = strategy.endswith("_matmul") and k == 1
-        in_groups = [member_in[:, g].nonzero().flatten() for g in range(layer.groups)]
         out_groups = [member_out[:, g].nonzero().flatten() for g in range(layer.groups)]
-        self.sizes = [(len(i), len(o)) for i, o in zip(in_groups, out_groups)]
+        self.sizes = [(int(member_in[:, g].sum()), len(o)) for g, o in enumerate(out_groups)]
+        primary = primary_groups(member_in, layer.learned()[0] if layer.frozen else member_in)
+        primary_sizes = [(int(primary[:, g].sum()), len(o)) for g, o in enumerate(out_groups)]
+        gained = (member_in & ~primary).sum(0).tolist()
+        split = duplicates != "padded" and any(gained) and len(plan_buckets(primary_sizes, strategy)) == 1
+        split = split and all(n_in for n_in, _ in primary_sizes)
+        split = split and (duplicates == "split" or splitting_pays(gained))
+        kernel_in = primary if split else member_in
+        in_groups = [kernel_in[:, g].nonzero().flatten() for g in range(layer.groups)]
         self.convs = nn.ModuleList()
         self.gather_inputs: list[bool] = []
         self.workspaces: dict[str, torch.Tensor] = {}
@@ -411,9 +480,11 @@ class DeployedFLGC(nn.Module):
         self.scatter_rows: list[bool] = []
         position = torch.empty(layer.out_channels, dtype=torch.long, device=device)
         rows = 0
-        for index, bucket in enumerate(plan_buckets(self.sizes, strategy)):
-            max_in = max(self.sizes[g][0] for g in bucket)
-            max_out = max(self.sizes[g][1] for g in bucket)
+        kernel_sizes = [(len(i), len(o)) for i, o in zip(in_groups, out_groups)]
+        buckets = plan_buckets(kernel_sizes, strategy)
+        for index, bucket in enumerate(buckets):
+            max_in = max(kernel_sizes[g][0] for g in bucket)
+            max_out = max(kernel_sizes[g][1] for g in bucket)
             conv = nn.Conv2d(
                 len(bucket) * max_in, len(bucket) * max_out, k, layer.stride, k // 2, groups=len(bucket), bias=False
             ).to(device, weight.dtype)
@@ -440,6 +511,16 @@ class DeployedFLGC(nn.Module):
         self.register_buffer("starved_bias", torch.zeros(len(starved), device=device, dtype=weight.dtype))
         self.register_buffer("output_index", position)
         self.permute_outputs = not torch.equal(position, torch.arange(self.out_channels, device=device))
+        self.extras = nn.ModuleList()
+        self.extra_targets: list[tuple[int, int]] = []
+        extra_index = torch.zeros(0, dtype=torch.long, device=device)
+        if split:
+            rows_per_group = self.group_convs()[0].out_channels // len(buckets[0])
+            extras, self.extra_targets, extra_index = duplicate_kernels(
+                layer, member_in & ~primary, out_groups, buckets[0], rows_per_group
+            )
+            self.extras.extend(extras)
+        self.register_buffer("extra_index", extra_index)
 
     def emits_raw(self) -> bool:
         """Whether the layer can hand its rows on in group order (one kernel, no filter without inputs)."""
@@ -467,6 +548,7 @@ class DeployedFLGC(nn.Module):
             gather = position[self.buffer("input_index", index)]
             setattr(self, f"input_index_{index}", gather)
             self.gather_inputs[index] = not torch.equal(gather, torch.arange(width, device=gather.device))
+        self.extra_index = position[self.extra_index]
         self.in_channels = width
 
     def permutation_read(self) -> torch.Tensor | None:
@@ -485,6 +567,10 @@ class DeployedFLGC(nn.Module):
         """One grouped Conv2d per bucket."""
         return [cast(nn.Conv2d, conv) for conv in self.convs]
 
+    def extra_convs(self) -> list[nn.Conv2d]:
+        """One Conv2d per group that gained duplicates, apart from the base kernel."""
+        return [cast(nn.Conv2d, conv) for conv in self.extras]
+
     def output_size(self, x: torch.Tensor) -> tuple[int, int]:
         """Spatial size of the output for input `x`."""
         k, pad = self.kernel_size, self.kernel_size // 2
@@ -499,6 +585,11 @@ class DeployedFLGC(nn.Module):
             conv(select_channels(x, self.buffer("input_index", index)) if self.gather_inputs[index] else x)
             for index, conv in enumerate(self.group_convs())
         ]
+        if len(self.extras):
+            picked, offset = select_channels(x, self.extra_index), 0
+            for conv, (first, count) in zip(self.extra_convs(), self.extra_targets):
+                pieces[0][:, first : first + count] += conv(picked[:, offset : offset + conv.in_channels])
+                offset += conv.in_channels
         if self.emits_raw():
             return select_channels(pieces[0], self.output_index) if self.permute_outputs else pieces[0]
         out = x.new_empty(x.shape[0], self.out_channels, *self.output_size(x))
@@ -554,6 +645,7 @@ class DeployedFLGC(nn.Module):
             conv.weight.data_ptr(),
             conv.weight._version,
             None if bias is None else (bias.data_ptr(), bias._version),
+            tuple((conv.weight.data_ptr(), conv.weight._version) for conv in self.extra_convs()),
         )
         plan = self.plans.get(key)
         if plan is None:
@@ -578,9 +670,16 @@ class DeployedFLGC(nn.Module):
         scatter = row_order(self.output_index, batch, batch, -1) if self.permute_outputs else None
         gathered = x.new_empty(len(gather) * batch, height * width) if keep and needs_gather else None
         product = x.new_empty(conv.groups, weight.shape[1], columns) if keep and scatter is not None else None
-        return MatmulPlan(
+        plan = MatmulPlan(
             channel_major, (batch, channels, height, width), weight, bias, gather_rows, scatter, gathered, product
         )
+        if len(self.extras):
+            weights = [extra.weight.flatten(1) for extra in self.extra_convs()]
+            plan.extra_weights = tuple(w.detach() for w in weights) if keep else tuple(weights)
+            plan.extra_targets = tuple(self.extra_targets)
+            plan.extra_gather = row_order(self.extra_index, batch, *steps)
+            plan.extra_gathered = x.new_empty(len(plan.extra_gather), height * width) if keep else None
+        return plan
 
     def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """1x1 only: rows (channel, image) gathered per bucket, one batched matmul over all images, rows scattered.
@@ -651,10 +750,13 @@ class DeployedFLGC(nn.Module):
             bias = conv.bias if conv.bias is not None else zero
             conv.weight.mul_(row_scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
             conv.bias = nn.Parameter((bias * row_scale + row_shift).to(conv.weight.dtype))
+            for extra, (first, count) in zip(self.extra_convs(), self.extra_targets):
+                extra.weight.mul_(row_scale[first : first + count].view(-1, 1, 1, 1).to(conv.weight.dtype))
         self.starved_bias.copy_(self.starved_bias * scale[self.starved_filters] + shift[self.starved_filters])
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, sizes={self.sizes}, strategy={self.strategy!r}"
+        duplicates = f", duplicates={len(self.extra_index)}" if len(self.extra_index) else ""
+        return f"{self.in_channels}, {self.out_channels}, sizes={self.sizes}, strategy={self.strategy!r}{duplicates}"
 
 
 @torch.no_grad()
@@ -673,11 +775,18 @@ def fastest_strategy(layer: FLGCConv2d, x: torch.Tensor, rounds: int = 7) -> str
 
 
 @torch.no_grad()
-def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY, example: torch.Tensor | None = None) -> nn.Module:
+def deploy_flgc(
+    model: nn.Module,
+    strategy: str = DEFAULT_STRATEGY,
+    example: torch.Tensor | None = None,
+    duplicates: str = "auto",
+) -> nn.Module:
     """Replace every FLGCConv2d by a DeployedFLGC, in place (eval only); returns the model.
 
     `strategy="fastest"` times every strategy per layer on what it receives from `example` (a batch of the
-    size to be served) and keeps the fastest.
+    size to be served) and keeps the fastest. `duplicates` says how duplicated maps run: kernels of their own
+    ("split"), inside the base kernel with every group padded to the one that gained most ("padded"), or
+    whichever `splitting_pays` says is cheaper ("auto").
     """
     model.eval()
     chosen: dict[nn.Module, str] = {}
@@ -696,11 +805,11 @@ def deploy_flgc(model: nn.Module, strategy: str = DEFAULT_STRATEGY, example: tor
                 hook.remove()
         chosen = {layer: fastest_strategy(layer, x) for layer, x in inputs.items()}
     if isinstance(model, FLGCConv2d):
-        return DeployedFLGC(model, chosen.get(model, strategy)).eval()
+        return DeployedFLGC(model, chosen.get(model, strategy), duplicates).eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, FLGCConv2d):
-                setattr(parent, name, DeployedFLGC(child, chosen.get(child, strategy)).eval())
+                setattr(parent, name, DeployedFLGC(child, chosen.get(child, strategy), duplicates).eval())
     return model
 
 
