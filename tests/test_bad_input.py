@@ -514,8 +514,14 @@ def run_without_override(args: list[str], cwd: Path) -> subprocess.CompletedProc
             "cannot write the study folder studies/x",
         ),
         ("locked", ["search", "--storage", "sqlite:///locked/s.db", *FAST], "cannot write the storage folder locked"),
+        ("locked", ["export", *COEFFS, "--out", "locked/net.pt2"], "folder locked is not writable"),
     ],
-    ids=["search in a read-only studies/", "scale in a read-only studies/", "storage in a read-only folder"],
+    ids=[
+        "search in a read-only studies/",
+        "scale in a read-only studies/",
+        "storage in a read-only folder",
+        "export into a read-only folder",
+    ],
 )
 def test_read_only_folders_are_one_line(locked: str, args: list[str], phrase: str) -> None:
     """studies/ and a storage folder the user may not write: one line naming the path, exit 2, nothing written."""

@@ -12,13 +12,20 @@ import pandas as pd
 
 from scaler.errors import UserError
 from scaler.experiments import Argv, Command
-from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
+from scaler.experiments.options import (
+    add_decision_args,
+    add_experiment_args,
+    experiment_config,
+    latency_form,
+    options_of,
+    seeds_of,
+)
 from scaler.model.scaling import compound, scale
 from scaler.model.variants import apply_variant, frelu_variant
 from scaler.report.figures import frelu_figure, pareto_mask
 from scaler.report.files import write
 from scaler.study.engine import evaluate_plan
-from scaler.study.run import Log, Setup, interleaved_costs, setup
+from scaler.study.run import LATENCY_WORDS, Log, Setup, interleaved_costs, setup
 from scaler.study.stats import (
     accuracy_interval,
     best_set,
@@ -293,11 +300,12 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     if not math.isfinite(args.at_phi) or args.at_phi < 0:
         raise UserError(f"--at-phi must be a finite number >= 0 (got {args.at_phi})")
     seeds = seeds_of(args)
+    form = latency_form(args)
     config, coefficients = experiment_config(args, argv, latency_runs=30)
     prepared = setup(config)
     masks = chosen_masks(len(prepared.spec.stages), args.n_trials, args.seed)
     multipliers = compound(*coefficients, args.at_phi)
-    frame = frelu_masks(prepared, masks, seeds, multipliers, args.latency)
+    frame = frelu_masks(prepared, masks, seeds, multipliers, form)
     effects, interactions = factorial(frame)
     front, verdict = recommend(frame)
     frames = {"frelu": frame, "frelu_effects": effects, "frelu_interactions": interactions, "frelu_front": front}
@@ -305,7 +313,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
     print(
         f"# {len(frame)} masks, φ={args.at_phi:g}, seeds {seeds}: validation accuracy mean [95 % t CI]; "
-        f"{args.latency} latency, all masks timed interleaved: median (IQR)"
+        f"latency in {LATENCY_WORDS[form]}, all masks timed interleaved: median (IQR)"
     )
     print("# Pareto front (mean accuracy up, latency down), with each mask's gain over ReLU paired by seed:")
     print(front.round(4).to_string(index=False))

@@ -8,14 +8,21 @@ import math
 import pandas as pd
 
 from scaler.experiments import Argv, Command
-from scaler.experiments.options import add_decision_args, add_experiment_args, experiment_config, options_of, seeds_of
+from scaler.experiments.options import (
+    add_decision_args,
+    add_experiment_args,
+    experiment_config,
+    latency_form,
+    options_of,
+    seeds_of,
+)
 from scaler.model.complexity import CONVENTION
 from scaler.model.scaling import compound
 from scaler.model.variants import apply_variant, joined
 from scaler.report.files import write
 from scaler.study.engine import PlanRun
 from scaler.study.examples import INTERVALS, Examples, group_statistics
-from scaler.study.run import Log, Setup, retime_interleaved, setup
+from scaler.study.run import LATENCY_WORDS, Log, Setup, retime_interleaved, setup
 from scaler.training.train import Progressive
 
 
@@ -99,15 +106,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, argv: Argv) -> int:
     """scaler ladder: MobileNet -> + compound scaling -> + Fused-MBConv & progressive -> + FReLU, over seeds."""
     seeds = seeds_of(args)
+    form = latency_form(args)
     config, coefficients = experiment_config(args, argv)
     apply_variant(config.base_spec(), joined("fused", args.frelu))
     Progressive().check(config.train.epochs)
     prepared = setup(config)
-    frames = run(plan(coefficients, args.frelu, prepared.spec.name, seeds), prepared, latency_form=args.latency)
+    frames = run(plan(coefficients, args.frelu, prepared.spec.name, seeds), prepared, latency_form=form)
     write(prepared.folder, config, argv, prepared.started, frames, options=options_of(args))
     print(
         f"# {CONVENTION}; test accuracy over seeds {seeds} {INTERVALS}; gain = difference to the step before; "
-        f"{args.latency} latency, steps timed interleaved: median (IQR)"
+        f"latency in {LATENCY_WORDS[form]}, steps timed interleaved: median (IQR)"
     )
     columns = ["step", "test_acc", "acc_lo", "acc_hi", "gain", "gain_lo", "gain_hi", "gain_significant"]
     columns += ["train_seconds", "macs", "latency_ms", "latency_iqr_ms"]

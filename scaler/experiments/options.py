@@ -358,14 +358,31 @@ def add_decision_args(parser: argparse.ArgumentParser, candidate: str) -> None:
 
 
 def add_latency_arg(parser: argparse.ArgumentParser, candidate: str) -> None:
-    """--latency: the form every candidate is timed in, all of them interleaved in one run."""
+    """--latency and --runtime: the form every candidate is timed in, all of them interleaved in one run."""
     parser.add_argument(
         "--latency",
         choices=("eager", "folded", "deployed"),
         default="deployed",
-        help=f"form every {candidate} is timed in, interleaved: deployed (BN folded, compiled; default), folded "
-        "(no compile) or eager",
+        help=f"form every {candidate} is timed in by torch, interleaved: deployed (BN folded, compiled; default), "
+        "folded (no compile) or eager",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the timed passes: torch (in the --latency form, default) or onnxruntime (the deployed form "
+        "exported to ONNX, in an ONNX Runtime CPU session; needs the export extra)",
+    )
+
+
+def latency_form(args: argparse.Namespace) -> str:
+    """The latency form --runtime and --latency name; one line naming the extra if ONNX Runtime is missing."""
+    if getattr(args, "runtime", "torch") != "onnxruntime":
+        return str(args.latency)
+    from scaler.model.runtime import check_onnxruntime
+
+    check_onnxruntime()
+    return "onnxruntime"
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Any
 from scaler.errors import UserError
 from scaler.experiments import Argv, Command
 from scaler.experiments.scale import PLOTTED_COLUMNS, summarise
-from scaler.report.figures import tradeoff_figures
+from scaler.report.figures import form_of, tradeoff_figures
 from scaler.report.files import read_frame, write
 from scaler.study.storage import study_folder
 
@@ -27,7 +27,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
         raise UserError(f"no {path}; run scaler scale --study {args.study} first")
     started = time.time()
     frame = read_frame(path, PLOTTED_COLUMNS, f"rerun scaler scale --study {args.study}", tuple(PLOTTED_COLUMNS[1:]))
-    figures = tradeoff_figures(summarise(frame))
+    figures = tradeoff_figures(summarise(frame), latency_form=form_of(frame))
     paths = write(path.parent, PlotConfig(args.study, path.name), argv, started, figures=figures)
     print("wrote " + ", ".join(map(str, paths)))
     return 0

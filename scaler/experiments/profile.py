@@ -19,11 +19,10 @@ from scaler.model.runtime import check_onnxruntime
 from scaler.model.scaling import EFFICIENTNET_COEFFICIENTS
 from scaler.report.files import write
 from scaler.report.tables import fmt, millions, print_table
-from scaler.study.run import RunConfig
+from scaler.study.run import LATENCY_WORDS, RunConfig
 from scaler.study.storage import check_writable, study_folder
 
 RUNTIMES = {"torch": "eager", "onnxruntime": "onnxruntime"}  # --runtime: the latency form measure() times
-RUNTIME_WORDS = {"torch": "eager PyTorch", "onnxruntime": "ONNX Runtime (deployed form: BN folded, FLGC grouped)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +101,7 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     print(f"# {spec.name} on {spec.in_channels}x{spec.resolution}x{spec.resolution}, {spec.num_classes} classes")
     print(
         f"# {convention(args.counter)}; latency: median (and IQR) of {args.runs} runs at batch 1, {args.threads} threads, "
-        f"in {RUNTIME_WORDS[args.runtime]}"
+        f"in {LATENCY_WORDS[RUNTIMES[args.runtime]]}"
     )
     print_table(
         rows,

@@ -14,6 +14,7 @@ from scaler.experiments.options import (
     add_latency_arg,
     add_seeds_arg,
     experiment_config,
+    latency_form,
     options_of,
     seeds_of,
 )
@@ -129,11 +130,12 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     if bad:
         raise UserError(f"--phi values must be finite numbers >= 0 (got {bad[0]:g})")
     seeds = seeds_of(args)
+    form = latency_form(args)
     config, coefficients = experiment_config(args, argv)
     prepared = setup(config, data=args.train_max_phi >= 0)
     points = plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds)
-    frames = run(points, prepared, latency_form=args.latency)
-    figures = tradeoff_figures(frames["scale_summary"])
+    frames = run(points, prepared, latency_form=form)
+    figures = tradeoff_figures(frames["scale_summary"], latency_form=form)
     paths = write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
     for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
         print(

@@ -108,9 +108,28 @@ def _xy_panel(ax: Axes, frame: pd.DataFrame, x: str, y: str, accuracy_col: str) 
                 ax.annotate(f"φ={phi:g}", (xv, yv), fontsize=6, xytext=(3, 3), textcoords="offset points")
 
 
-def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dict[str, Figure]:
+def form_of(frame: pd.DataFrame) -> str | None:
+    """The latency form a frame's `latency_form` column names, if it has one."""
+    if "latency_form" in frame and frame.latency_form.notna().any():
+        return str(frame.latency_form.dropna().iloc[0])
+    return None
+
+
+def latency_label(frame: pd.DataFrame, form: str | None = None) -> str:
+    """The latency axis's label, naming the runtime that timed it where the frame or caller says."""
+    from scaler.study.run import LATENCY_WORDS
+
+    form = form or form_of(frame)
+    words = LATENCY_WORDS.get(form or "", form)
+    return f"latency, batch 1, {words} (ms)" if words else "latency, batch 1 (ms)"
+
+
+def tradeoff_figures(
+    frame: pd.DataFrame, accuracy_col: str = "test_acc", latency_form: str | None = None
+) -> dict[str, Figure]:
     """Accuracy vs MACs, accuracy vs latency, MACs vs latency: one line per (variant, phi) row, φ labels,
-    Pareto front; pass `scale.summarise`'s frame for seed intervals and prediction bands."""
+    Pareto front; pass `scale.summarise`'s frame for seed intervals and prediction bands. The latency axis names
+    the runtime `latency_form` (or the frame's `latency_form` column) timed it in."""
     frame = frame.copy()
     frame["macs_m"] = frame["macs"] / 1e6
     if accuracy_col not in frame:
@@ -128,7 +147,7 @@ def tradeoff_figures(frame: pd.DataFrame, accuracy_col: str = "test_acc") -> dic
             ok = accuracy.notna()
             front = frame[ok][pareto_mask(frame[x][ok], accuracy[ok])].sort_values(x)
             ax.step(front[x], accuracy[front.index], where="post", c="k", lw=0.8, alpha=0.6, label="Pareto front")
-        ax.set_xlabel({"macs_m": "MACs (M, conv+linear, fvcore)", "latency_ms": "latency, batch 1 (ms)"}[x])
+        ax.set_xlabel({"macs_m": "MACs (M, conv+linear, fvcore)", "latency_ms": latency_label(frame, latency_form)}[x])
         ax.set_ylabel({"macs_m": "MACs (M)", accuracy_col: accuracy_col.replace("_", " ")}[y])
         if x == "macs_m":
             ax.set_xscale("log")
@@ -164,8 +183,7 @@ def frelu_figure(frame: pd.DataFrame) -> Figure:
     ax.plot(front.latency_ms, front.val_acc, marker="o", c="tab:red", label="Pareto front (means)")
     for _, row in front.iterrows():
         ax.annotate(row["mask"], (row.latency_ms, row.val_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    form = frame.latency_form.iloc[0] if "latency_form" in frame else ""
-    ax.set_xlabel(f"latency, batch 1, {form} (ms)".replace(", )", ")"))
+    ax.set_xlabel(latency_label(frame))
     ax.set_ylabel("validation accuracy")
     ax.set_title("FReLU placement: one bit per stage (1 = FReLU)")
     ax.grid(alpha=0.3)

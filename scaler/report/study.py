@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from scaler.report.figures import form_of
+from scaler.study.run import LATENCY_WORDS
 from scaler.study.stats import MOST_SEEDS
 
 MANY_SEEDS = 100  # beyond this "to resolve" says only that: the difference is too small to chase with seeds
@@ -280,6 +282,11 @@ def scale_section(folder: Path) -> Section:
         "latency ms (IQR)",
     ]
     parts, verdicts = [markdown(rows, header)], []
+    form = form_of(pd.read_csv(folder / "scale.csv")) if (folder / "scale.csv").exists() else None
+    if form is not None:
+        parts.append(
+            f"Latency: batch 1, in {LATENCY_WORDS.get(form, form)}, every network timed interleaved in one run."
+        )
     figures = [name for name in ("acc_vs_macs.png", "acc_vs_latency.png") if (folder / name).exists()]
     parts += [f"![{name}]({name})" for name in figures]
     if (folder / "extrapolation.csv").exists():

@@ -44,6 +44,12 @@ from scaler.training.train import Outputs, TrainConfig, split_outputs, train
 
 Log = Callable[[str], None]
 LATENCY_FORMS = ("eager", "deployed", "folded", "onnxruntime")
+LATENCY_WORDS = {
+    "eager": "eager PyTorch",
+    "folded": "PyTorch, BN folded and FLGC grouped",
+    "deployed": "compiled PyTorch (BN folded, FLGC grouped, shifted depthwise)",
+    "onnxruntime": "ONNX Runtime (BN folded, FLGC grouped, exported to ONNX)",
+}
 
 
 PHASES = ("building", "training", "testing", "counting", "compiling", "timing")
