@@ -43,17 +43,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from scaler.model.nn.flgc import (
-    FASTEST,
-    SCORES,
-    STRATEGIES,
-    FLGCConv2d,
-    assignment_parameters,
-    deploy_flgc,
-    flgc_macs,
-    fold_permutations,
-    primary_groups,
-)
+from scaler.model.nn.flgc import SCORES, FLGCConv2d, assignment_parameters
+from scaler.model.nn.flgc_deploy import FASTEST, STRATEGIES, deploy_flgc, flgc_macs, primary_groups
+from scaler.model.nn.flgc_fold import fold_permutations
 
 
 def masked_dense(layer: FLGCConv2d) -> nn.Conv2d:

@@ -13,7 +13,7 @@ import scaler.model.complexity as complexity
 from scaler.cli import main
 from scaler.model.complexity import count_activations, count_macs
 from scaler.model.nn.build import build
-from scaler.model.nn.flgc import deploy_flgc
+from scaler.model.nn.flgc_deploy import deploy_flgc
 from scaler.model.scaling import scale
 from scaler.model.spec import NetSpec
 from scaler.model.variants import apply_variant

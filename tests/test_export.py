@@ -164,7 +164,8 @@ def test_duplicated_channels_export_and_run_in_onnx_runtime(tmp_path: Path) -> N
 
     from scaler.model.export import export_program, onnx_file
     from scaler.model.nn.deploy import deploy
-    from scaler.model.nn.flgc import DeployedFLGC, flgc_layers, freeze_assignments
+    from scaler.model.nn.flgc import flgc_layers, freeze_assignments
+    from scaler.model.nn.flgc_deploy import DeployedFLGC
 
     torch.manual_seed(5)
     spec = scaler.scaled_spec("mobilenet", 1.0, 1.0, 1.0, 0.0, variant="flgc-dup:4")

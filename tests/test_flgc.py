@@ -11,19 +11,17 @@ from torch import nn
 
 from scaler.model.complexity import count_macs
 from scaler.model.nn.build import build
-from scaler.model.nn.flgc import (
+from scaler.model.nn.flgc import FLGCConv2d, balanced_assignment, freeze_assignments
+from scaler.model.nn.flgc_deploy import (
     FASTEST,
     STRATEGIES,
     DeployedFLGC,
-    FLGCConv2d,
-    balanced_assignment,
     deploy_flgc,
     flgc_macs,
-    fold_permutations,
-    freeze_assignments,
     grouped_macs,
     splitting_pays,
 )
+from scaler.model.nn.flgc_fold import fold_permutations
 from scaler.model.spec import NetSpec
 from scaler.model.zoo import base
 

@@ -16,7 +16,8 @@ from scaler.experiments.flgc import plan
 from scaler.model.complexity import count_macs, count_params
 from scaler.model.nn.build import build
 from scaler.model.nn.deploy import deploy
-from scaler.model.nn.flgc import DeployedFLGC, FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.nn.flgc import FLGCConv2d, assignment_parameters, flgc_layers, freeze_assignments
+from scaler.model.nn.flgc_deploy import DeployedFLGC
 from scaler.model.scaling import scale
 from scaler.model.spec import SpecError
 from scaler.model.variants import apply_variant, grouping_variant

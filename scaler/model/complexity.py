@@ -77,7 +77,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int], counter: str
     FLGC layers in training form (a mask on a dense weight) are counted as deployed: one real conv per
     group, sum_g |in_g| |out_g| k^2 H W, since that is what they cost once deployed. Both counters follow it.
     """
-    from scaler.model.nn.flgc import FLGCConv2d, deploy_flgc
+    from scaler.model.nn.flgc import FLGCConv2d
+    from scaler.model.nn.flgc_deploy import deploy_flgc
 
     check_counter(counter)
     if any(isinstance(m, FLGCConv2d) for m in model.modules()):

@@ -18,7 +18,7 @@ from scaler.model.structure import conv_size
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BN that follows a conv (ConvBN, FReLU's funnel, deployed FLGC) into it, in place; eval only."""
-    from scaler.model.nn.flgc import DeployedFLGC
+    from scaler.model.nn.flgc_deploy import DeployedFLGC
 
     model.eval()
     for module in model.modules():
@@ -89,7 +89,8 @@ def deploy(
     """A copy in its fastest inference form: FLGC as real grouped convs (permutations folded between them; kernels
     by `strategy`, the default if None; duplicated maps as `duplicates` says), BN folded, shift-depthwise,
     compiled."""
-    from scaler.model.nn.flgc import DEFAULT_STRATEGY, deploy_flgc, fold_permutations
+    from scaler.model.nn.flgc_deploy import DEFAULT_STRATEGY, deploy_flgc
+    from scaler.model.nn.flgc_fold import fold_permutations
 
     model = copy.deepcopy(model).eval()
     deployed = fold_batchnorm(deploy_flgc(model, strategy or DEFAULT_STRATEGY, duplicates=duplicates))
