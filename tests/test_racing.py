@@ -152,3 +152,34 @@ def test_the_base_runs_until_every_contender_differs_from_it() -> None:
     assert not base_resolved({"a": race["a"], "base": race["base"][:1]}, ["a"], "base"), "one seed of the base"
     tied = tables(rng, {"a": 0.85, "base": 0.85}, seeds=3, images=3000)
     assert not base_resolved(tied, ["a"], "base")
+
+
+def test_the_error_is_spent_evenly_over_the_looks_a_search_may_take() -> None:
+    from scaler.study.racing import look_confidence, looks
+
+    assert looks(10) == 10 and looks(2) == 2  # the screen's look, then one per race round from the second seed
+    assert look_confidence(0.95, 10) == pytest.approx(0.995) and look_confidence(0.95, 1) == pytest.approx(0.95)
+
+
+def test_a_look_says_who_beat_each_network_it_leaves_out_and_by_what_interval() -> None:
+    from scaler.study.racing import difference, eliminated
+
+    rng = np.random.default_rng(3)
+    race = tables(rng, {"wide": 0.88, "close": 0.879, "behind": 0.80, "far": 0.70}, seeds=4, images=15000)
+    out = eliminated(race, list(race), 0.99)
+    assert set(out) == {"behind", "far"} and contenders_after(race, list(race), 0.99) == ["wide", "close"]
+    for label, beaten in out.items():
+        estimate = difference(race, label, beaten.by)
+        assert beaten.by in {"wide", "close"} and beaten.mean == pytest.approx(estimate.mean)
+        assert 0 < beaten.low < beaten.mean < beaten.high and beaten.seeds == 4
+        assert beaten.error == pytest.approx(0.01 / 3)
+    assert eliminated({label: table[:1] for label, table in race.items()}, list(race)) == {}, "one seed: no look"
+
+
+def test_race_differences_keep_the_seed_term_with_its_few_degrees_of_freedom() -> None:
+    """Seeds that look like image noise are not pooled away: the interval rests on the seeds (s - 1 dof)."""
+    from scaler.study.racing import difference
+
+    rng = np.random.default_rng(4)
+    race = tables(rng, {"a": 0.87, "b": 0.87}, seeds=3, images=15000)
+    assert difference(race, "a", "b").dof <= 2

@@ -135,3 +135,16 @@ def test_readme_blocks_quote_files_verbatim_and_a_missing_one_writes_nothing(
     readme.write_text(text.replace("out.txt", "gone.txt"))
     assert main(["report", "--study", "lad", "--readme", "README.md"]) == 2
     assert not (tmp_path / "studies" / "lad" / REPORT).exists()
+
+
+def test_race_rows_say_why_a_network_left_and_never_print_an_interval_wider_than_possible() -> None:
+    from scaler.report.study import TOO_FEW, accuracy, difference, left_cell
+
+    left = pd.Series(
+        {"left_round": 2.0, "beaten_by": "a1.00_b1.40_g1.00", "left_by": 0.0123, "left_lo": 0.004, "left_hi": 0.0206}
+    )
+    assert left_cell(left) == "round 2: a1.00_b1.40_g1.00 ahead by +1.23 [+0.40, +2.06]"
+    assert left_cell(pd.Series({"left_round": float("nan")})) == ""
+    wide = pd.Series({"vs_leader": -0.3845, "vs_leader_lo": -6.6927, "vs_leader_hi": 5.9237, "seeds": 2})
+    assert difference(wide, "vs_leader", 3) == f"−38.45 ({TOO_FEW})"
+    assert accuracy(pd.Series({"acc": 0.5, "acc_lo": -0.2, "acc_hi": 1.2}), "acc") == f"0.5000 ({TOO_FEW})"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import FAST, Cli
@@ -107,6 +108,13 @@ def test_search_screens_races_answers_and_resumes(study_dir: Path, capsys) -> No
     assert (table.acc_lo <= table.mean_val_acc).all() and (table.mean_val_acc <= table.acc_hi).all()
     assert {"seed_sd", "floor", "vs_leader", "vs_base", "vs_base_p_holm", "in_best_set"} <= set(table.columns)
     assert (table.vs_base_p_holm.dropna() >= table.vs_base_p.dropna()).all(), "each column is one adjusted family"
+    assert {"left_round", "beaten_by", "left_by", "left_lo", "left_hi"} <= set(table.columns)
+    for row in table[table.left_round.notna()].itertuples():
+        assert row.beaten_by in set(table.network) and row.left_lo > 0 and row.in_best_set is not True
+    assert summary["race_rule"] and 0.95 < summary["look_confidence"] < 1
+    examples = np.load(study_dir / "search_examples.npz")
+    assert sorted(examples["label"]) == sorted(f"{r.stage}:{r.network}:{r.seed}" for r in frame.itertuples())
+    assert examples["val_predicted"].shape == (len(frame), len(examples["val_labels"]))
     assert summary["stage"] == "race" and summary["pick"] in set(summary["best_set"]) <= set(table.network) - {"base"}
     costs = table.set_index("network").macs
     assert costs[summary["pick"]] == min(costs[label] for label in summary["best_set"]), summary["pick_rule"]

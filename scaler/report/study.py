@@ -44,7 +44,32 @@ def accuracy(row: pd.Series, column: str) -> str:
     mean, low, high = row.get(column), row.get("acc_lo"), row.get("acc_hi")
     if mean is None or pd.isna(mean):
         return "–"
+    if pd.notna(low) and pd.notna(high) and high - low > 1:
+        return f"{mean:.4f} ({TOO_FEW})"
     return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if pd.notna(low) and pd.notna(high) else "")
+
+
+TOO_FEW = "too few seeds for an interval"  # one wider than the possible range is not printed
+
+
+def too_wide(frame: pd.DataFrame) -> bool:
+    """Whether any accuracy or difference interval of a race table is wider than its quantity's possible range."""
+    widths = [(frame.acc_hi - frame.acc_lo) > 1] if {"acc_lo", "acc_hi"} <= set(frame.columns) else []
+    widths += [
+        (frame[f"{name}_hi"] - frame[f"{name}_lo"]) > 2
+        for name in ("vs_leader", "vs_base", "left")
+        if f"{name}_hi" in frame
+    ]
+    return any(bool(width.any()) for width in widths)
+
+
+def left_cell(row: pd.Series) -> str:
+    """Why a raced network left: the round, the network that beat it, and the deciding interval as computed then."""
+    if "left_round" not in row or pd.isna(row.get("left_round")):
+        return ""
+    low, high = float(row["left_lo"]), float(row["left_hi"])
+    interval = TOO_FEW if high - low > 2 else f"[{points(low)}, {points(high)}]"
+    return f"round {int(row['left_round'])}: {row['beaten_by']} ahead by {points(row['left_by'])} {interval}"
 
 
 def family_size(frame: pd.DataFrame, name: str) -> int:
@@ -68,6 +93,8 @@ def difference(row: pd.Series, name: str, family: int) -> str:
     if mean is None or pd.isna(mean):
         return "–"
     low, high = float(row[f"{name}_lo"]), float(row[f"{name}_hi"])
+    if high - low > 2:
+        return f"{points(mean)} ({TOO_FEW})"
     text = f"{points(mean)} [{points(low)}, {points(high)}]"
     significant = bool(low > 0 or high < 0)
     if significant:
@@ -472,9 +499,20 @@ def search_section(folder: Path) -> Section:
             ("best set", lambda row: {True: "yes", False: "no"}.get(row.in_best_set, "")),
             ("MACs", lambda row: millions(row.macs)),
         ]
+        if "left_round" in race:
+            columns.insert(-1, ("left the race", left_cell))
         rows = [[cell(row) for _, cell in columns] for _, row in race.iterrows()]
         parts.append(markdown(rows, [header for header, _ in columns]))
-        parts.append("Validation images, as the race saw them; noise = the seeds' sd / the validation images' floor.")
+        parts.append(
+            "Validation images, as the race saw them; noise = the seeds' sd / the validation images' floor"
+            + ("; an interval wider than its quantity's possible range is not printed." if too_wide(race) else ".")
+        )
+        if summary.get("race_rule"):
+            parts.append(
+                f"Race rule: {summary['race_rule']} (each look at {summary['look_confidence']:.4f}). `left the race` "
+                "gives, for each network that left, the round whose look decided, the network that beat it and the "
+                "interval that decided, as computed then; `vs leader` compares with the final leader on all seeds."
+            )
     if (folder / "search.png").exists():
         parts.append("![the screen and the race](search.png)")
     verdicts = [

@@ -12,9 +12,10 @@ import numpy as np
 from scipy.stats import t as t_distribution
 
 from scaler.errors import UserError
-from scaler.study.stats import Estimate, confidence_set, crossed_mean
+from scaler.study.stats import Beaten, Estimate, beaten_by, confidence_set, crossed_mean
 
 BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+NEVER_POOL = 1.0  # crossed_mean pools the seed term only where its F test's p exceeds this: never
 SCREEN_SEEDS = 2  # the screen trains every network on two seeds, so that its rule sees the seeds' noise too
 
 
@@ -44,9 +45,12 @@ def paired_tables(tables: Mapping[str, np.ndarray], a: str, b: str) -> tuple[np.
 
 
 def difference(tables: Mapping[str, np.ndarray], reference: str, candidate: str) -> Estimate:
-    """candidate - reference accuracy, seed by seed and image by image (`stats.crossed_mean`)."""
+    """candidate - reference accuracy, seed by seed and image by image (`stats.crossed_mean`), the seed term always
+    kept (never pooled into the images'): a race looks many times and compares every pair, and whole races
+    simulated with it pooled where the seeds looked like image noise dropped a tied best 9 % of the time at a
+    stated 5 % (`benchmarks/race_error.py`)."""
     ref, cand = paired_tables(tables, reference, candidate)
-    return crossed_mean(cand - ref)
+    return crossed_mean(cand - ref, pooling_level=NEVER_POOL)
 
 
 def leader(tables: Mapping[str, np.ndarray]) -> str:
@@ -56,13 +60,14 @@ def leader(tables: Mapping[str, np.ndarray]) -> str:
 
 @dataclass(frozen=True)
 class Behind:
-    """How far a screened network is behind the screen's leader: the difference of their mean accuracies, its
-    standard error, degrees of freedom, and the t it had to exceed."""
+    """How far a screened network is behind the screen's leader (`by`): the difference of their mean accuracies,
+    its standard error, degrees of freedom, and the t it had to exceed."""
 
     mean: float
     se: float
     dof: int
     critical: float
+    by: str = ""
 
 
 SCREEN_RULE = (
@@ -92,8 +97,31 @@ def screened_out(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> 
     for label in labels:
         behind = float(means[first] - means[label])
         if label != first and behind > critical * se:
-            out[label] = Behind(behind, se, dof, critical)
+            out[label] = Behind(behind, se, dof, critical, first)
     return out
+
+
+CONFIDENCE = 0.95  # of the search's confidence set of the best, over all its looks
+RACE_RULE = (
+    "after each race round from the second seed on, the confidence set of the best among the networks still racing "
+    "(per-example, seeds and images crossed): a network leaves when another beats it by a one-sided interval at the "
+    "Bonferroni level over the others; the search's 5 % error is spent evenly over the looks it may take (the "
+    "screen's and one per race round up to --max-seeds), so that the true best leaves at some look with probability "
+    "at most 5 %"
+)
+
+
+def looks(max_seeds: int) -> int:
+    """The looks at the data a search may take before its answer: the screen's, and one after each race round from
+    the second seed on (the first has no seed spread to judge by)."""
+    return 1 + max(1, max_seeds - 1)
+
+
+def look_confidence(confidence: float, looks: int) -> float:
+    """The confidence each of `looks` looks keeps when the error 1 - confidence is spent evenly over them: by the
+    union bound the true best leaves at some look with probability at most 1 - confidence, however the looks are
+    correlated (a look that is never taken leaves its share unspent)."""
+    return 1 - (1 - confidence) / max(1, looks)
 
 
 def best_set(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict[str, bool]:
@@ -105,10 +133,17 @@ def best_set(tables: Mapping[str, np.ndarray], confidence: float = 0.95) -> dict
 def contenders_after(tables: Mapping[str, np.ndarray], contenders: list[str], confidence: float = 0.95) -> list[str]:
     """Who stays in the race after a round: the confidence set of the best among `contenders` once each has two
     seeds (one seed cannot tell a network's luck from its skill), else all of them."""
+    out = eliminated(tables, contenders, confidence)
+    return [label for label in contenders if label not in out]
+
+
+def eliminated(tables: Mapping[str, np.ndarray], contenders: list[str], confidence: float = 0.95) -> dict[str, Beaten]:
+    """The contenders a round's look leaves out of the confidence set of the best, each with the network that beat
+    it and the interval that decided (none before every contender has two seeds)."""
     if len(contenders) < 2 or min(len(tables[label]) for label in contenders) < 2:
-        return list(contenders)
-    kept = best_set({label: tables[label] for label in contenders}, confidence)
-    return [label for label in contenders if kept[label]]
+        return {}
+    chosen = {label: tables[label] for label in contenders}
+    return beaten_by(list(chosen), lambda a, b: difference(chosen, a, b), confidence)
 
 
 def versus_base(

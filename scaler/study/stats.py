@@ -167,18 +167,42 @@ def confidence_set(
     """A confidence set of the best (highest mean) candidate, given `difference(a, b)`, the paired estimate of b - a:
     a candidate stays in unless some other beats it significantly, by a one-sided interval at the Bonferroni level
     over its K - 1 comparisons, so the true best is left out with probability at most 1 - confidence."""
-    if len(labels) < 2:
-        return dict.fromkeys(labels, True)
-    one_sided = (1 - confidence) / (len(labels) - 1)
+    beaten = beaten_by(labels, difference, confidence)
+    return {label: label not in beaten for label in labels}
 
-    def beaten(label: Key) -> bool:
+
+@dataclass(frozen=True)
+class Beaten:
+    """Why a candidate left a confidence set of the best: the candidate that beat it by the widest margin, the
+    difference (beater - it), the two-sided interval whose lower end decided (at 1 - 2 `error`), the one-sided
+    error of that comparison, and the seeds it rested on."""
+
+    by: str
+    mean: float
+    low: float
+    high: float
+    error: float
+    seeds: int
+
+
+def beaten_by(
+    labels: Sequence[Key], difference: Callable[[Key, Key], Estimate | None], confidence: float = 0.95
+) -> dict[Key, Beaten]:
+    """`confidence_set`'s rule, saying for each candidate it leaves out which other beat it (the largest lower
+    bound) and by what interval."""
+    if len(labels) < 2:
+        return {}
+    one_sided = (1 - confidence) / (len(labels) - 1)
+    out: dict[Key, Beaten] = {}
+    for label in labels:
         for other in labels:
             estimate = difference(label, other) if other != label else None
-            if estimate is not None and estimate.interval(1 - 2 * one_sided)[0] > 0:
-                return True
-        return False
-
-    return {label: not beaten(label) for label in labels}
+            if estimate is None:
+                continue
+            low, high = estimate.interval(1 - 2 * one_sided)
+            if low > 0 and (label not in out or low > out[label].low):
+                out[label] = Beaten(str(other), estimate.mean, low, high, one_sided, estimate.seeds)
+    return out
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recordin
 from scaler.study.fidelity import NOT_LEARNING, Fidelity, Rung, climb, ladder_start, plateau_at, read_ladder
 from scaler.study.grid import CONTROL, Candidate, GridPoint, built_multipliers, control_network, representatives, space
 from scaler.study.racing import (
+    CONFIDENCE,
     FIDELITY_ROUNDS,
     MIN_IMAGES,
     MIN_ROUNDS,
@@ -33,6 +34,9 @@ from scaler.study.racing import (
     best_set,
     budget_text,
     contenders_after,
+    eliminated,
+    look_confidence,
+    looks,
     pick,
     plan_search,
     race_images_after_screen,
@@ -691,6 +695,11 @@ class GridSearch:
         if "race_end" in self.study.user_attrs and self.phi_stage is not None and self.phi_end() is None:
             self.decide_phi()
 
+    def look_level(self, phi: bool = False) -> float:
+        """The confidence each look keeps: the search's error spent evenly over the looks it may take (the screen's
+        and one per race round), or with `phi` the disambiguation's over its own rounds."""
+        return look_confidence(CONFIDENCE, looks(self.config.max_seeds) - (1 if phi else 0))
+
     def decide_race(self) -> None:
         """The race's next round, or its end."""
         rounds = self.rounds()
@@ -699,7 +708,12 @@ class GridSearch:
         else:
             val = self.tables(RACE, "val")
             raced = [label for label in rounds[-1]["networks"] if label in val and label != BASE]
-            contenders = contenders_after(val, raced)
+            out = eliminated(val, raced, self.look_level())
+            if out:
+                left = dict(self.study.user_attrs.get("left", {}))
+                left |= {label: {"round": len(rounds), **asdict(beaten)} for label, beaten in sorted(out.items())}
+                self.study.set_user_attr("left", left)
+            contenders = [label for label in raced if label not in out]
         decision = self.next_round(contenders, rounds)
         if isinstance(decision, str):
             self.study.set_user_attr("race_end", decision)
@@ -714,7 +728,7 @@ class GridSearch:
         if not self.screens():
             return sorted(self.feasible)
         screen = self.tables(SCREEN, "val")
-        out = screened_out(screen) if screen else {}
+        out = screened_out(screen, self.look_level()) if screen else {}
         self.study.set_user_attr("screened_out", {label: asdict(behind) for label, behind in sorted(out.items())})
         kept = [label for label in sorted(screen) if label not in out]
         self.log(
@@ -795,8 +809,8 @@ class GridSearch:
             return stage, val, []
         if stage == RACE:
             last = [label for label in self.rounds()[-1]["networks"] if label in candidates] or candidates
-            return stage, val, contenders_after(val, last)
-        kept = best_set({label: val[label] for label in candidates})
+            return stage, val, contenders_after(val, last, self.look_level())
+        kept = best_set({label: val[label] for label in candidates}, self.look_level())
         return stage, val, [label for label in candidates if kept[label]]
 
     def pick_of(self, best: list[str], phi: float | None = None) -> str:
@@ -826,7 +840,7 @@ class GridSearch:
             contenders, seeds = members, self.config.race_seed_list[:2]
         else:
             raced = [label for label in rounds[-1]["networks"] if label in val]
-            contenders = contenders_after(val, raced)
+            contenders = contenders_after(val, raced, self.look_level(phi=True))
             if not contenders:
                 self.end_phi("every training of the class diverged")
                 return

@@ -7,17 +7,20 @@ import json
 import math
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+from optuna.trial import TrialState
 
 from scaler.experiments.search.queue import BASE, RACE, SCREEN, GridSearch
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.report.study import disambiguation_text
+from scaler.study.engine import OUTPUTS
 from scaler.study.grid import CONTROL, Candidate, GridPoint
 from scaler.study.racing import (
+    RACE_RULE,
     SCREEN_RULE,
     contenders_after,
     difference,
@@ -28,6 +31,7 @@ from scaler.study.run import present
 from scaler.study.stats import MOST_SEEDS, crossed_mean, family_columns
 from scaler.study.storage import redact
 from scaler.study.surface import best_of, fit_surface
+from scaler.training.train import Outputs
 
 PICK_RULE = "the cheapest network of the best set, by MACs, then latency"
 
@@ -50,6 +54,7 @@ def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) 
         ),
     }
     rounds = search.rounds()
+    left = search.study.user_attrs.get("left", {})
     rows = []
     for label in sorted(val, key=lambda name: (name == BASE, -float(val[name].mean()), name)):
         estimate = crossed_mean(val[label])
@@ -66,6 +71,7 @@ def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) 
             "seed_sd": estimate.seed_sd,
             "floor": estimate.floor,
             "in_best_set": label in best if label != BASE else None,
+            **left_columns(left.get(label)),
             "macs": cost.macs,
             "latency_ms": cost.latency_ms,
         }
@@ -73,6 +79,20 @@ def race_table(search: GridSearch, val: dict[str, np.ndarray], best: list[str]) 
             row |= columns.get(label, {})
         rows.append({key: round(value, 5) if isinstance(value, float) else value for key, value in row.items()})
     return pd.DataFrame(rows)
+
+
+def left_columns(beaten: dict[str, Any] | None) -> dict[str, Any]:
+    """race.csv's account of why a network left: the round whose look left it out, the network that beat it, and
+    the difference and interval that decided, as computed then (empty for a network that stayed)."""
+    if beaten is None:
+        return {"left_round": None, "beaten_by": None, "left_by": None, "left_lo": None, "left_hi": None}
+    return {
+        "left_round": beaten["round"],
+        "beaten_by": beaten["by"],
+        "left_by": beaten["mean"],
+        "left_lo": beaten["low"],
+        "left_hi": beaten["high"],
+    }
 
 
 def answer(search: GridSearch) -> dict[str, Any]:
@@ -304,6 +324,9 @@ def summarise(search: GridSearch, wall_seconds: float) -> tuple[dict[str, Any], 
         "fidelity": fidelity_summary(search),
         "screen_rule": SCREEN_RULE,
         "screened_out": search.study.user_attrs.get("screened_out", {}),
+        "race_rule": RACE_RULE,
+        "look_confidence": round(search.look_level(), 6),
+        "left": search.study.user_attrs.get("left", {}),
         "rounds": search.rounds(),
         "race_end": search.race_end(),
         "stages": stage_counts,
@@ -338,10 +361,51 @@ def fidelity_summary(search: GridSearch) -> dict[str, Any] | None:
     }
 
 
+def search_examples(search: GridSearch) -> dict[str, np.ndarray]:
+    """Per-example outputs of every finished training (`stage:network:seed`, with stage, network and seed arrays):
+    `<split>_predicted`, `<split>_p_true` and `<split>_labels` per split, as every engine experiment keeps them, so
+    the screen's and the race's tables can be recomputed from the files."""
+    dataset = search.setup.dataset
+    trials = [
+        t
+        for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(OUTPUTS) and "stage" in t.user_attrs
+    ]
+    if dataset is None or not trials:
+        return {}
+    trials.sort(key=lambda t: (str(t.user_attrs["stage"]), str(t.user_attrs["network"]), int(t.user_attrs["seed"])))
+    arrays: dict[str, np.ndarray] = {
+        "label": np.array(
+            [f"{t.user_attrs['stage']}:{t.user_attrs['network']}:{t.user_attrs['seed']}" for t in trials]
+        ),
+        "stage": np.array([str(t.user_attrs["stage"]) for t in trials]),
+        "network": np.array([str(t.user_attrs["network"]) for t in trials]),
+        "seed": np.array([int(t.user_attrs["seed"]) for t in trials]),
+    }
+    for name, split in (("val", dataset.val), ("test", dataset.test)):
+        stored = [t.user_attrs[OUTPUTS].get(name) for t in trials]
+        if not any(stored):
+            continue
+        predicted = np.full((len(trials), len(split)), -1, dtype=np.int16)
+        p_true = np.full((len(trials), len(split)), np.nan, dtype=np.float16)
+        for row, data in enumerate(stored):
+            outputs = Outputs.from_json(data) if data else None
+            if outputs is not None and outputs.images == split.fingerprint:
+                predicted[row], p_true[row] = outputs.predicted, outputs.p_true
+        arrays |= {f"{name}_predicted": predicted, f"{name}_p_true": p_true, f"{name}_labels": split.labels.numpy()}
+        arrays[f"{name}_images"] = np.array(split.fingerprint)
+    return arrays
+
+
 def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
-    """trials.csv, grid.csv, race.csv, search.png and summary.json of the study as it stands; the summary."""
+    """trials.csv, grid.csv, race.csv, search.png, summary.json and search_examples.npz (every training's
+    per-example outputs) of the study as it stands; the summary."""
     from scaler.report.figures import search_figure
 
+    arrays = search_examples(search)
+    if arrays:
+        search.config.folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(search.config.folder / "search_examples.npz", **cast(dict[str, Any], arrays))
     summary, table = summarise(search, time.time() - started)
     frame = search.trials()
     write(
@@ -388,7 +452,9 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
             cells = []
             for name in ("vs_leader", "vs_base"):
                 value = row.get(name)
-                if isinstance(value, float) and not math.isnan(value):
+                if isinstance(value, float) and not math.isnan(value) and row[f"{name}_hi"] - row[f"{name}_lo"] > 2:
+                    cells.append(f"{100 * value:+.2f} (too few seeds)")
+                elif isinstance(value, float) and not math.isnan(value):
                     cells.append(f"{100 * value:+.2f} [{100 * row[f'{name}_lo']:+.2f}, {100 * row[f'{name}_hi']:+.2f}]")
                 else:
                     cells.append("")
@@ -399,6 +465,11 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
                 f"{row['network']:<20}{row['role']:<11}{row['seeds']:>6}{row['mean_val_acc']:>9.4f}{interval:>18}"
                 f"{noise:>15}{cells[0]:>27}{cells[1]:>27}{best:>10}"
             )
+    for label, beaten in (summary.get("left") or {}).items():
+        print(
+            f"left after round {beaten['round']}: {label}, {beaten['by']} ahead by {100 * beaten['mean']:+.2f} "
+            f"[{100 * beaten['low']:+.2f}, {100 * beaten['high']:+.2f}] points (one-sided error {beaten['error']:.4f})"
+        )
     if summary["pick"] is None:
         print("no answer yet: nothing has finished training; rerun the same command to go on")
     else:
