@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scaler.experiments.search.config import SearchConfig
 from scaler.experiments.search.queue import GridSearch
+from scaler.study.racing import SCREEN_SEEDS
 from scaler.study.storage import QueueStudy
 from scaler.study.workers import max_workers
 from scaler.training.train import TrainConfig
@@ -65,8 +66,10 @@ def figures(trials: list[FrozenTrial], jobs: list[str]) -> dict[str, int]:
 
 
 def every_job(feasible: list[str], rounds: list[dict[str, Any]], screened: bool) -> list[str]:
-    """The jobs of a finished search: the screen of every feasible network (if any), then each race round's."""
-    screen = [f"screen:{label}:0" for label in feasible] if screened else []
+    """The jobs of a finished search: the screen of every feasible network on its seeds (if any), then each race
+    round's."""
+    seeds = range(SCREEN_SEEDS) if screened else range(0)
+    screen = [f"screen:{label}:{seed}" for label in feasible for seed in seeds]
     return screen + [f"race:{label}:{r['seed']}" for r in rounds for label in r["networks"]]
 
 
@@ -76,7 +79,7 @@ def claim_all(url: str, study: str, claimed: Any) -> None:
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     queue = QueueStudy(study, storage)
     got = []
-    while (trial_id := queue._pop_waiting_trial_id()) is not None:
+    while (trial_id := queue.claim_next()) is not None:
         got.append(trial_id)
     claimed.put(got)
 
@@ -87,7 +90,8 @@ def claim_all(url: str, study: str, claimed: Any) -> None:
 def test_racing_processes_claim_each_queued_trial_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Four processes popping one queue of 200 trials: every trial claimed by exactly one (Optuna's own pop double-claims on SQLite)."""
+    """Four processes claiming from one queue of 200 trials (`QueueStudy.claim_next`): every trial claimed by exactly
+    one (Optuna's own pop double-claims on SQLite)."""
     import multiprocessing
 
     url = storage_for(backend, tmp_path, request, "race")
