@@ -11,13 +11,12 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from optuna.trial import TrialState
 
+from scaler.experiments.search.examples import search_examples
 from scaler.experiments.search.queue import BASE, RACE, SCREEN, GridSearch
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.report.study import disambiguation_text
-from scaler.study.engine import OUTPUTS
 from scaler.study.grid import CONTROL, Candidate, GridPoint
 from scaler.study.racing import (
     RACE_RULE,
@@ -31,7 +30,6 @@ from scaler.study.run import present
 from scaler.study.stats import MOST_SEEDS, crossed_mean, family_columns
 from scaler.study.storage import redact
 from scaler.study.surface import best_of, fit_surface
-from scaler.training.train import Outputs
 
 PICK_RULE = "the cheapest network of the best set, by MACs, then latency"
 
@@ -361,42 +359,6 @@ def fidelity_summary(search: GridSearch) -> dict[str, Any] | None:
     }
 
 
-def search_examples(search: GridSearch) -> dict[str, np.ndarray]:
-    """Per-example outputs of every finished training (`stage:network:seed`, with stage, network and seed arrays):
-    `<split>_predicted`, `<split>_p_true` and `<split>_labels` per split, as every engine experiment keeps them, so
-    the screen's and the race's tables can be recomputed from the files."""
-    dataset = search.setup.dataset
-    trials = [
-        t
-        for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(OUTPUTS) and "stage" in t.user_attrs
-    ]
-    if dataset is None or not trials:
-        return {}
-    trials.sort(key=lambda t: (str(t.user_attrs["stage"]), str(t.user_attrs["network"]), int(t.user_attrs["seed"])))
-    arrays: dict[str, np.ndarray] = {
-        "label": np.array(
-            [f"{t.user_attrs['stage']}:{t.user_attrs['network']}:{t.user_attrs['seed']}" for t in trials]
-        ),
-        "stage": np.array([str(t.user_attrs["stage"]) for t in trials]),
-        "network": np.array([str(t.user_attrs["network"]) for t in trials]),
-        "seed": np.array([int(t.user_attrs["seed"]) for t in trials]),
-    }
-    for name, split in (("val", dataset.val), ("test", dataset.test)):
-        stored = [t.user_attrs[OUTPUTS].get(name) for t in trials]
-        if not any(stored):
-            continue
-        predicted = np.full((len(trials), len(split)), -1, dtype=np.int16)
-        p_true = np.full((len(trials), len(split)), np.nan, dtype=np.float16)
-        for row, data in enumerate(stored):
-            outputs = Outputs.from_json(data) if data else None
-            if outputs is not None and outputs.images == split.fingerprint:
-                predicted[row], p_true[row] = outputs.predicted, outputs.p_true
-        arrays |= {f"{name}_predicted": predicted, f"{name}_p_true": p_true, f"{name}_labels": split.labels.numpy()}
-        arrays[f"{name}_images"] = np.array(split.fingerprint)
-    return arrays
-
-
 def write_outputs(search: GridSearch, started: float) -> dict[str, Any]:
     """trials.csv, grid.csv, race.csv, search.png, summary.json and search_examples.npz (every training's
     per-example outputs) of the study as it stands; the summary."""
@@ -502,7 +464,8 @@ def print_search_summary(summary: dict[str, Any], config: Any) -> None:
         gain = summary.get("vs_base")
         if gain:
             low, high = gain["ci95"]
-            word = "significant" if gain["significant"] else f"NOT significant (needs {gain['seeds_needed']} seeds)"
+            needs = gain["seeds_needed"] if isinstance(gain["seeds_needed"], str) else f"{gain['seeds_needed']} seeds"
+            word = "significant" if gain["significant"] else f"NOT significant (needs {needs})"
             print(
                 f"pick vs base on the test images: {100 * gain['mean']:+.2f} points [{100 * low:+.2f}, "
                 f"{100 * high:+.2f}] over {gain['seeds']} paired seeds: {word}"
