@@ -25,7 +25,6 @@ EXCEPTIONS = {  # name: (lines now, why it is not split yet)
     "function scaler/model/nn/flgc_deploy.py:__init__": (69, "builds every bucket's kernel and its index buffers"),
     "module scaler/report/study.py": (675, "one section per experiment; to split by section"),
     "function scaler/report/study.py:search_section": (70, SPLIT_WITH_THE_ENGINE),
-    "module scaler/study/engine.py": (517, "takes the search's plans next (#43 item 1)"),
     "function scaler/study/extrapolate.py:held_out_error": (61, "the fit, its naive rivals and the verdict"),
     "function scaler/study/racing.py:plan_search": (61, "the screen and race sized together"),
     "module scaler/study/run.py": (552, "the run layer; building and timing forms to move out"),

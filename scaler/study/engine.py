@@ -25,7 +25,7 @@ from torch import nn
 
 from scaler.errors import RunFailed, UserError
 from scaler.model.spec import NetSpec
-from scaler.study.examples import Examples
+from scaler.study.examples import Examples, split_arrays
 from scaler.study.run import (
     ENGINE_FILES,
     PLAN_COLUMNS,
@@ -330,16 +330,7 @@ class PlanRun:
         dataset = self.setup.dataset
         splits = (("val", dataset.val), ("val_raw", dataset.val), ("test", dataset.test)) if dataset is not None else ()
         for name, split in splits:
-            kept = [self.outputs.get(key, {}).get(name) for key in self.keys]
-            if not any(out is not None and out.images == split.fingerprint for out in kept):
-                continue
-            predicted = np.full((len(kept), len(split)), -1, dtype=np.int16)
-            p_true = np.full((len(kept), len(split)), np.nan, dtype=np.float16)
-            for row, out in enumerate(kept):
-                if out is not None and out.images == split.fingerprint:
-                    predicted[row], p_true[row] = out.predicted, out.p_true
-            arrays |= {f"{name}_predicted": predicted, f"{name}_p_true": p_true}
-            arrays |= {f"{name}_labels": split.labels.numpy(), f"{name}_images": np.array(split.fingerprint)}
+            arrays |= split_arrays(name, split, [self.outputs.get(key, {}).get(name) for key in self.keys])
         return arrays
 
     def write_examples(self, arrays: dict[str, np.ndarray]) -> None:

@@ -3,14 +3,33 @@ judged on the same images, differences taken example by example and seed by seed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from scaler.study.stats import Estimate, crossed_mean, family_columns, seed_mean
+
+if TYPE_CHECKING:
+    from scaler.training.data import Split
+    from scaler.training.train import Outputs
+
+
+def split_arrays(name: str, split: Split, kept: Sequence[Outputs | None]) -> dict[str, np.ndarray]:
+    """One split's per-example arrays of runs, one row per run: `<name>_predicted` and `<name>_p_true` (-1 and NaN
+    where a run kept no outputs on these images), `<name>_labels` and the split's fingerprint; empty when no run
+    kept outputs on them."""
+    if not any(out is not None and out.images == split.fingerprint for out in kept):
+        return {}
+    predicted = np.full((len(kept), len(split)), -1, dtype=np.int16)
+    p_true = np.full((len(kept), len(split)), np.nan, dtype=np.float16)
+    for row, out in enumerate(kept):
+        if out is not None and out.images == split.fingerprint:
+            predicted[row], p_true[row] = out.predicted, out.p_true
+    arrays = {f"{name}_predicted": predicted, f"{name}_p_true": p_true}
+    return arrays | {f"{name}_labels": split.labels.numpy(), f"{name}_images": np.array(split.fingerprint)}
 
 
 class Examples:

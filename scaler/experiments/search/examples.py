@@ -8,6 +8,7 @@ from optuna.trial import TrialState
 
 from scaler.experiments.search.queue import GridSearch
 from scaler.study.engine import OUTPUTS
+from scaler.study.examples import split_arrays
 from scaler.training.train import Outputs
 
 
@@ -34,14 +35,5 @@ def search_examples(search: GridSearch) -> dict[str, np.ndarray]:
     }
     for name, split in (("val", dataset.val), ("test", dataset.test)):
         stored = [t.user_attrs[OUTPUTS].get(name) for t in trials]
-        if not any(stored):
-            continue
-        predicted = np.full((len(trials), len(split)), -1, dtype=np.int16)
-        p_true = np.full((len(trials), len(split)), np.nan, dtype=np.float16)
-        for row, data in enumerate(stored):
-            outputs = Outputs.from_json(data) if data else None
-            if outputs is not None and outputs.images == split.fingerprint:
-                predicted[row], p_true[row] = outputs.predicted, outputs.p_true
-        arrays |= {f"{name}_predicted": predicted, f"{name}_p_true": p_true, f"{name}_labels": split.labels.numpy()}
-        arrays[f"{name}_images"] = np.array(split.fingerprint)
+        arrays |= split_arrays(name, split, [Outputs.from_json(data) if data else None for data in stored])
     return arrays
