@@ -21,7 +21,7 @@ from conftest import FAST, Cli
 from optuna.trial import TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch
+from scaler.experiments.search.queue import GridSearch, job_name, job_of
 from scaler.model.specfile import spec_text
 from scaler.model.zoo import mobilenet
 from scaler.training.train import TrainConfig
@@ -461,7 +461,7 @@ def test_diverging_trials_fail_alone_and_the_study_goes_on(tmp_path: Path) -> No
     print(f"\n[NaN loss] trials={len(trials)} failed={len(failed)} race_end={study.user_attrs.get('race_end')}")
     assert failed and all("loss became" in t.user_attrs["failure"] for t in failed)
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
-    assert {t.params["job"] for t in trials} >= {f"screen:{label}:0" for label in search.feasible}
+    assert {job_name(job_of(t)) for t in trials} >= {f"screen:{label}:0" for label in search.feasible}
     assert study.user_attrs.get("race_end"), "the race ended with its reason"
     assert "Traceback" not in result.stderr
 

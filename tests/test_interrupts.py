@@ -24,7 +24,7 @@ import tomllib
 from optuna.trial import TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch
+from scaler.experiments.search.queue import GridSearch, job_name, job_of
 from scaler.study.grid import grid_points
 from scaler.study.storage import enqueue_missing, open_study, redact
 from scaler.training.train import TrainConfig
@@ -101,13 +101,13 @@ def wait_until_training(
         "select t.number from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
         "join trial_user_attributes s on s.trial_id = t.trial_id "
         "where t.state = 'RUNNING' and a.key = 'epochs' and cast(a.value_json as integer) >= 1 "
-        "and s.key = 'stage' and s.value_json = '\"race\"'"
+        "and s.key = 'job' and s.value_json like '%' || ? || '%'"
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as db:
-                numbers = [row[0] for row in db.execute(query)]
+                numbers = [row[0] for row in db.execute(query, (json.dumps('"stage": "race"')[1:-1],))]
         except sqlite3.Error:
             numbers = []
         if numbers:
@@ -129,7 +129,7 @@ def no_process_left(session: int) -> bool:
 
 def finished_once(trials: list[optuna.trial.FrozenTrial]) -> Counter[str]:
     """How often each job finished COMPLETE."""
-    return Counter(t.params["job"] for t in trials if t.state == TrialState.COMPLETE)
+    return Counter(job_name(job_of(t)) for t in trials if t.state == TrialState.COMPLETE)
 
 
 def every_job(folder: Path) -> Counter[str]:
@@ -161,9 +161,7 @@ def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signa
     stopped = next(t for t in trials if t.number == victim.number)
     assert stopped.state == TrialState.FAIL
     assert "KeyboardInterrupt" in stopped.user_attrs["interrupted"]
-    assert any(
-        t.state == TrialState.WAITING and t.system_attrs["fixed_params"]["job"] == victim.params["job"] for t in trials
-    )
+    assert any(t.state == TrialState.WAITING and job_of(t) == job_of(victim) for t in trials)
     frame = pd.read_csv(tmp_path / "studies" / "int" / "trials.csv")
     assert "queued again" in frame.loc[frame.number == victim.number, "failure"].item()
     assert (
@@ -270,7 +268,7 @@ def test_sigterm_stops_every_worker_and_writes_the_outputs(tmp_path: Path) -> No
     assert (tmp_path / "studies" / "term" / "trials.csv").stat().st_size > 0
     trials = trials_of(url, "term")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    held = {t.params.get("job") or t.system_attrs["fixed_params"]["job"] for t in trials if t.state != TrialState.FAIL}
+    held = {job_name(job_of(t)) for t in trials if t.state != TrialState.FAIL}
     grid = pd.read_csv(tmp_path / "studies" / "term" / "grid.csv")
     assert {f"race:{label}:2" for label in [*grid[grid.feasible].label, "base"]} <= held
 
@@ -332,10 +330,10 @@ def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     search = GridSearch(small_config("killed", url, max_seeds=2), log=lambda line: None)
     trial = search.study.ask()
-    job = search.study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]["job"]
+    point = json.loads(search.study._storage.get_trial(trial._trial_id).user_attrs["job"])
     search.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what the heartbeat check does
     row = trials_frame(search.study).set_index("number").loc[trial.number]
-    stage, network, seed = job.split(":")
-    assert (row.stage, row.network, int(row.seed)) == (stage, network, int(seed))
+    assert (row.stage, row.network, int(row.seed)) == (point["stage"], point["network"], point["seed"])
+    job = job_name(point)
     summary, _ = summarise(search, 0.0)
     assert [failure["job"] for failure in summary["failures"]] == [job]

@@ -18,7 +18,7 @@ from conftest import FAST
 from optuna.trial import FrozenTrial, TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch
+from scaler.experiments.search.queue import GridSearch, job_name, job_of
 from scaler.study.racing import SCREEN_SEEDS
 from scaler.study.storage import QueueStudy
 from scaler.study.workers import max_workers
@@ -57,7 +57,7 @@ def load_trials(url: str, study: str) -> list[FrozenTrial]:
 def figures(trials: list[FrozenTrial], jobs: list[str]) -> dict[str, int]:
     """trials (started), duplicates (a job completed more than once), lost (jobs with no completed trial)."""
     started = [t for t in trials if t.state != TrialState.WAITING]
-    done = Counter(t.params.get("job") for t in started if t.state == TrialState.COMPLETE)
+    done = Counter(job_name(job_of(t)) for t in started if t.state == TrialState.COMPLETE)
     return {
         "trials": len(started),
         "duplicates": sum(n - 1 for n in done.values() if n > 1),
@@ -141,7 +141,7 @@ def test_several_workers_run_every_grid_point_once(
         assert (tmp_path / "studies" / "w4" / "study.db").stat().st_size > 0
     trials = load_trials(url, "w4")
     started_trials = [t for t in trials if t.state != TrialState.WAITING]
-    counts = Counter(t.params.get("job") for t in started_trials)
+    counts = Counter(job_name(job_of(t)) for t in started_trials)
     grid = pd.read_csv(tmp_path / "studies" / "w4" / "grid.csv")
     labels = every_job(sorted(grid[grid.feasible].label), load_rounds(url, "w4"), screened=True)
     numbers = figures(trials, labels)
@@ -247,14 +247,14 @@ def test_sigkilled_worker_trial_is_failed_and_retried_once(
     killed = next(t for t in trials if t.number == victim.number)
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     numbers = figures(trials, labels)
-    complete = Counter(t.params.get("job") for t in trials if t.state == TrialState.COMPLETE)
+    complete = Counter(job_name(job_of(t)) for t in trials if t.state == TrialState.COMPLETE)
     print(
         f"\n[SIGKILL, {backend}] jobs={len(labels)} trials={numbers['trials']} duplicates={numbers['duplicates']} "
-        f"lost={numbers['lost']} killed=#{victim.number} {victim.params['job']} at epoch {victim.user_attrs.get('epochs')} "
+        f"lost={numbers['lost']} killed=#{victim.number} {job_name(job_of(victim))} at epoch {victim.user_attrs.get('epochs')} "
         f"-> {killed.state.name}, retries={[(t.number, t.state.name) for t in retries]} wall={wall:.1f}s"
     )
     assert killed.state == TrialState.FAIL
-    assert len(retries) == 1 and retries[0].params["job"] == victim.params["job"]
+    assert len(retries) == 1 and job_of(retries[0]) == job_of(victim)
     assert retries[0].state == TrialState.COMPLETE
     assert all(t.state in FINISHED for t in trials), [(t.number, t.state.name) for t in trials]
     assert numbers["lost"] == 0 and numbers["duplicates"] == 0, numbers

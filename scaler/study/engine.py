@@ -58,6 +58,7 @@ ROW = "row"  # user attribute holding what the run measured
 RUNNER = "runner"  # study attribute: the hook and cost rule a worker needs to evaluate the plan's runs
 OUTPUTS = "outputs"  # user attribute holding a trained run's per-example outputs by split
 EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
+FAILURE = "failure"  # user attribute: why a run failed on its own merits (its loss diverged); final, never re-queued
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
 DUPLICATION_COLUMNS = ("val_before_dup", "val_after_dup")
 UNFINGERPRINTED = ("argv", "progress", "folder", "storage", "workers")
@@ -131,12 +132,18 @@ def seed_of(point: Mapping[str, Any], setup: Setup) -> int | None:
 
 
 def training_of(point: Mapping[str, Any], setup: Setup) -> TrainConfig | bool:
-    """How a planned point trains: not at all, or the run's config, progressively where it says, with its seed."""
+    """How a planned point trains: not at all, or the run's config, progressively where it says, with its seed, cut
+    to its `images` training images where it names them."""
     seed = seed_of(point, setup)
     if seed is None or setup.dataset is None:
         return False
     progressive = Progressive() if point["progressive"] else setup.config.train.progressive
-    return replace(setup.config.train, progressive=progressive, seed=seed)
+    config = replace(setup.config.train, progressive=progressive, seed=seed)
+    images = point.get("images")
+    if images is None or pd.isna(images):
+        return config
+    passes = math.ceil(int(images) / max(1, len(setup.dataset.train)))  # enough passes over the data to reach them
+    return replace(config, max_images=int(images), epochs=max(config.epochs, passes))
 
 
 def row_of(record: Mapping[str, Any]) -> Row:
@@ -179,37 +186,41 @@ class JobRunner:
         self.costs: dict[NetSpec, Cost] = {}
 
     def objective(self, trial: optuna.Trial) -> float:
-        """Evaluate the planned run a claimed trial holds; its test accuracy (0 when it only measures: Optuna fails NaN)."""
+        """Evaluate the planned run a claimed trial holds; its test accuracy, or its validation accuracy for a
+        `selection` run (0 when it only measures: Optuna fails NaN). A diverged training records why it failed."""
         point = json.loads(trial.user_attrs[JOB])
         spec = planned_spec(self.setup.spec, point)
-        training = training_of(point, self.setup)
         test, form, batch = bool(point.get("test", True)), str(point.get("form", "eager")), point.get("batch_latency")
-        row, model, outputs = evaluate_model(
-            spec,
-            self.setup,
-            training,
-            description=point["label"],
-            cost=self.costs.get(spec) if self.shared_cost else None,
-            test=test,
-            form=form,
-            batch_latency=int(batch or 0),
-        )
+        selection = bool(point.get("selection", False))
+        try:
+            row, model, outputs = evaluate_model(
+                spec,
+                self.setup,
+                training_of(point, self.setup),
+                report=live_progress(trial),
+                description=point["label"],
+                cost=self.costs.get(spec) if self.shared_cost else None,
+                test=test,
+                form=form,
+                batch_latency=int(batch or 0),
+            )
+        except TrainingDiverged as error:
+            trial.set_user_attr(FAILURE, redact(str(error)))
+            self.log(f"trial {trial.number}: {point['label']} failed: {error}")
+            raise
         self.costs[spec] = row.cost()
         if self.extra is not None:
             trial.set_user_attr(EXTRA, self.extra(point, spec, row, model))
         trial.set_user_attr(ROW, row.record() | {"val_curve": list(row.val_curve)})
         if outputs:
             trial.set_user_attr(OUTPUTS, {name: split.to_json() for name, split in outputs.items()})
-        accuracy = "not trained"
-        if row.trained:
-            name, value = ("test_acc", row.test_acc) if test else ("val_acc", row.val_acc)
-            accuracy = f"{name} {value:.4f}, {row.train_seconds:.0f} s"
+        name, value = ("test_acc", row.test_acc) if test and not selection else ("val_acc", row.val_acc)
+        accuracy = f"{name} {value:.4f}, {row.train_seconds:.0f} s" if row.trained else "not trained"
         self.log(
-            f"{point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, "
+            f"trial {trial.number}: {point['label']}: {row.macs / 1e6:.2f} M MACs, {row.params / 1e6:.2f} M params, "
             f"{row.latency_ms:.2f} ms, {accuracy}"
         )
-        accuracy_value = row.test_acc if test else row.val_acc
-        return accuracy_value if row.trained and not math.isnan(accuracy_value) else 0.0
+        return value if row.trained and not math.isnan(value) else 0.0
 
     def drain(self, study: optuna.Study, url: str, jobs: list[str] | None = None) -> int:
         """Claim and run the study's queued runs (of `jobs` alone when given) until none is left; an interrupted one
@@ -220,6 +231,20 @@ class JobRunner:
         return drain(
             study, recording_interruptions(self.objective), requeue=lambda: requeue_interrupted(study, url, jobs)
         )
+
+
+def live_progress(trial: optuna.Trial) -> Callable[[int, float], None]:
+    """A training's report hook that keeps the trial's epochs, validation accuracy and seconds so far in the store,
+    where another process or machine can read a running training's progress."""
+    started = time.perf_counter()
+
+    def report(epoch: int, accuracy: float) -> None:
+        trial.set_user_attr("epochs", epoch + 1)
+        trial.set_user_attr("val_acc", accuracy)
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+        trial.report(accuracy, epoch)
+
+    return report
 
 
 def requeue_interrupted(study: optuna.Study, url: str, jobs: list[str] | None = None) -> int:
@@ -503,6 +528,8 @@ def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.Data
     The plan's columns come first; `train` False only measures; `progressive` trains with progressive learning;
     an optional `seed` column trains with that seed, an optional `test` False leaves the test split unlooked at
     (selection runs), an optional `form` measures the cost in that form (eager by default) and `batch_latency`
-    also times a batch of that many. A network's cost is measured once, however many seeds.
+    also times a batch of that many; an optional `images` cuts the training to that many images, and `selection`
+    True judges a run by its validation accuracy (the search's trainings). A network's cost is measured once,
+    however many seeds.
     """
     return PlanRun(plan, setup, log).run()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from optuna.trial import TrialState
 
-from scaler.experiments.search.queue import GridSearch
+from scaler.experiments.search.queue import GridSearch, job_name, job_of
 from scaler.study.engine import OUTPUTS
 from scaler.study.examples import split_arrays
 from scaler.training.train import Outputs
@@ -17,23 +17,22 @@ def search_examples(search: GridSearch) -> dict[str, np.ndarray]:
     `<split>_predicted`, `<split>_p_true` and `<split>_labels` per split, as every engine experiment keeps them, so
     the screen's and the race's tables can be recomputed from the files."""
     dataset = search.setup.dataset
-    trials = [
-        t
+    done = [
+        (job_of(t), t.user_attrs[OUTPUTS])
         for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(OUTPUTS) and "stage" in t.user_attrs
+        if t.user_attrs.get(OUTPUTS) and "stage" in job_of(t)
     ]
-    if dataset is None or not trials:
+    if dataset is None or not done:
         return {}
-    trials.sort(key=lambda t: (str(t.user_attrs["stage"]), str(t.user_attrs["network"]), int(t.user_attrs["seed"])))
+    done.sort(key=lambda run: (str(run[0]["stage"]), str(run[0]["network"]), int(run[0]["seed"])))
+    points = [point for point, _ in done]
     arrays: dict[str, np.ndarray] = {
-        "label": np.array(
-            [f"{t.user_attrs['stage']}:{t.user_attrs['network']}:{t.user_attrs['seed']}" for t in trials]
-        ),
-        "stage": np.array([str(t.user_attrs["stage"]) for t in trials]),
-        "network": np.array([str(t.user_attrs["network"]) for t in trials]),
-        "seed": np.array([int(t.user_attrs["seed"]) for t in trials]),
+        "label": np.array([job_name(point) for point in points]),
+        "stage": np.array([str(p["stage"]) for p in points]),
+        "network": np.array([str(p["network"]) for p in points]),
+        "seed": np.array([int(p["seed"]) for p in points]),
     }
     for name, split in (("val", dataset.val), ("test", dataset.test)):
-        stored = [t.user_attrs[OUTPUTS].get(name) for t in trials]
+        stored = [outputs.get(name) for _, outputs in done]
         arrays |= split_arrays(name, split, [Outputs.from_json(data) if data else None for data in stored])
     return arrays

@@ -3,6 +3,7 @@ and its workers."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -18,9 +19,20 @@ from optuna.trial import TrialState
 from scaler.errors import UserError
 from scaler.experiments.search.config import SearchConfig, differences, grid_fingerprint, recorded_fingerprint
 from scaler.model.guard import check_fits
-from scaler.model.scaling import scale_compound
+from scaler.model.scaling import compound, scale_compound
 from scaler.model.spec import NetSpec
-from scaler.study.engine import HEARTBEAT, OUTPUTS, TrialBudget, drain, recording_interruptions, removed_if_left_empty
+from scaler.study.engine import (
+    HEARTBEAT,
+    JOB,
+    OUTPUTS,
+    ROW,
+    JobRunner,
+    TrialBudget,
+    drain,
+    job_key,
+    recording_interruptions,
+    removed_if_left_empty,
+)
 from scaler.study.fidelity import NOT_LEARNING, Fidelity, Rung, climb, ladder_start, plateau_at, read_ladder
 from scaler.study.grid import CONTROL, Candidate, GridPoint, built_multipliers, control_network, representatives, space
 from scaler.study.racing import (
@@ -43,7 +55,7 @@ from scaler.study.racing import (
     screened_out,
 )
 from scaler.study.racing import Cost as RacingCost
-from scaler.study.run import Cost, count, evaluate, evaluate_model, measure, present, setup
+from scaler.study.run import Cost, count, evaluate, measure, setup
 from scaler.study.storage import (
     INTERRUPTED,
     QueueStudy,
@@ -93,7 +105,9 @@ RACE_WITHOUT_SCREEN = 3  # this many feasible networks or fewer race from the st
 PROBE_IMAGES = 4096  # the timed trainings (the base, the dearest network) that size the plan
 
 
-TRAINED_ATTRS = ("val_acc", "val_curve", "epochs", "train_seconds", "images_per_second")
+QUEUE = (
+    "engine"  # study attribute "queue": its trainings are the engine's planned runs (older studies queued their own)
+)
 
 
 @dataclass(frozen=True)
@@ -106,15 +120,9 @@ class Job:
     seed: int
 
     @property
-    def key(self) -> str:
-        """The queued Optuna parameter, e.g. 'screen:a1.35_b1.10_g1.00:0'."""
-        return f"{self.stage}:{self.network}:{self.seed}"
-
-    @classmethod
-    def parse(cls, key: str) -> Job:
-        """Inverse of `key`."""
-        stage, network, seed = key.split(":")
-        return cls(stage, network, int(seed))
+    def label(self) -> str:
+        """How logs and progress bars name it, e.g. 'screen a1.35_b1.10_g1.00 seed 0'."""
+        return f"{self.stage} {self.network} seed {self.seed}"
 
 
 class GridSearch:
@@ -144,6 +152,7 @@ class GridSearch:
         for network in self.feasible.values():
             check_fits(self.spec_of(network.label), config.train.batch_size, training=True)
         self.setup = self.setup.with_data()
+        self.runner = JobRunner(self.setup, log)
         if enqueue:
             with removed_if_left_empty(config.storage_url):  # a refused plan leaves no study behind
                 self.study = self.open(create=True)
@@ -201,8 +210,14 @@ class GridSearch:
                     f"study {config.study_name!r} was made with other settings ({'; '.join(changed)}); "
                     "choose another --study or rerun with the same options"
                 )
+            if existing and study.user_attrs.get("queue") != QUEUE:
+                raise UserError(
+                    f"study {config.study_name!r} was made by an older scaler search, which queued its trainings "
+                    "its own way; start a new study (--study) or use the scaler version that made it"
+                )
             if not existing:
                 study.set_user_attr("grid", fingerprint)
+                study.set_user_attr("queue", QUEUE)
                 study.set_user_attr("config", config.stored())
         except storage_errors() as error:
             raise UserError(
@@ -257,15 +272,40 @@ class GridSearch:
             return []
         return [Job(SCREEN, label, seed) for seed in self.config.screen_seed_list for label in sorted(self.feasible)]
 
-    def all_jobs(self) -> list[str]:
-        """Every job this study could ever queue (the categorical distribution of the 'job' parameter)."""
-        everything = [*sorted(self.feasible), BASE]
-        race = [Job(RACE, label, seed) for seed in self.config.race_seed_list for label in everything]
-        phi: list[Job] = []
-        if self.phi_stage is not None:
-            members = sorted({rep for label in sorted(self.feasible) for rep in self.class_at(label)})
-            phi = [Job(self.phi_stage, rep, seed) for seed in self.config.race_seed_list for rep in members]
-        return [j.key for j in (*self.screen_jobs(), *race, *phi)]
+    def point(self, job: Job) -> dict[str, Any]:
+        """A job as the engine's planned run: the network's multipliers at its stage's phi, its seed, the stage's
+        images, the test split read outside the screen, judged on validation; what trials.csv says of it besides."""
+        phi = self.phi_of(job.stage)
+        if job.network == BASE:
+            candidate, ratio = Candidate(1.0, 1.0, 1.0), 1.0
+        else:
+            candidate = Candidate.from_label(job.network)
+            member = job.stage == self.phi_stage
+            at_phi = self.macs_at_phi(job.network) / self.macs_of(BASE) if member else None
+            ratio = round(at_phi, 4) if at_phi is not None else float(self.feasible[job.network].macs_ratio or math.nan)
+        multipliers = (
+            (1.0, 1.0, 1.0) if job.network == BASE else compound(candidate.alpha, candidate.beta, candidate.gamma, phi)
+        )
+        return {
+            "label": job.label,
+            "variant": "base",
+            **dict(zip(("depth", "width", "res_mult"), multipliers)),
+            "train": True,
+            "progressive": False,
+            "seed": job.seed,
+            "images": self.budget(job.stage).max_images,
+            "test": job.stage != SCREEN,  # read only after selection: the pick, the base, the member exported
+            "selection": True,
+            "stage": job.stage,
+            "network": job.network,
+            "role": "member" if job.stage == self.phi_stage else self.role(job.network),
+            **asdict(candidate),
+            "macs_ratio": ratio,
+        }
+
+    def key(self, job: Job) -> str:
+        """The engine's key of a job's planned run."""
+        return job_key(self.point(job))
 
     def plan(self) -> SearchPlan | None:
         """How this study spends its budget, decided once by the command that made it (None before)."""
@@ -481,83 +521,24 @@ class GridSearch:
         return self.training(plan.screen_images if stage == SCREEN else plan.race_images)
 
     def objective(self, trial: optuna.Trial) -> float:
-        """`evaluate_job`, recording an interruption or crash so that its job is queued again."""
-        return recording_interruptions(self.evaluate_job)(trial)
-
-    def evaluate_job(self, trial: optuna.Trial) -> float:
-        """Train one network at one stage and seed, keeping its per-example outputs; its validation accuracy."""
-        job = Job.parse(trial.suggest_categorical("job", self.all_jobs()))
-        for key, value in asdict(job).items():  # first, so that an interruption at any point names the job
-            trial.set_user_attr(key, value)
-        phi = self.phi_of(job.stage)
-        cost = self.cost_of(job.network, phi)
-        info = self.feasible.get(job.network) if job.stage != self.phi_stage else None
-        config = replace(self.budget(job.stage), seed=job.seed)
-        if info is not None:
-            coefficients, ratio = asdict(info.candidate), info.macs_ratio
-        elif job.network == BASE:
-            coefficients, ratio = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}, 1.0
-        else:  # a member of the pick's class at --disambiguate-phi
-            coefficients = asdict(Candidate.from_label(job.network))
-            ratio = round(cost.macs / self.cost_of(BASE).macs, 4)
-        attrs = {  # depth, width, resolution and pixels as built come from the space (`trials`)
-            **present(asdict(cost)),
-            "stage": job.stage,
-            "network": job.network,
-            "role": self.role(job.network) if job.stage != self.phi_stage else "member",
-            "seed": job.seed,
-            **coefficients,
-            "macs_ratio": ratio,
-            "images": config.max_images,
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        started = time.perf_counter()
-
-        def report(epoch: int, accuracy: float) -> None:
-            trial.set_user_attr("epochs", epoch + 1)
-            trial.set_user_attr("val_acc", accuracy)
-            trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
-            trial.report(accuracy, epoch)
-
-        description = f"{job.stage} {job.network} seed {job.seed}"
-        try:
-            row, _, outputs = evaluate_model(
-                self.spec_of(job.network, phi),
-                self.setup,
-                config,
-                report=report,
-                test=job.stage != SCREEN,  # read only after selection: the pick, the base, the member exported
-                cost=cost,
-                description=description,
-            )
-        except TrainingDiverged as error:
-            self.log(f"trial {trial.number}: {description} failed: {error}")
-            trial.set_user_attr("failure", redact(str(error)))
-            raise
-        for key in TRAINED_ATTRS:
-            trial.set_user_attr(key, getattr(row, key) if key != "val_curve" else list(row.val_curve))
-        trial.set_user_attr(OUTPUTS, {name: split.to_json() for name, split in outputs.items() if name != "val_raw"})
-        self.log(
-            f"trial {trial.number}: {description}: MACs x{attrs['macs_ratio']:.3f}, "
-            f"val_acc {row.val_acc:.4f} ({attrs['images']} images, {row.train_seconds:.0f} s)"
-        )
-        return row.val_acc
+        """The engine's evaluation of the planned run a trial holds, an interruption or crash recorded so that its
+        job is queued again."""
+        return recording_interruptions(self.runner.objective)(trial)
 
     def enqueue_missing(self) -> int:
         """Queue, in a seeded order, every job of the decided stages no trial holds (interrupted ones again)."""
-        keys = [job.key for job in self.queued_jobs()]
+        keys = [self.key(job) for job in self.queued_jobs()]
         random.Random(self.config.seed).shuffle(keys)
-        return enqueue_missing(self.study, self.config.storage_url, "job", keys)
+        return enqueue_missing(self.study, self.config.storage_url, JOB, keys, as_param=False)
 
     def finished(self, jobs: list[Job]) -> bool:
         """Whether every one of `jobs` has a trial that completed or failed on its own merits."""
         done = {
-            t.params.get("job")
+            queued_key(t, JOB)
             for t in self.study.get_trials(deepcopy=False)
             if t.state in (TrialState.COMPLETE, TrialState.FAIL) and holds_its_point(t)
         }
-        return all(job.key in done for job in jobs)
+        return all(self.key(job) in done for job in jobs)
 
     def tables(self, stage: str, split: str) -> dict[str, np.ndarray]:
         """Per network, its seeds x images correctness on `split` at `stage`, seeds increasing (trainings that
@@ -566,10 +547,10 @@ class GridSearch:
         labels = getattr(self.setup.dataset, split).labels.numpy()
         rows: dict[str, dict[int, np.ndarray]] = {}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            stored = t.user_attrs.get(OUTPUTS, {}).get(split)
-            if t.user_attrs.get("stage") == stage and stored:
+            stored, point = t.user_attrs.get(OUTPUTS, {}).get(split), job_of(t)
+            if point.get("stage") == stage and stored:
                 outputs = Outputs.from_json(stored)
-                rows.setdefault(t.user_attrs["network"], {})[int(t.user_attrs["seed"])] = outputs.correct(labels)
+                rows.setdefault(point["network"], {})[int(point["seed"])] = outputs.correct(labels)
         return {
             label: np.stack([by_seed[seed] for seed in sorted(by_seed)]).astype(float)
             for label, by_seed in sorted(rows.items())
@@ -597,7 +578,8 @@ class GridSearch:
         durations: dict[tuple[str, str], list[float]] = {}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.datetime_start and t.datetime_complete:
-                key = (t.user_attrs.get("stage", ""), t.user_attrs.get("network", ""))
+                point = job_of(t)
+                key = (point.get("stage", ""), point.get("network", ""))
                 durations.setdefault(key, []).append((t.datetime_complete - t.datetime_start).total_seconds())
         return durations
 
@@ -913,12 +895,13 @@ class GridSearch:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per started trial with the columns of trials.csv."""
+    """One row per started trial with the columns of trials.csv: what its planned run names, what it measured (as
+    far as it got) and why it failed."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
             continue
-        attrs = job_of(t) | t.user_attrs
+        attrs = job_of(t) | t.user_attrs | t.user_attrs.get(ROW, {})
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for column in TRIAL_COLUMNS[2:]:
             row[column] = attrs.get(column)
@@ -932,13 +915,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def job_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """stage, network and seed of the job a trial was queued for, from the queue itself (also for a trial stopped
-    before it recorded anything, by a signal or kill -9); empty for a trial that holds no job."""
-    key = queued_key(trial, "job")
+    """The planned run a trial was queued for, from the queue itself (also for a trial stopped before it recorded
+    anything, by a signal or kill -9); empty for a trial that holds none."""
+    key = queued_key(trial, JOB)
     try:
-        return asdict(Job.parse(key)) if isinstance(key, str) else {}
+        point = json.loads(key) if isinstance(key, str) else {}
     except ValueError:
         return {}
+    return point if isinstance(point, dict) else {}
+
+
+def job_name(point: dict[str, Any]) -> str:
+    """A search training's short name, 'stage:network:seed' (e.g. 'race:base:2'), from its planned run."""
+    return f"{point['stage']}:{point['network']}:{point['seed']}"
 
 
 def failure_of_stale(trial: optuna.trial.FrozenTrial) -> str | None:
