@@ -23,7 +23,8 @@ import pandas as pd
 from scipy import stats
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import RACE, SCREEN, GridSearch
+from scaler.experiments.search.plan import RACE, SCREEN
+from scaler.experiments.search.queue import GridSearch
 from scaler.report.files import write
 from scaler.study.run import evaluate
 from scaler.study.storage import STUDIES_DIR, default_url, open_study

@@ -21,7 +21,8 @@ from conftest import FAST, Cli
 from optuna.trial import TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch, job_name, job_of
+from scaler.experiments.search.plan import job_name, job_of
+from scaler.experiments.search.queue import GridSearch
 from scaler.model.specfile import spec_text
 from scaler.model.zoo import mobilenet
 from scaler.training.train import TrainConfig

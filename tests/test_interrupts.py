@@ -24,7 +24,8 @@ import tomllib
 from optuna.trial import TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch, job_name, job_of
+from scaler.experiments.search.plan import job_name, job_of
+from scaler.experiments.search.queue import GridSearch
 from scaler.study.grid import grid_points
 from scaler.study.storage import enqueue_missing, open_study, redact
 from scaler.training.train import TrainConfig
@@ -174,7 +175,7 @@ def test_interrupted_trial_is_queued_again_and_a_rerun_loses_nothing(stop: signa
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     done = finished_once(trials_of(url, "int"))
-    print(f"\n[{stop.name}] killed #{victim.number} {victim.params['job']}; after the rerun: {dict(done)}")
+    print(f"\n[{stop.name}] killed #{victim.number} {job_name(job_of(victim))}; after the rerun: {dict(done)}")
     assert done == every_job(tmp_path / "studies" / "int"), done
 
 
@@ -324,7 +325,7 @@ def test_stored_config_hides_the_password(postgres_url: str) -> None:
 def test_a_trial_failed_before_it_recorded_anything_still_names_its_job(tmp_path: Path) -> None:
     """A worker killed (kill -9) right after claiming a job leaves a FAIL trial with no attributes of its own;
     trials.csv and summary.json's failures still name the job it held, from the queue."""
-    from scaler.experiments.search.queue import trials_frame
+    from scaler.experiments.search.plan import trials_frame
     from scaler.experiments.search.report import summarise
 
     url = f"sqlite:///{tmp_path / 'killed.db'}"

@@ -15,7 +15,7 @@ from notebook_runner import run_notebook
 
 from scaler.cli import main
 from scaler.errors import UserError
-from scaler.experiments.search.queue import TRIAL_COLUMNS
+from scaler.experiments.search.plan import TRIAL_COLUMNS
 from scaler.model.complexity import count_macs, count_params
 from scaler.model.nn.build import build
 from scaler.model.scaling import scale, scale_compound
@@ -151,6 +151,23 @@ def test_a_study_refuses_other_training_settings(study_dir: Path, capsys) -> Non
     assert main(["search", "--study", "t", "--n-trials", "1", "--lr", "0.01", *FAST]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "train.lr 0.05 -> 0.01" in error[0], error
+
+
+def test_a_study_whose_trainings_were_queued_the_old_way_is_refused_in_one_line(study_dir: Path, capsys) -> None:
+    """A study made before the search queued the engine's planned runs cannot be resumed: its trials name their
+    jobs another way. The command says so in one line and leaves the study as it was."""
+    import optuna
+
+    assert main(["search", "--study", "old", "--n-trials", "1", *FAST]) == 0
+    url = f"sqlite:///{study_dir.parent / 'old' / 'study.db'}"
+    study = optuna.load_study(study_name="old", storage=url)
+    study.set_user_attr("queue", None)  # what a study made before the move holds: no queue marker
+    before = len(study.get_trials())
+    capsys.readouterr()
+    assert main(["search", "--study", "old", "--n-trials", "1", *FAST]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "older scaler search" in error[0] and "--study" in error[0], error
+    assert len(optuna.load_study(study_name="old", storage=url).get_trials()) == before
 
 
 @pytest.mark.parametrize(

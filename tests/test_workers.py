@@ -18,7 +18,8 @@ from conftest import FAST
 from optuna.trial import FrozenTrial, TrialState
 
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import GridSearch, job_name, job_of
+from scaler.experiments.search.plan import job_name, job_of
+from scaler.experiments.search.queue import GridSearch
 from scaler.study.racing import SCREEN_SEEDS
 from scaler.study.storage import QueueStudy
 from scaler.study.workers import max_workers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -10,7 +9,7 @@ import math
 import multiprocessing
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
@@ -46,8 +45,7 @@ from scaler.study.storage import (
     queued_key,
     redact,
     redact_secrets,
-    sqlite_path,
-    storage_errors,
+    removed_if_left_empty,
 )
 from scaler.study.workers import run_workers, worker_process
 from scaler.training.train import Outputs, Progressive, TrainConfig, TrainingDiverged
@@ -477,48 +475,6 @@ def drain(
             raise
         ran += 1
     return ran
-
-
-@contextlib.contextmanager
-def removed_if_left_empty(url: str) -> Iterator[None]:
-    """Remove an SQLite store this block created (and the folders made for it) if the block fails before any run
-    finished in it: a refused or failed command leaves nothing behind, a cut one keeps what it finished."""
-    path = sqlite_path(url)
-    if path is None or path.exists():
-        yield
-        return
-    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    try:
-        yield
-    except BaseException:
-        if not has_finished_trials(url):
-            for leftover in (path, Path(f"{path}.lock"), Path(f"{path}-journal")):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
-            for folder in made:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-        raise
-
-
-def has_finished_trials(url: str) -> bool:
-    """Whether an SQLite store holds any finished trial, read through Optuna (False when it cannot be read)."""
-    path = sqlite_path(url)
-    if path is None or not path.exists():
-        return False
-    try:
-        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
-        try:
-            return any(
-                optuna.load_study(study_name=name, storage=storage).get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE,)
-                )
-                for name in optuna.get_all_study_names(storage)
-            )
-        finally:
-            storage.engine.dispose()
-    except storage_errors():
-        return False
 
 
 def evaluate_plan(plan: pd.DataFrame, setup: Setup, log: Log = print) -> pd.DataFrame:

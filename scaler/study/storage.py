@@ -386,3 +386,45 @@ def open_study(
             return study_class(name, storage, sampler=sampler, pruner=pruner)
         except storage_errors() as error:
             raise UserError(f"storage {redact(url)} failed: {describe_error(error, url)}") from None
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(url: str) -> Iterator[None]:
+    """Remove an SQLite store this block created (and the folders made for it) if the block fails before any run
+    finished in it: a refused or failed command leaves nothing behind, a cut one keeps what it finished."""
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        yield
+        return
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        if not has_finished_trials(url):
+            for leftover in (path, Path(f"{path}.lock"), Path(f"{path}-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
+def has_finished_trials(url: str) -> bool:
+    """Whether an SQLite store holds any finished trial, read through Optuna (False when it cannot be read)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return False
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        try:
+            return any(
+                optuna.load_study(study_name=name, storage=storage).get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE,)
+                )
+                for name in optuna.get_all_study_names(storage)
+            )
+        finally:
+            storage.engine.dispose()
+    except storage_errors():
+        return False

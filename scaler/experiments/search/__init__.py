@@ -28,7 +28,8 @@ from scaler.experiments.options import (
     variant_of,
 )
 from scaler.experiments.search.config import SearchConfig
-from scaler.experiments.search.queue import RACE, GridSearch, diverged, run_worker, trials_frame
+from scaler.experiments.search.plan import RACE, diverged, trials_frame
+from scaler.experiments.search.queue import GridSearch, run_worker
 from scaler.experiments.search.report import print_search_summary, write_outputs
 from scaler.study.engine import TrialBudget
 from scaler.study.racing import SCREEN_SEEDS, parse_budget

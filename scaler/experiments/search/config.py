@@ -185,7 +185,7 @@ class SearchConfig:
             )
 
 
-MAX_SEEDS = 50  # the race's seeds are choices of one categorical parameter: keep the list short
+MAX_SEEDS = 50  # the most race rounds --max-seeds may ask for, one fresh seed each
 MAX_PHI_STEP = 3  # --disambiguate-phi trains up to 2^3 = 8x the searched network's MACs within the budget
 
 FINGERPRINT_TRAIN = tuple(

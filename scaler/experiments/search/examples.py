@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from optuna.trial import TrialState
 
-from scaler.experiments.search.queue import GridSearch, job_name, job_of
+from scaler.experiments.search.plan import job_name, job_of
+from scaler.experiments.search.queue import GridSearch
 from scaler.study.engine import OUTPUTS
 from scaler.study.examples import split_arrays
 from scaler.training.train import Outputs

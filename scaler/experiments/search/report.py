@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from scaler.experiments.search.examples import search_examples
-from scaler.experiments.search.queue import BASE, RACE, SCREEN, GridSearch
+from scaler.experiments.search.plan import BASE, RACE, SCREEN
+from scaler.experiments.search.queue import GridSearch
 from scaler.model.complexity import CONVENTION
 from scaler.report.files import write
 from scaler.report.study import disambiguation_text
