@@ -1,0 +1,100 @@
+"""Where does compound scaling show on 2 cores? Accuracy across phi = 0-3 for candidate settings (#44 item 1).
+
+For each setting (the base's width, the epochs over Fashion-MNIST's 45,000 training images), MobileNet scaled by
+the coefficients (default: the committed study's pick, 1.0, 1.4, 1.0) is trained at phi = 0, 1, 2, 3 on --seeds
+seeds at batch 256, through scaler's engine (resumable: rerun the same command to go on; each setting has its
+own runs.db). Printed per setting and phi: the test accuracy with its 95 % interval (seeds and images crossed),
+and the increment from the phi before it, paired seed by seed and image by image, with its interval. A setting
+shows scaling when the increment from phi = 2 to 3 exceeds the half-width of phi = 3's own interval: only then can
+a fit on phi < 3 and the "last value" predictor disagree by more than the held-out measurement resolves. Last line,
+per setting S:
+gain23_S=<points> lo23_S=<points> half3_S=<points> shows_S=<bool> minutes_S=<training minutes>
+
+    python benchmarks/scaling_shows.py [--settings w0.125-e2 w0.25-e2 ...] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from scaler.experiments.scale import plan
+from scaler.study.engine import PlanRun
+from scaler.study.run import RunConfig, setup
+from scaler.training.train import TrainConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scaling_shows"
+PHIS = [0.0, 1.0, 2.0, 3.0]
+SETTINGS = {  # name: (width of the base, epochs); cheapest first
+    "w0.125-e2": (0.125, 2),
+    "w0.25-e2": (0.25, 2),
+    "w0.125-e6": (0.125, 6),
+    "w0.25-e6": (0.25, 6),
+}
+
+
+def measure(name: str, coefficients: tuple[float, float, float], seeds: list[int]) -> tuple[pd.DataFrame, float]:
+    """One setting's table (phi, test accuracy with its interval, increment over the phi before with its interval)
+    and its training minutes."""
+    width, epochs = SETTINGS[name]
+    config = RunConfig(
+        command="scaling_shows",
+        base="mobilenet",
+        width=width,
+        train=TrainConfig(epochs=epochs, batch_size=256, lr=0.05),
+        folder=RESULTS / name,
+        latency_runs=5,
+        progress=False,
+        argv=tuple(sys.argv),
+    )
+    points = plan(coefficients, PHIS, ["relu"], max(PHIS), seeds)
+    runner = PlanRun(points, setup(config), log=lambda line: print(f"# {line}", flush=True))
+    frame = runner.run()
+    examples = runner.per_example
+    runs = {phi: list(part.label) for phi, part in frame.groupby("phi")}
+    rows = []
+    for index, phi in enumerate(PHIS):
+        accuracy = examples.accuracy("test", runs[phi])
+        low, high = accuracy.interval()
+        row = {"setting": name, "phi": phi, "macs": int(frame[frame.phi == phi].macs.iloc[0])}
+        row |= {"acc": accuracy.mean * 100, "acc_lo": low * 100, "acc_hi": high * 100, "acc_dof": accuracy.dof}
+        if index:
+            gain = examples.difference("test", runs[PHIS[index - 1]], runs[phi])
+            gain_low, gain_high = gain.interval()
+            row |= {"gain": gain.mean * 100, "gain_lo": gain_low * 100, "gain_hi": gain_high * 100}
+        rows.append(row)
+    return pd.DataFrame(rows), float(frame.train_seconds.sum()) / 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per phi")
+    parser.add_argument("--coefficients", type=float, nargs=3, default=(1.0, 1.4, 1.0), metavar=("A", "B", "G"))
+    args = parser.parse_args()
+    seeds = list(range(60, 60 + args.seeds))
+    coefficients = (args.coefficients[0], args.coefficients[1], args.coefficients[2])
+    verdicts = []
+    pd.set_option("display.width", 200)
+    for name in args.settings:
+        table, minutes = measure(name, coefficients, seeds)
+        print(
+            f"# {name}: mobilenet x{SETTINGS[name][0]:g}, {SETTINGS[name][1]} epochs, seeds {seeds}, coefficients "
+            f"{coefficients}; test accuracy and increments in points, 95 % intervals; {minutes:.0f} min of training"
+        )
+        print(table.round(2).to_string(index=False))
+        last = table.iloc[-1]
+        half = (last.acc_hi - last.acc_lo) / 2
+        shows = bool(last.gain_lo > 0 and last.gain > half)
+        verdicts.append(
+            f"gain23_{name}={last.gain:.2f} lo23_{name}={last.gain_lo:.2f} half3_{name}={half:.2f} "
+            f"shows_{name}={shows} minutes_{name}={minutes:.0f}"
+        )
+    print(" ".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
