@@ -4,11 +4,13 @@ For each setting (the base's width, the epochs over Fashion-MNIST's 45,000 train
 the coefficients (default: the committed study's pick, 1.0, 1.4, 1.0) is trained at phi = 0, 1, 2, 3 on --seeds
 seeds at batch 256, through scaler's engine (resumable: rerun the same command to go on; each setting has its
 own runs.db). Printed per setting and phi: the test accuracy with its 95 % interval (seeds and images crossed),
-and the increment from the phi before it, paired seed by seed and image by image, with its interval. A setting
-shows scaling when the increment from phi = 2 to 3 exceeds the half-width of phi = 3's own interval: only then can
-a fit on phi < 3 and the "last value" predictor disagree by more than the held-out measurement resolves. Last line,
-per setting S:
-gain23_S=<points> lo23_S=<points> half3_S=<points> shows_S=<bool> minutes_S=<training minutes>
+the seeds' t interval of it (what `scaler scale` judges a held-out phi by), and the increment from the phi before
+it, paired seed by seed and image by image, with its interval. A setting shows scaling when the increment from
+phi = 2 to 3 exceeds the width of phi = 3's seed t interval: only then can a fit on phi < 3 and the "last value"
+predictor, which differ by about that increment, disagree by more than the held-out measurement resolves (the
+verdict is "untested" otherwise). `seeds_needed` is how many seeds would narrow that interval below the increment
+at the seeds' measured spread. Last line, per setting S:
+gain23_S=<points> lo23_S=<points> width3_S=<points> shows_S=<bool> seeds_needed_S=<n> minutes_S=<minutes>
 
     python benchmarks/scaling_shows.py [--settings w0.125-e2 w0.25-e2 ...] [--seeds 3]
 """
@@ -16,14 +18,18 @@ gain23_S=<points> lo23_S=<points> half3_S=<points> shows_S=<bool> minutes_S=<tra
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from scaler.experiments.scale import plan
 from scaler.study.engine import PlanRun
 from scaler.study.run import RunConfig, setup
+from scaler.study.stats import mean_interval
 from scaler.training.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling_shows"
@@ -61,12 +67,23 @@ def measure(name: str, coefficients: tuple[float, float, float], seeds: list[int
         low, high = accuracy.interval()
         row = {"setting": name, "phi": phi, "macs": int(frame[frame.phi == phi].macs.iloc[0])}
         row |= {"acc": accuracy.mean * 100, "acc_lo": low * 100, "acc_hi": high * 100, "acc_dof": accuracy.dof}
+        per_seed = examples.correct("test", runs[phi]).mean(axis=1)
+        _, seed_low, seed_high = mean_interval(list(per_seed))
+        row |= {"seed_lo": seed_low * 100, "seed_hi": seed_high * 100, "seed_sd": float(np.std(per_seed, ddof=1)) * 100}
         if index:
             gain = examples.difference("test", runs[PHIS[index - 1]], runs[phi])
             gain_low, gain_high = gain.interval()
             row |= {"gain": gain.mean * 100, "gain_lo": gain_low * 100, "gain_hi": gain_high * 100}
         rows.append(row)
     return pd.DataFrame(rows), float(frame.train_seconds.sum()) / 60
+
+
+def seeds_needed(gain: float, seed_sd: float, most: int = 100) -> int | str:
+    """The fewest seeds whose 95 % t interval, at this seed spread, is narrower than `gain` (both in points)."""
+    for seeds in range(2, most + 1):
+        if 2 * float(stats.t.ppf(0.975, seeds - 1)) * seed_sd / math.sqrt(seeds) < gain:
+            return seeds
+    return f">{most}"
 
 
 def main() -> None:
@@ -87,11 +104,12 @@ def main() -> None:
         )
         print(table.round(2).to_string(index=False))
         last = table.iloc[-1]
-        half = (last.acc_hi - last.acc_lo) / 2
-        shows = bool(last.gain_lo > 0 and last.gain > half)
+        width = last.seed_hi - last.seed_lo
+        shows = bool(last.gain_lo > 0 and last.gain > width)
         verdicts.append(
-            f"gain23_{name}={last.gain:.2f} lo23_{name}={last.gain_lo:.2f} half3_{name}={half:.2f} "
-            f"shows_{name}={shows} minutes_{name}={minutes:.0f}"
+            f"gain23_{name}={last.gain:.2f} lo23_{name}={last.gain_lo:.2f} width3_{name}={width:.2f} "
+            f"shows_{name}={shows} seeds_needed_{name}={seeds_needed(last.gain, last.seed_sd)} "
+            f"minutes_{name}={minutes:.0f}"
         )
     print(" ".join(verdicts))
 
