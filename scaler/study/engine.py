@@ -37,6 +37,7 @@ from scaler.study.run import (
     planned_spec,
 )
 from scaler.study.storage import (
+    FAILURE,
     INTERRUPTED,
     GridExhausted,
     QueueStudy,
@@ -56,7 +57,6 @@ ROW = "row"  # user attribute holding what the run measured
 RUNNER = "runner"  # study attribute: the hook and cost rule a worker needs to evaluate the plan's runs
 OUTPUTS = "outputs"  # user attribute holding a trained run's per-example outputs by split
 EXTRA = "extra"  # user attribute holding what an experiment read off the trained model (columns and tables)
-FAILURE = "failure"  # user attribute: why a run failed on its own merits (its loss diverged); final, never re-queued
 HEARTBEAT = 10  # seconds; a run silent for 3 beats (a killed process) is failed and queued again
 DUPLICATION_COLUMNS = ("val_before_dup", "val_after_dup")
 UNFINGERPRINTED = ("argv", "progress", "folder", "storage", "workers")
@@ -138,10 +138,13 @@ def training_of(point: Mapping[str, Any], setup: Setup) -> TrainConfig | bool:
     progressive = Progressive() if point["progressive"] else setup.config.train.progressive
     config = replace(setup.config.train, progressive=progressive, seed=seed)
     images = point.get("images")
-    if images is None or pd.isna(images):
-        return config
-    passes = math.ceil(int(images) / max(1, len(setup.dataset.train)))  # enough passes over the data to reach them
-    return replace(config, max_images=int(images), epochs=max(config.epochs, passes))
+    return config if images is None or pd.isna(images) else cut_to(config, int(images), len(setup.dataset.train))
+
+
+def cut_to(config: TrainConfig, images: int, train_images: int) -> TrainConfig:
+    """A training cut to `images` training images, with enough passes over the `train_images` to reach them."""
+    passes = math.ceil(images / max(1, train_images))
+    return replace(config, max_images=images, epochs=max(config.epochs, passes))
 
 
 def row_of(record: Mapping[str, Any]) -> Row:

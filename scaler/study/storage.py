@@ -24,6 +24,7 @@ STUDIES_DIR = Path("studies")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped from outside; its job is queued again
+FAILURE = "failure"  # user attribute: why a run failed on its own merits (its loss diverged); final, never re-queued
 
 
 def check_study_name(name: str, option: str = "--study") -> str:
@@ -335,7 +336,7 @@ def queued_key(trial: optuna.trial.FrozenTrial, key: str) -> Any:
 
 def holds_its_point(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial accounts for its job: all but a FAIL that was interrupted or crashed, not failed on its merits."""
-    return trial.state != TrialState.FAIL or "failure" in trial.user_attrs
+    return trial.state != TrialState.FAIL or FAILURE in trial.user_attrs
 
 
 def enqueue_missing(study: optuna.Study, url: str, key: str, values: list[Any], as_param: bool = True) -> int:

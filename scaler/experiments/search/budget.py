@@ -12,7 +12,6 @@ from scaler.experiments.search.plan import BASE, SCREEN
 from scaler.experiments.search.speed import SearchTiming
 from scaler.experiments.search.state import RACE_WITHOUT_SCREEN
 from scaler.study.racing import MIN_IMAGES, MIN_ROUNDS, SearchPlan, budget_text, plan_search, race_images_after_screen
-from scaler.training.train import TrainConfig
 
 PROBE_IMAGES = 4096  # the timed trainings (the base, the dearest network) that size the plan
 
@@ -108,9 +107,9 @@ class SearchBudget(SearchTiming):
             f"race on {images} images per training (timed in the screen){' (the full budget)' if images >= full_images else ''}"
         )
 
-    def budget(self, stage: str) -> TrainConfig:
-        """Training of a stage: the plan's images for the screen, and for the race and the disambiguation."""
+    def stage_images(self, stage: str) -> int:
+        """Training images of a stage's runs: the plan's for the screen, and for the race and the disambiguation."""
         plan = self.plan()
         if plan is None:
             raise UserError(f"study {self.config.study_name!r} has no plan yet: run scaler search to start it")
-        return self.training(plan.screen_images if stage == SCREEN else plan.race_images)
+        return plan.screen_images if stage == SCREEN else plan.race_images

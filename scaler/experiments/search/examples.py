@@ -18,11 +18,9 @@ def search_examples(search: GridSearch) -> dict[str, np.ndarray]:
     `<split>_predicted`, `<split>_p_true` and `<split>_labels` per split, as every engine experiment keeps them, so
     the screen's and the race's tables can be recomputed from the files."""
     dataset = search.setup.dataset
-    done = [
-        (job_of(t), t.user_attrs[OUTPUTS])
-        for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(OUTPUTS) and "stage" in job_of(t)
-    ]
+    finished = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [(job_of(t), t.user_attrs[OUTPUTS]) for t in finished if t.user_attrs.get(OUTPUTS)]
+    done = [(point, outputs) for point, outputs in done if "stage" in point]
     if dataset is None or not done:
         return {}
     done.sort(key=lambda run: (str(run[0]["stage"]), str(run[0]["network"]), int(run[0]["seed"])))

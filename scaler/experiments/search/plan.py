@@ -12,7 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from scaler.study.engine import JOB, ROW
-from scaler.study.storage import INTERRUPTED, queued_key
+from scaler.study.storage import FAILURE, INTERRUPTED, queued_key
 
 TRIAL_COLUMNS = [
     "number",
@@ -73,7 +73,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["val_acc"] = attrs.get("val_acc", math.nan)
         row["epochs"] = attrs.get("epochs", 0)
         row["train_seconds"] = attrs.get("train_seconds", 0.0)
-        row["failure"] = attrs.get("failure") or attrs.get(INTERRUPTED) or failure_of_stale(t)
+        row["failure"] = attrs.get(FAILURE) or attrs.get(INTERRUPTED) or failure_of_stale(t)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     return frame.astype({"val_acc": float, "train_seconds": float})

@@ -167,7 +167,7 @@ class GridSearch(SearchDecisions):
             "train": True,
             "progressive": False,
             "seed": job.seed,
-            "images": self.budget(job.stage).max_images,
+            "images": self.stage_images(job.stage),
             "test": job.stage != SCREEN,  # read only after selection: the pick, the base, the member exported
             "selection": True,
             "stage": job.stage,

@@ -13,6 +13,7 @@ import numpy as np
 from scaler.errors import UserError
 from scaler.experiments.search.plan import BASE, RACE, SCREEN
 from scaler.experiments.search.state import RACE_WITHOUT_SCREEN, SearchState
+from scaler.study.engine import cut_to
 from scaler.study.fidelity import NOT_LEARNING, Fidelity, Rung, climb, ladder_start, plateau_at, read_ladder
 from scaler.study.racing import FIDELITY_ROUNDS, MIN_ROUNDS, PlanCosts
 from scaler.study.run import evaluate
@@ -123,8 +124,7 @@ class SearchTiming(SearchSpeeds):
     def training(self, images: int) -> TrainConfig:
         """The search's training cut to `images` images, with enough passes over the data to reach them."""
         assert self.setup.dataset is not None
-        passes = math.ceil(images / max(1, len(self.setup.dataset.train)))
-        return replace(self.config.train, max_images=images, epochs=max(self.config.train.epochs, passes))
+        return cut_to(self.config.train, images, len(self.setup.dataset.train))
 
     def batches(self, images: int) -> int:
         """`images` rounded down to whole batches (at least one)."""
