@@ -18,16 +18,15 @@ gain23_S=<points> lo23_S=<points> width3_S=<points> shows_S=<bool> seeds_needed_
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from scaler.experiments.scale import plan
 from scaler.study.engine import PlanRun
+from scaler.study.extrapolate import seeds_to_narrow
 from scaler.study.run import RunConfig, setup
 from scaler.study.stats import mean_interval
 from scaler.training.train import TrainConfig
@@ -87,14 +86,6 @@ def measure(name: str, coefficients: tuple[float, float, float], seeds: list[int
     return pd.DataFrame(rows), float(frame.train_seconds.sum()) / 60
 
 
-def seeds_needed(gain: float, seed_sd: float, most: int = 100) -> int | str:
-    """The fewest seeds whose 95 % t interval, at this seed spread, is narrower than `gain` (both in points)."""
-    for seeds in range(2, most + 1):
-        if 2 * float(stats.t.ppf(0.975, seeds - 1)) * seed_sd / math.sqrt(seeds) < gain:
-            return seeds
-    return f">{most}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -118,7 +109,7 @@ def main() -> None:
         shows = bool(last.gain_lo > 0 and last.gain > width)
         verdicts.append(
             f"gain23_{key}={last.gain:.2f} lo23_{key}={last.gain_lo:.2f} width3_{key}={width:.2f} "
-            f"shows_{key}={shows} seeds_needed_{key}={seeds_needed(last.gain, last.seed_sd)} "
+            f"shows_{key}={shows} seeds_needed_{key}={seeds_to_narrow(last.gain, last.seed_sd) or '>100'} "
             f"minutes_{key}={minutes:.0f}"
         )
     print(" ".join(verdicts))

@@ -98,6 +98,7 @@ def test_scale_writes_frame_and_plots(study: Path) -> None:
     held = pd.read_csv(study / "extrapolation.csv")
     assert set(held.variant) == {"relu", "frelu:1"} and (held.held_out_phi == 1.0).all()
     assert (held.fit_seeds == 2).all() and (held.measured_seeds == 2).all()
+    assert frame.held_out.tolist() == (frame.trained & (frame.phi == 1.0)).tolist()
     assert held[["pred_lo", "pred_hi", "last_value_error", "log_linear_error"]].notna().all().all()
     for name in ("acc_vs_macs", "acc_vs_latency", "macs_vs_latency"):
         assert (study / f"{name}.png").stat().st_size > 0

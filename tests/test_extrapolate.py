@@ -197,12 +197,44 @@ def test_extrapolate_carries_intervals_and_bound_flags() -> None:
     assert extrapolate(flat).at_bound.all()  # falling accuracy: the fit sits on b = 0
 
 
-def test_the_held_out_verdict_follows_the_measurements_interval() -> None:
+def test_the_held_out_verdict_weighs_each_naive_predictor_against_the_measurements_interval() -> None:
     from scaler.study.extrapolate import held_out_verdict
 
-    assert held_out_verdict([0.80, 0.801, 0.803], 0.01, True, False).startswith("untested")
-    assert held_out_verdict([0.80, 0.82, 0.84], 0.01, True, False) == "the fit came closest"
-    assert held_out_verdict([0.80, 0.82, 0.84], 0.01, False, True) == (
-        "a naive predictor came closer than the fit; the fit sits at a bound of its parameters"
+    close = held_out_verdict(0.80, {"last value": 0.801, "log-linear": 0.803}, 0.80, 0.01, 0.004, False)
+    assert close.startswith("untested against last value, 0.10 points apart (") and close.endswith(
+        "interval is 1.00 points wide"
     )
-    assert held_out_verdict([0.80, 0.82], float("nan"), True, False).startswith("untested")  # one seed: no interval
+    far = {"last value": 0.78, "log-linear": 0.83}
+    assert held_out_verdict(0.80, far, 0.801, 0.01, 0.004, False) == "the fit beats both naive predictors"
+    assert held_out_verdict(0.80, far, 0.829, 0.01, 0.004, True) == (
+        "the fit does not beat log-linear; the fit beats last value; the fit sits at a bound of its parameters"
+    )
+    mixed = held_out_verdict(0.80, {"last value": 0.78, "log-linear": 0.805}, 0.80, 0.01, 0.004, False)
+    assert mixed.startswith("the fit beats last value; untested against log-linear, 0.50 points apart (≈")
+    one_seed = held_out_verdict(0.80, far, 0.80, float("nan"), float("nan"), False)
+    assert (
+        one_seed.startswith("untested against last value, 2.00 points apart (a second seed") and "no 95 %" in one_seed
+    )
+
+
+def test_seeds_to_narrow_follows_the_t_interval() -> None:
+    from scaler.study.extrapolate import seeds_text, seeds_to_narrow
+
+    assert seeds_to_narrow(0.43, 0.15) == 5  # 4 seeds: 2·3.18·0.15/2 = 0.48; 5: 2·2.78·0.15/√5 = 0.37
+    assert seeds_to_narrow(1.0, 0.1) == 3  # 2 seeds: 2·12.7·0.1/√2 = 1.80; 3: 2·4.30·0.1/√3 = 0.50
+    assert seeds_to_narrow(0.001, 1.0) is None and seeds_to_narrow(0.0, 0.1) is None
+    assert seeds_text(0.43, 0.15) == "≈5 seeds" and seeds_text(0.001, 1.0) == ">100 seeds"
+
+
+def test_a_hold_out_judges_every_trained_phi_from_it_on_with_the_same_fit() -> None:
+    frame = seeded_frame(0.003, seeds=4)
+    frame = pd.concat([frame, seeded_frame(0.003, seeds=4, rng_seed=1).assign(phi=lambda f: f.phi + 4)])
+    frame = frame[frame.phi <= 4].copy()
+    frame.loc[frame.phi == 4, "macs"] = MACS[4]
+    frame.loc[frame.phi == 4, "test_acc"] = curve(MACS[4], 0.93, 0.30, 0.45)
+    table = held_out_error(frame, draws=40, hold_out=3)
+    assert table.held_out_phi.tolist() == [3, 4] and (table.fit_points == 12).all()
+    marked = held_out_error(frame.assign(held_out=frame.phi >= 3), draws=40)
+    pd.testing.assert_frame_equal(marked, table)
+    assert held_out_error(frame, draws=40).held_out_phi.tolist() == [4]
+    assert table.abs_error.max() < 0.01 and table.last_value_error.iloc[1] < table.last_value_error.iloc[0] < 0

@@ -83,11 +83,17 @@ def summarise(frame: pd.DataFrame, examples: Examples | None = None) -> pd.DataF
 
 
 def run(
-    points: pd.DataFrame, setup: Setup, log: Log = print, latency_form: str = "deployed", latency_rounds: int = 30
+    points: pd.DataFrame,
+    setup: Setup,
+    log: Log = print,
+    latency_form: str = "deployed",
+    latency_rounds: int = 30,
+    hold_out: float | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """scale.csv (one row per run, the fit's prediction where a variant has trained points), scale_summary.csv
-    (per variant and phi, with intervals) and extrapolation.csv (held-out error vs naive predictors); every network
-    is timed interleaved with all the others in `latency_form`."""
+    """scale.csv (one row per run, the fit's prediction where a variant has trained points, `held_out` marking the
+    trained phi from `hold_out` on, default the largest), scale_summary.csv (per variant and phi, with intervals) and
+    extrapolation.csv (the fit on the other trained phi against naive predictors at each held-out phi); every
+    network is timed interleaved with all the others in `latency_form`."""
     runner = PlanRun(points, setup, log)
     frame = retime_interleaved(runner.run(), setup, ["variant", "phi"], latency_form, latency_rounds, log)
     base_macs = frame[frame.phi == 0].groupby("variant").macs.first()
@@ -96,6 +102,8 @@ def run(
         for variant, macs in zip(frame.variant, frame.macs)
     ]
     frame["target_ratio"] = 2.0**frame.phi
+    first_held = hold_out if hold_out is not None else frame.phi[frame.trained].max()
+    frame["held_out"] = frame.trained & (frame.phi >= first_held)
     frames = {"scale": frame}
     if frame.trained.any():
         frames["scale"] = extrapolate(frame)
@@ -118,8 +126,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train the points with phi <= this, every one on the same images (-1: profile only); the largest "
         "trained phi is held out to judge the extrapolation",
     )
+    p.add_argument(
+        "--hold-out",
+        type=float,
+        help="fit the extrapolation on the trained phi below this and judge it at every trained phi from it on "
+        "(default: the largest trained phi alone), e.g. --phi 0 1 2 3 4 --train-max-phi 4 --hold-out 3 predicts "
+        "phi = 3 and the step beyond it from phi <= 2",
+    )
     add_seeds_arg(p, "trained point", "variants and phi")
     add_latency_arg(p, "network")
+
+
+def check_hold_out(hold_out: float | None, trained: list[float]) -> None:
+    """--hold-out must leave trained phi on both sides of it; else one line naming it."""
+    if hold_out is None:
+        return
+    if not (
+        math.isfinite(hold_out) and any(phi < hold_out for phi in trained) and any(phi >= hold_out for phi in trained)
+    ):
+        shown = " ".join(f"{phi:g}" for phi in sorted(trained)) or "none"
+        raise UserError(
+            f"--hold-out {hold_out:g} must leave trained phi below it to fit and from it on to judge "
+            f"(trained phi: {shown}; --train-max-phi sets them)"
+        )
 
 
 def main(args: argparse.Namespace, argv: Argv) -> int:
@@ -129,21 +158,22 @@ def main(args: argparse.Namespace, argv: Argv) -> int:
     bad = [phi for phi in args.phi if not (math.isfinite(phi) and phi >= 0)]
     if bad:
         raise UserError(f"--phi values must be finite numbers >= 0 (got {bad[0]:g})")
+    check_hold_out(args.hold_out, [phi for phi in args.phi if phi <= args.train_max_phi])
     seeds = seeds_of(args)
     form = latency_form(args)
     config, coefficients = experiment_config(args, argv)
     prepared = setup(config, data=args.train_max_phi >= 0)
     points = plan(coefficients, args.phi, args.variant_list, args.train_max_phi, seeds)
-    frames = run(points, prepared, latency_form=form)
+    frames = run(points, prepared, latency_form=form, hold_out=args.hold_out)
     figures = tradeoff_figures(frames["scale_summary"], latency_form=form)
     paths = write(prepared.folder, config, argv, prepared.started, frames, figures, options_of(args))
     for row in frames["extrapolation"].itertuples() if "extrapolation" in frames else ():
         print(
-            f"extrapolation {row.variant}: fit on φ<{row.held_out_phi:g} ({row.fit_seeds} seeds), predicted "
-            f"{row.predicted:.4f} [{row.pred_lo:.4f}, {row.pred_hi:.4f}] at φ={row.held_out_phi:g}, measured "
-            f"{row.measured:.4f} ({row.measured_seeds} seeds): error {row.error:+.4f}; naive: last value "
-            f"{row.last_value_error:+.4f}, log-linear {row.log_linear_error:+.4f}; "
-            f"{'beats both' if row.beats_naive else 'does not beat both'}{'; fit at a bound' if row.at_bound else ''}"
+            f"extrapolation {row.variant} φ={row.held_out_phi:g}: fit on {row.fit_points} runs of the φ held in "
+            f"({row.fit_seeds} seeds), predicted {row.predicted:.4f} [{row.pred_lo:.4f}, {row.pred_hi:.4f}], measured "
+            f"{row.measured:.4f} [{row.measured_lo:.4f}, {row.measured_hi:.4f}] ({row.measured_seeds} seeds): error "
+            f"{row.error:+.4f}; naive: last value {row.last_value_error:+.4f}, log-linear {row.log_linear_error:+.4f}; "
+            f"{row.verdict}"
         )
     print(f"# {CONVENTION}; test_acc over seeds {INTERVALS}")
     columns = [

@@ -15,6 +15,8 @@ import pandas as pd
 from scipy import stats
 
 from scaler.report.figures import form_of
+from scaler.report.held_out import extrapolation_verdict, held_out_of, held_out_table
+from scaler.report.tables import markdown
 from scaler.study.run import LATENCY_WORDS
 from scaler.study.stats import MOST_SEEDS
 
@@ -116,13 +118,6 @@ def difference(row: pd.Series, name: str, family: int) -> str:
     if needed is not None:
         text += f" ({seeds_text(needed)} seeds)"
     return text
-
-
-def markdown(rows: list[list[str]], header: list[str]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines)
 
 
 def millions(value: Any) -> str:
@@ -316,42 +311,11 @@ def scale_section(folder: Path) -> Section:
         )
     figures = [name for name in ("acc_vs_macs.png", "acc_vs_latency.png") if (folder / name).exists()]
     parts += [f"![{name}]({name})" for name in figures]
-    if (folder / "extrapolation.csv").exists():
-        held = pd.read_csv(folder / "extrapolation.csv")
+    held = held_out_of(folder)
+    if held is not None:
         parts.append("Held-out extrapolation (`extrapolation.csv`):\n\n" + held_out_table(held))
         verdicts.append(extrapolation_verdict(held))
     return Section("Variants across φ (`scale_summary.csv`)", parts, verdicts)
-
-
-def extrapolation_verdict(held: pd.DataFrame) -> str:
-    """One sentence on the held-out point: covered, which predictor came closest as far as the measurement can
-    tell (the file's `verdict`, where it has one), fits at a bound."""
-    phis = ", ".join(f"{phi:g}" for phi in sorted(held.held_out_phi.unique()))
-    sentence = (
-        f"Extrapolation to the held-out φ = {phis}: the fit's interval covered the measurement for "
-        f"{int(held.covered.sum())} of {len(held)} variants"
-    )
-    if "verdict" in held:
-        return sentence + "; " + "; ".join(f"{row.variant}: {row.verdict}" for row in held.itertuples()) + "."
-    return sentence + (
-        f", the fit beat both naive predictors for {int(held.beats_naive.sum())} (by any margin: the file predates "
-        f"the verdict that weighs it against the measurement's interval), and {int(held.at_bound.sum())} fits sit "
-        "at a bound of their parameters."
-    )
-
-
-def held_out_table(held: pd.DataFrame) -> str:
-    """The extrapolation's errors beside the naive predictors', as they are in the file."""
-    columns = [c for c in held.columns if c != "variant"]
-    rows = [[str(row.variant), *(cell(row[c]) for c in columns)] for _, row in held.iterrows()]
-    return markdown(rows, ["variant", *columns])
-
-
-def cell(value: Any) -> str:
-    """A plain cell: floats to 4 significant digits."""
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def frelu_section(folder: Path) -> Section:

@@ -1,7 +1,8 @@
-"""Aligned text tables for the terminal."""
+"""Tables: aligned text for the terminal, markdown cells and tables for reports."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,3 +28,17 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, Callab
 def millions(value: Any) -> str:
     """Value in millions with 3 decimals."""
     return "-" if value is None else f"{value / 1e6:.3f}"
+
+
+def markdown(rows: list[list[str]], header: list[str]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    """A plain cell: floats to 4 significant digits."""
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value)

@@ -7,12 +7,15 @@ and a straight line in log MACs.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy import stats
 from scipy.optimize import least_squares
 
 from scaler.errors import UserError
@@ -68,7 +71,7 @@ def _si(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _validated(macs: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _validated(macs: ArrayLike, accuracy: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Unique MACs (ascending) and the mean accuracy at each; UserError on bad input."""
     try:
         flops = np.asarray(macs, dtype=float).ravel()
@@ -145,13 +148,13 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
         raise UserError(f"frame lacks column(s) {', '.join(missing)}; has {', '.join(map(str, frame.columns))}")
 
 
-def last_value(macs: Sequence[float], accuracy: Sequence[float]) -> float:
+def last_value(macs: ArrayLike, accuracy: ArrayLike) -> float:
     """Naive predictor: the mean accuracy at the largest trained MACs, wherever it is asked."""
     flops, acc = _validated(macs, accuracy)
     return float(acc[np.argmax(flops)])
 
 
-def log_linear(macs: Sequence[float], accuracy: Sequence[float], at: float | Sequence[float]) -> np.ndarray:
+def log_linear(macs: ArrayLike, accuracy: ArrayLike, at: ArrayLike) -> np.ndarray:
     """Naive predictor: least-squares line of mean accuracy against log MACs (flat for one point), clipped to [0, 1]."""
     flops, acc = _validated(macs, accuracy)
     where = np.log(np.asarray(at, dtype=float))
@@ -236,70 +239,127 @@ def held_out_error(
     acc_col: str = "test_acc",
     seed_col: str = "seed",
     draws: int = BOOTSTRAP_DRAWS,
+    hold_out: float | None = None,
 ) -> pd.DataFrame:
-    """Per variant, fit on trained phi < k over every seed and predict the mean at the largest trained phi k.
+    """Per variant, fit on the trained phi below `hold_out` over every seed and predict the mean at each trained
+    phi from it on (default: the frame's `held_out` rows, else the largest trained phi alone).
 
-    Beside the fit's error: its prediction interval and whether it covers the measurement, the measurement's own
-    95 % t interval over its seeds, the errors of the naive predictors, `beats_naive` (smaller absolute error than
-    both) and the `verdict`, which follows the measurement's interval: "untested" when the three predictions
-    differ by less than that interval's width (the held-out point cannot tell them apart), else which predictor
-    was closer; a fit with a parameter on its bound says so.
+    Beside the fit's error at each held-out phi: its prediction interval and whether it covers the measurement, the
+    measurement's own 95 % t interval over its seeds, the errors of the naive predictors, `beats_naive` (smaller
+    absolute error than both, by any margin) and the `verdict`, which weighs each naive predictor against the
+    measurement's interval (`held_out_verdict`).
     """
     _require_columns(frame, [variant_col, phi_col, macs_col, acc_col])
     rows = []
     trained = frame[frame[acc_col].notna()]
     for variant, group in trained.groupby(variant_col, sort=False, dropna=False):
-        k = group[phi_col].max()
-        fit_rows, held = group[group[phi_col] < k], group[group[phi_col] == k]
+        start = _hold_out_start(group, phi_col, hold_out)
+        fit_rows = group[group[phi_col] < start]
         if fit_rows.empty:
             continue
         macs, acc = fit_rows[macs_col].to_numpy(dtype=float), fit_rows[acc_col].to_numpy(dtype=float)
         fit = fit_saturating(macs, acc)
-        at = float(held[macs_col].mean())
-        predicted = float(fit.predict(at))
-        low, high = prediction_interval(macs, acc, _seeds(fit_rows, seed_col), [at], len(held), draws)
-        measured = float(held[acc_col].mean())
-        _, measured_lo, measured_hi = mean_interval(held[acc_col].astype(float).tolist())
-        naive = {"last_value": last_value(macs, acc), "log_linear": float(log_linear(macs, acc, at))}
-        errors = {f"{name}_error": value - measured for name, value in naive.items()}
-        beats = all(abs(predicted - measured) < abs(error) for error in errors.values())
-        rows.append(
-            {
-                "variant": variant,
-                "held_out_phi": k,
-                "predicted": predicted,
-                "pred_lo": float(low[0]),
-                "pred_hi": float(high[0]),
-                "measured": measured,
-                "measured_lo": measured_lo,
-                "measured_hi": measured_hi,
-                "measured_seeds": len(held),
-                "error": predicted - measured,
-                "abs_error": abs(predicted - measured),
-                "covered": bool(low[0] <= measured <= high[0]) if np.isfinite(low[0]) else None,
-                **errors,
-                "beats_naive": beats,
-                "fit_points": len(fit_rows),
-                "fit_seeds": len(np.unique(_seeds(fit_rows, seed_col))),
-                "method": fit.method,
-                "at_bound": fit.at_bound,
-                "verdict": held_out_verdict(
-                    [predicted, *naive.values()], measured_hi - measured_lo, beats, bool(fit.at_bound)
-                ),
-            }
-        )
+        for phi, held in group[group[phi_col] >= start].groupby(phi_col):
+            at = float(held[macs_col].mean())
+            low, high = prediction_interval(macs, acc, _seeds(fit_rows, seed_col), [at], len(held), draws)
+            measured = held[acc_col].astype(float).tolist()
+            row = _held_out_row(fit, at, measured, (float(low[0]), float(high[0])), macs, acc)
+            row |= {"variant": variant, "held_out_phi": phi, "fit_points": len(fit_rows), "method": fit.method}
+            row |= {"fit_seeds": len(np.unique(_seeds(fit_rows, seed_col))), "at_bound": fit.at_bound}
+            rows.append(row)
     return pd.DataFrame(rows, columns=HELD_OUT_COLUMNS)
 
 
-def held_out_verdict(predictions: list[float], measured_width: float, fit_closest: bool, at_bound: bool) -> str:
-    """What the held-out point can say: untested when the predictions differ by less than the measurement's
-    interval width (or it has none), else which predictor came closer; and whether the fit sits at a bound."""
-    spread = max(predictions) - min(predictions)
-    if not np.isfinite(measured_width) or spread < measured_width:
-        verdict = "untested: the predictions differ by less than the measurement's 95 % interval"
-    else:
-        verdict = "the fit came closest" if fit_closest else "a naive predictor came closer than the fit"
-    return verdict + ("; the fit sits at a bound of its parameters" if at_bound else "")
+def _hold_out_start(group: pd.DataFrame, phi_col: str, hold_out: float | None) -> float:
+    """The smallest held-out phi of one variant's trained rows: `hold_out`, the `held_out` rows', or the largest."""
+    if hold_out is not None:
+        return hold_out
+    if "held_out" in group and group["held_out"].fillna(False).astype(bool).any():
+        return float(group.loc[group["held_out"].fillna(False).astype(bool), phi_col].min())
+    return float(group[phi_col].max())
+
+
+def _held_out_row(
+    fit: SaturatingFit,
+    at: float,
+    measured: list[float],
+    interval: tuple[float, float],
+    macs: np.ndarray,
+    acc: np.ndarray,
+) -> dict[str, object]:
+    """One held-out point: the fit's prediction at `at` MACs against the seeds' `measured` accuracies."""
+    predicted = float(fit.predict(at))
+    mean, measured_lo, measured_hi = mean_interval(measured)
+    naive = {"last value": last_value(macs, acc), "log-linear": float(log_linear(macs, acc, at))}
+    spread = statistics.stdev(measured) if len(measured) > 1 else math.nan
+    low, high = interval
+    return {
+        "predicted": predicted,
+        "pred_lo": low,
+        "pred_hi": high,
+        "measured": mean,
+        "measured_lo": measured_lo,
+        "measured_hi": measured_hi,
+        "measured_seeds": len(measured),
+        "error": predicted - mean,
+        "abs_error": abs(predicted - mean),
+        "covered": bool(low <= mean <= high) if np.isfinite(low) else None,
+        "last_value_error": naive["last value"] - mean,
+        "log_linear_error": naive["log-linear"] - mean,
+        "beats_naive": all(abs(predicted - mean) < abs(value - mean) for value in naive.values()),
+        "verdict": held_out_verdict(predicted, naive, mean, measured_hi - measured_lo, spread, fit.at_bound),
+    }
+
+
+def seeds_to_narrow(gap: float, seed_sd: float, most: int = 100) -> int | None:
+    """The fewest seeds whose mean's 95 % t interval, at this seed spread, is narrower than `gap`; None past
+    `most` or without a spread."""
+    if gap <= 0 or not np.isfinite(seed_sd):
+        return None
+    for seeds in range(2, most + 1):
+        if 2 * float(stats.t.ppf(0.975, seeds - 1)) * seed_sd / math.sqrt(seeds) < gap:
+            return seeds
+    return None
+
+
+def seeds_text(gap: float, seed_sd: float) -> str:
+    """`seeds_to_narrow` in words: '≈5 seeds', '>100 seeds', or a second seed where one gives no spread."""
+    if not np.isfinite(seed_sd):
+        return "a second seed, to measure the spread, and more"
+    needed = seeds_to_narrow(gap, seed_sd)
+    return f"≈{needed} seeds" if needed else ">100 seeds"
+
+
+def held_out_verdict(
+    predicted: float, naive: dict[str, float], measured: float, width: float, seed_sd: float, at_bound: bool
+) -> str:
+    """What the held-out point can say of the fit against each naive predictor: the one closer to the measurement
+    wins where the two predictions differ by at least the measurement's interval `width`; untested where they
+    differ by less (or it has no interval), with the seeds that would tell them apart at the seeds' spread."""
+    beaten, beating, untested = [], [], []
+    for name, value in naive.items():
+        gap = abs(predicted - value)
+        if not np.isfinite(width) or gap < width:
+            untested.append(f"{name}, {100 * gap:.2f} points apart ({seeds_text(gap, seed_sd)} would resolve it)")
+        elif abs(predicted - measured) < abs(value - measured):
+            beaten.append(name)
+        else:
+            beating.append(name)
+    parts = []
+    if beating:
+        parts.append(f"the fit does not beat {' and '.join(beating)}")
+    if beaten:
+        parts.append(
+            "the fit beats both naive predictors" if len(beaten) == len(naive) else f"the fit beats {beaten[0]}"
+        )
+    if untested:
+        interval = (
+            f"the measurement's 95 % interval is {100 * width:.2f} points wide"
+            if np.isfinite(width)
+            else "the measurement has no 95 % interval (one seed)"
+        )
+        parts.append(f"untested against {' and '.join(untested)}: {interval}")
+    return "; ".join(parts) + ("; the fit sits at a bound of its parameters" if at_bound else "")
 
 
 def extrapolate(
