@@ -6,10 +6,11 @@ seeds at batch 256, through scaler's engine (resumable: rerun the same command t
 own runs.db). Printed per setting and phi: the test accuracy with its 95 % interval (seeds and images crossed),
 the seeds' t interval of it (what `scaler scale` judges a held-out phi by), and the increment from the phi before
 it, paired seed by seed and image by image, with its interval. A setting shows scaling when the increment from
-phi = 2 to 3 exceeds the width of phi = 3's seed t interval: only then can a fit on phi < 3 and the "last value"
-predictor, which differ by about that increment, disagree by more than the held-out measurement resolves (the
-verdict is "untested" otherwise). `seeds_needed` is how many seeds would narrow that interval below the increment
-at the seeds' measured spread. Last line, per setting S (with -a<A>_b<B>_g<G> for other coefficients):
+phi = 2 to 3 exceeds the width of phi = 3's seed t interval: a fit on phi < 3 and the "last value" predictor
+differ by about that increment, and the held-out verdict decides between them only where the measurement's interval
+excludes the point halfway between the two ("untested" otherwise), which an interval narrower than the gap can do
+wherever the measurement lands near one of them. `seeds_needed` is how many seeds would narrow that interval below
+the increment at the seeds' measured spread. Last line, per setting S (with -a<A>_b<B>_g<G> for other coefficients):
 gain23_S=<points> lo23_S=<points> width3_S=<points> shows_S=<bool> seeds_needed_S=<n> minutes_S=<minutes>
 
     python benchmarks/scaling_shows.py [--settings w0.125-e2 w0.25-e2 ...] [--seeds 3]

@@ -248,7 +248,12 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None]]] = [
     ("scale seeds past 2^32", ["scale", *COEFFS, "--seed", str(2**32 - 2), *TINY], "--seed", no_setup),
     ("scale train-max-phi nan", ["scale", *COEFFS, "--train-max-phi", "nan"], "--train-max-phi", no_setup),
     ("scale phi inf", ["scale", *COEFFS, "--phi", "0", "inf", "--train-max-phi", "-1"], "--phi", no_setup),
-    ("scale hold-out untrained", ["scale", *COEFFS, "--hold-out", "1", "--train-max-phi", "-1"], "--hold-out", no_setup),
+    (
+        "scale hold-out untrained",
+        ["scale", *COEFFS, "--hold-out", "1", "--train-max-phi", "-1"],
+        "--hold-out",
+        no_setup,
+    ),
     (
         "scale hold-out past the trained phi",
         ["scale", *COEFFS, "--phi", "0", "1", "2", "--train-max-phi", "1", "--hold-out", "2", *TINY],

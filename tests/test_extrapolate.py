@@ -197,23 +197,23 @@ def test_extrapolate_carries_intervals_and_bound_flags() -> None:
     assert extrapolate(flat).at_bound.all()  # falling accuracy: the fit sits on b = 0
 
 
-def test_the_held_out_verdict_weighs_each_naive_predictor_against_the_measurements_interval() -> None:
+def test_the_held_out_verdict_decides_only_where_the_interval_excludes_the_halfway_point() -> None:
     from scaler.study.extrapolate import held_out_verdict
 
-    close = held_out_verdict(0.80, {"last value": 0.801, "log-linear": 0.803}, 0.80, 0.01, 0.004, False)
-    assert close.startswith("untested against last value, 0.10 points apart (") and close.endswith(
-        "interval is 1.00 points wide"
-    )
     far = {"last value": 0.78, "log-linear": 0.83}
-    assert held_out_verdict(0.80, far, 0.801, 0.01, 0.004, False) == "the fit beats both naive predictors"
-    assert held_out_verdict(0.80, far, 0.829, 0.01, 0.004, True) == (
+    assert held_out_verdict(0.80, far, (0.795, 0.805), 0.004, False) == "the fit beats both naive predictors"
+    assert held_out_verdict(0.80, far, (0.824, 0.834), 0.004, True) == (
         "the fit does not beat log-linear; the fit beats last value; the fit sits at a bound of its parameters"
     )
-    mixed = held_out_verdict(0.80, {"last value": 0.78, "log-linear": 0.805}, 0.80, 0.01, 0.004, False)
-    assert mixed.startswith("the fit beats last value; untested against log-linear, 0.50 points apart (≈")
-    one_seed = held_out_verdict(0.80, far, 0.80, float("nan"), float("nan"), False)
-    assert (
-        one_seed.startswith("untested against last value, 2.00 points apart (a second seed") and "no 95 %" in one_seed
+    near = held_out_verdict(0.80, {"last value": 0.801, "log-linear": 0.803}, (0.795, 0.805), 0.004, False)
+    assert near.startswith("untested against last value: the measurement's 95 % interval holds the point halfway")
+    assert "(0.10 points apart; " in near and near.count("untested") == 2
+    wide = held_out_verdict(0.80, far, (0.785, 0.812), 0.01, False)  # 2 points apart, but the interval holds 0.79
+    assert wide.startswith("the fit beats log-linear; untested against last value: the measurement's 95 % interval")
+    one_seed = held_out_verdict(0.80, far, (0.80, 0.80), float("nan"), False)
+    assert one_seed == (
+        "untested against last value: one seed gives the measurement no interval; "
+        "untested against log-linear: one seed gives the measurement no interval"
     )
 
 

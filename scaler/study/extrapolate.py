@@ -307,7 +307,7 @@ def _held_out_row(
         "last_value_error": naive["last value"] - mean,
         "log_linear_error": naive["log-linear"] - mean,
         "beats_naive": all(abs(predicted - mean) < abs(value - mean) for value in naive.values()),
-        "verdict": held_out_verdict(predicted, naive, mean, measured_hi - measured_lo, spread, fit.at_bound),
+        "verdict": held_out_verdict(predicted, naive, (measured_lo, measured_hi), spread, fit.at_bound),
     }
 
 
@@ -331,35 +331,35 @@ def seeds_text(gap: float, seed_sd: float) -> str:
 
 
 def held_out_verdict(
-    predicted: float, naive: dict[str, float], measured: float, width: float, seed_sd: float, at_bound: bool
+    predicted: float, naive: dict[str, float], interval: tuple[float, float], seed_sd: float, at_bound: bool
 ) -> str:
-    """What the held-out point can say of the fit against each naive predictor: the one closer to the measurement
-    wins where the two predictions differ by at least the measurement's interval `width`; untested where they
-    differ by less (or it has no interval), with the seeds that would tell them apart at the seeds' spread."""
-    beaten, beating, untested = [], [], []
+    """What the held-out point can say of the fit against each naive predictor: the one on the measurement's side
+    wins where the measurement's 95 % `interval` excludes the point halfway between the two predictions; untested
+    where it holds it (or one seed gives no interval), with the seeds whose interval would exclude it at the seeds'
+    spread."""
+    low, high = interval
+    measured = (low + high) / 2
+    beaten: list[str] = []
+    beating: list[str] = []
+    untested: list[str] = []
     for name, value in naive.items():
-        gap = abs(predicted - value)
-        if not np.isfinite(width) or gap < width:
-            untested.append(f"{name}, {100 * gap:.2f} points apart ({seeds_text(gap, seed_sd)} would resolve it)")
-        elif abs(predicted - measured) < abs(value - measured):
-            beaten.append(name)
-        else:
-            beating.append(name)
-    parts = []
-    if beating:
-        parts.append(f"the fit does not beat {' and '.join(beating)}")
+        halfway = (predicted + value) / 2
+        if np.isfinite(seed_sd) and not low <= halfway <= high:
+            (beaten if abs(predicted - measured) < abs(value - measured) else beating).append(name)
+            continue
+        needed = seeds_text(2 * abs(measured - halfway), seed_sd)
+        untested.append(
+            f"untested against {name}: the measurement's 95 % interval holds the point halfway between the two "
+            f"predictions ({100 * abs(predicted - value):.2f} points apart; {needed} would resolve it)"
+            if np.isfinite(seed_sd)
+            else f"untested against {name}: one seed gives the measurement no interval"
+        )
+    parts = [f"the fit does not beat {' and '.join(beating)}"] if beating else []
     if beaten:
         parts.append(
             "the fit beats both naive predictors" if len(beaten) == len(naive) else f"the fit beats {beaten[0]}"
         )
-    if untested:
-        interval = (
-            f"the measurement's 95 % interval is {100 * width:.2f} points wide"
-            if np.isfinite(width)
-            else "the measurement has no 95 % interval (one seed)"
-        )
-        parts.append(f"untested against {' and '.join(untested)}: {interval}")
-    return "; ".join(parts) + ("; the fit sits at a bound of its parameters" if at_bound else "")
+    return "; ".join(parts + untested) + ("; the fit sits at a bound of its parameters" if at_bound else "")
 
 
 def extrapolate(
