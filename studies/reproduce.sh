@@ -25,6 +25,12 @@ scaler ladder --study $S --subset 6000 --epochs 6 --seed 10 --no-progress   # ab
 scaler frelu --study $S --seed 20 --no-progress   # about 35 min; resumes from the engine's runs.db
 scaler compare-scaling --study $S --subset 6000 --epochs 3 --seed 30 --no-progress   # about 20 min
 scaler report --study $S --readme README.md
+# the variants across phi at the cheapest setting of benchmarks/scaling_shows.py (#44): the search's pick on the base at
+# width x0.125, the same images at every phi (45,000 x 2 epochs at batch 256), phi = 0-4 trained on 5 seeds of their
+# own; the fit on phi <= 2 judged at phi = 3 and at the step beyond it; relu and fused (38 min wall), then frelu:5, the
+# FReLU placement's recommendation, added by the same command (24 min more); 55 min of training in all; resumes from runs.db
+scaler scale --alpha 1.0 --beta 1.4 --gamma 1.0 --width 0.125 --out mobilenet-w0.125-fashion-mnist-scale --phi 0 1 2 3 4 --variant relu fused frelu:5 --train-max-phi 4 --hold-out 3 --subset 0 --epochs 2 --batch-size 256 --seed 70 --seeds 5 --no-progress
+scaler report --study mobilenet-w0.125-fashion-mnist-scale --readme README.md
 scaler flgc --width 0.25 --spatial --assignment-lr-scale 10 --subset 0 --epochs 2 --batch-size 64 --val-size 5000 --seeds 3 --out flgc-resnet50-fashion-mnist-w0.25 --no-progress   # 51 runs, about 6.5 h; resumes from runs.db
 scaler report --study flgc-resnet50-fashion-mnist-w0.25 --readme README.md
 python benchmarks/flgc_assignment.py > benchmarks/results/flgc_assignment.txt   # about 40 min
