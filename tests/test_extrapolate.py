@@ -227,11 +227,14 @@ def test_seeds_to_narrow_follows_the_t_interval() -> None:
 
 
 def test_a_hold_out_judges_every_trained_phi_from_it_on_with_the_same_fit() -> None:
-    frame = seeded_frame(0.003, seeds=4)
-    frame = pd.concat([frame, seeded_frame(0.003, seeds=4, rng_seed=1).assign(phi=lambda f: f.phi + 4)])
-    frame = frame[frame.phi <= 4].copy()
-    frame.loc[frame.phi == 4, "macs"] = MACS[4]
-    frame.loc[frame.phi == 4, "test_acc"] = curve(MACS[4], 0.93, 0.30, 0.45)
+    at_four = {
+        "variant": "A",
+        "phi": 4,
+        "seed": range(4),
+        "macs": MACS[4],
+        "test_acc": curve(MACS[4], 0.93, 0.30, 0.45),
+    }
+    frame = pd.concat([seeded_frame(0.003, seeds=4), pd.DataFrame(at_four)], ignore_index=True)
     table = held_out_error(frame, draws=40, hold_out=3)
     assert table.held_out_phi.tolist() == [3, 4] and (table.fit_points == 12).all()
     marked = held_out_error(frame.assign(held_out=frame.phi >= 3), draws=40)

@@ -10,14 +10,11 @@ from scaler.report.tables import cell, markdown
 from scaler.study.extrapolate import held_out_error
 
 
-def held_out_of(folder: Path) -> pd.DataFrame | None:
-    """The held-out extrapolation: recomputed by the current rule from the runs (`scale.csv`) where they carry their
-    test accuracy, else `extrapolation.csv` as written; None when the folder has neither."""
-    runs = folder / "scale.csv"
-    if runs.exists():
-        frame = pd.read_csv(runs)
-        if "test_acc" in frame and frame.test_acc.notna().any():
-            return held_out_error(frame)
+def held_out_of(folder: Path, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The held-out extrapolation: recomputed by the current rule from the runs (`scale.csv`, read by the caller)
+    where they carry their test accuracy, else the folder's `extrapolation.csv` as written; None without either."""
+    if "test_acc" in runs and runs.test_acc.notna().any():
+        return held_out_error(runs)
     return pd.read_csv(folder / "extrapolation.csv") if (folder / "extrapolation.csv").exists() else None
 
 

@@ -304,14 +304,14 @@ def scale_section(folder: Path) -> Section:
         "latency ms (IQR)",
     ]
     parts, verdicts = [markdown(rows, header)], []
-    form = form_of(pd.read_csv(folder / "scale.csv")) if (folder / "scale.csv").exists() else None
-    if form is not None:
+    runs = pd.read_csv(folder / "scale.csv") if (folder / "scale.csv").exists() else pd.DataFrame()
+    if (form := form_of(runs)) is not None:
         parts.append(
             f"Latency: batch 1, in {LATENCY_WORDS.get(form, form)}, every network timed interleaved in one run."
         )
     figures = [name for name in ("acc_vs_macs.png", "acc_vs_latency.png") if (folder / name).exists()]
     parts += [f"![{name}]({name})" for name in figures]
-    held = held_out_of(folder)
+    held = held_out_of(folder, runs)
     if held is not None:
         parts.append("Held-out extrapolation (`extrapolation.csv`):\n\n" + held_out_table(held))
         verdicts.append(extrapolation_verdict(held))

@@ -274,8 +274,10 @@ def _hold_out_start(group: pd.DataFrame, phi_col: str, hold_out: float | None) -
     """The smallest held-out phi of one variant's trained rows: `hold_out`, the `held_out` rows', or the largest."""
     if hold_out is not None:
         return hold_out
-    if "held_out" in group and group["held_out"].fillna(False).astype(bool).any():
-        return float(group.loc[group["held_out"].fillna(False).astype(bool), phi_col].min())
+    if "held_out" in group:
+        marked = group["held_out"].fillna(False).astype(bool)
+        if marked.any():
+            return float(group.loc[marked, phi_col].min())
     return float(group[phi_col].max())
 
 
@@ -344,16 +346,16 @@ def held_out_verdict(
     untested: list[str] = []
     for name, value in naive.items():
         halfway = (predicted + value) / 2
-        if np.isfinite(seed_sd) and not low <= halfway <= high:
+        if not np.isfinite(seed_sd):
+            untested.append(f"untested against {name}: one seed gives the measurement no interval")
+        elif not low <= halfway <= high:
             (beaten if abs(predicted - measured) < abs(value - measured) else beating).append(name)
-            continue
-        needed = seeds_text(2 * abs(measured - halfway), seed_sd)
-        untested.append(
-            f"untested against {name}: the measurement's 95 % interval holds the point halfway between the two "
-            f"predictions ({100 * abs(predicted - value):.2f} points apart; {needed} would resolve it)"
-            if np.isfinite(seed_sd)
-            else f"untested against {name}: one seed gives the measurement no interval"
-        )
+        else:
+            untested.append(
+                f"untested against {name}: the measurement's 95 % interval holds the point halfway between the two "
+                f"predictions ({100 * abs(predicted - value):.2f} points apart; "
+                f"{seeds_text(2 * abs(measured - halfway), seed_sd)} would resolve it)"
+            )
     parts = [f"the fit does not beat {' and '.join(beating)}"] if beating else []
     if beaten:
         parts.append(
